@@ -22,8 +22,8 @@ def proto_files() -> list[Path]:
 
 def generate(out_root: Path) -> list[Path]:
     """Write generated modules for every .proto under ``out_root/mirage/v1``; return their paths."""
-    from grpc_tools import protoc  # a development dependency (grpcio-tools)
     import grpc_tools
+    from grpc_tools import protoc  # a development dependency (grpcio-tools)
 
     out_root = Path(out_root)
     (out_root / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,75 @@
+"""`mirage` command line: serve, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+MiB = 2**20
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from runtime.config import RuntimeConfig
+    from runtime.server import serve
+
+    config = RuntimeConfig()
+    config.server.host = args.host
+    config.server.port = args.port
+    config.memory.budget_bytes = int(args.budget_mib * MiB)
+    if args.generator:
+        config.generator.name = args.generator
+    if args.models_dir:
+        config.generator.models_dir = args.models_dir
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(config))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from runtime.demo import DemoConfig, run_demo
+
+    config = DemoConfig(
+        out=Path(args.out), frames=args.frames, size=args.size, scene=args.scene, seed=args.seed
+    )
+    run_demo(config)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mirage", description="Mirage: video generation with persistent spatial memory"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC runtime")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=50051, help="TCP port (0: any free port)")
+    serve.add_argument("--budget-mib", type=float, default=128, help="default memory budget per session, MiB")
+    serve.add_argument("--generator", default="", help="default exported model name")
+    serve.add_argument(
+        "--models-dir", default="", help="folder of exported models (default: exported_models/)"
+    )
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser(
+        "demo", help="stream an out-and-back path through an embedded runtime and score the return"
+    )
+    demo.add_argument("--out", default="demo_out", help="output folder")
+    demo.add_argument("--frames", type=int, default=200, help="outbound frames N (the return adds N more)")
+    demo.add_argument("--size", type=int, default=128, help="frame size in pixels (square, multiple of 8)")
+    demo.add_argument("--scene", default="garden", help="Panda3D scene arrangement")
+    demo.add_argument("--seed", type=int, default=0, help="seed for deterministic replay")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Runtime configuration: typed dataclasses whose defaults make `mirage serve` work with no flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runtime.generator.host import GeneratorConfig
+from runtime.memory.config import MemoryConfig
+
+PROTOCOL_VERSION = (1, 0, 0)
+"""The mirage.v1 wire protocol this runtime speaks (semver: major changes break clients)."""
+
+MiB = 2**20
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    """Interface to bind; loopback by default, 0.0.0.0 to serve other machines."""
+    port: int = 50051
+    """TCP port; 0 picks a free one (tests, embedded demo)."""
+    max_message_bytes: int = 16 * MiB
+    """Largest message either side may send (frames at 1080p RGB raw are ~6 MiB)."""
+    keepalive_min_ping_interval_ms: int = 20_000
+    """Clients may ping this often without being sent GOAWAY (gRPC's default is 5 minutes)."""
+    grace_s: float = 5.0
+    """Seconds in-flight calls get to finish on shutdown."""
+    workers: int = 2
+    """Threads for memory and model work (kept off the event loop)."""
+    torch_threads: int = 2
+    """Intra-op threads for torch (memory render and ingest)."""
+
+
+@dataclass
+class SessionDefaults:
+    max_pending_poses: int = 2
+    """Poses queued per stream before the oldest is dropped (latest wins)."""
+    max_pending_messages: int = 8
+    """Observations/controls queued per stream before the reader waits (back-pressure)."""
+    idle_timeout_s: float = 900.0
+    """A session nobody touched for this long is closed and its memory released."""
+    max_sessions: int = 16
+    """Open sessions at once; further handshakes get RESOURCE_EXHAUSTED."""
+    max_budget_bytes: int = 8 * 1024 * MiB
+    """Largest memory budget a client may ask for."""
+    max_pixels: int = 1920 * 1080
+    """Largest frame (width * height) a session may declare."""
+
+
+@dataclass
+class RuntimeConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    sessions: SessionDefaults = field(default_factory=SessionDefaults)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)

@@ -1,0 +1,91 @@
+"""Cycle tests through the real gRPC path: a camera path goes out and comes back along the same
+poses; every return frame is compared with the outbound frame at the same pose (DESIGN.md).
+
+Methods differ only in memory: `mirage` keeps persistent spatial memory, `windowK` keeps only what
+the last K frames showed (the temporal-window baselines), `no_memory` keeps the previous frame only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from plugin_bridge.client import AsyncMirageClient
+from plugin_bridge.wire import observation_message, pose_from_matrix
+from runtime.evaluation.metrics import RevisitScores, revisit_scores
+
+METHOD_WINDOWS: dict[str, int] = {"mirage": 0, "window16": 16, "window8": 8, "no_memory": 1}
+"""Memory window per method (0: persistent)."""
+
+
+@dataclass
+class CycleRun:
+    method: str
+    frames: int  # outbound length N
+    scores: RevisitScores
+    seconds: float
+    frames_rgb: list[np.ndarray]  # every streamed frame, in order
+    pairs: list[tuple[int, int]]
+    memory_points: list[int] = field(default_factory=list)
+    memory_bytes: list[int] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def pair_frames(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return [self.frames_rgb[i] for i, _ in self.pairs], [self.frames_rgb[j] for _, j in self.pairs]
+
+    def as_row(self) -> dict:
+        return {
+            "method": self.method,
+            "frames": self.frames,
+            "revisit_psnr": self.scores.psnr,
+            "revisit_ssim": self.scores.ssim,
+            "contextual_accuracy": self.scores.contextual_accuracy,
+            "seconds": self.seconds,
+        }
+
+
+async def run_cycle(
+    client: AsyncMirageClient,
+    scene,  # PandaSceneSource: .intrinsics, .render(pose) -> (rgb, depth)
+    path: list[np.ndarray],
+    pairs: list[tuple[int, int]],
+    *,
+    method: str,
+    seed_poses: list[np.ndarray],
+    seed: int = 0,
+    budget_bytes: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> CycleRun:
+    """Seed memory with engine observations at `seed_poses`, then stream `path` in generate mode."""
+    started = time.perf_counter()
+    info = await client.open_session(
+        scene.intrinsics, window_frames=METHOD_WINDOWS[method], seed=seed, budget_bytes=budget_bytes
+    )
+    stream = client.stream(info.session_id)
+    try:
+        for k, pose in enumerate(seed_poses):
+            rgb, depth = scene.render(pose)
+            await stream.send_observation(
+                observation_message(10_000_000 + k, pose_from_matrix(pose), rgb, depth)
+            )
+        frames: list[np.ndarray] = []
+        run = CycleRun(method, len(path) // 2, RevisitScores(0.0, 0.0, 0.0), 0.0, frames, pairs)
+        for pose in path:
+            t0 = time.perf_counter()
+            frame = await stream.step(pose_from_matrix(pose))
+            run.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+            frames.append(frame.rgb)
+            run.memory_points.append(frame.memory.points)
+            run.memory_bytes.append(frame.memory.bytes_used)
+            if progress is not None:
+                progress(1)
+        await stream.close()
+    finally:
+        await client.close_session(info.session_id)
+    outbound, returned = run.pair_frames()
+    run.scores = revisit_scores(outbound, returned)
+    run.seconds = time.perf_counter() - started
+    return run

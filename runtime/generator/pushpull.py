@@ -1,0 +1,69 @@
+"""Multi-scale push-pull hole filler (no learned weights), exportable to ONNX with dynamic H, W.
+
+Push: a pyramid of coverage-weighted 2x2 averages (ceil mode, so odd sizes keep their border),
+``LEVELS`` levels, topped by one global weighted mean. Pull: coarse to fine, each level keeps its own
+estimate in proportion to its weight and takes the rest from the upsampled coarser level. Colour is
+weighted by coverage; depth by coverage on pixels with depth > 0 only. Pixels with coverage >= 0.999
+come out exactly as given. With nothing covered, colour is mid-grey (0.5) and depth 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEVELS = 7
+"""Pooling levels (fixed, so the traced graph works for any H, W; a global mean tops the pyramid)."""
+COVERED = 0.999
+"""Coverage at or above this keeps the input pixel exactly."""
+EMPTY_RGB = 0.5
+EPS = 1e-6
+
+
+def _push(value: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One 2x2 step: weighted mean of the children, weight = sum of child weights clamped to 1."""
+    num = F.avg_pool2d(value * weight, 2, 2, ceil_mode=True, count_include_pad=False)
+    den = F.avg_pool2d(weight, 2, 2, ceil_mode=True, count_include_pad=False)
+    return num / den.clamp_min(EPS), (den * 4.0).clamp(0.0, 1.0)
+
+
+def _up(coarse: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Bilinear 2x upsampling (pixel centres aligned with 2x2 pooling), cropped to ``like``'s size."""
+    up = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return up[:, :, : like.shape[2], : like.shape[3]]
+
+
+def push_pull(value: torch.Tensor, weight: torch.Tensor, empty: float) -> torch.Tensor:
+    """Fill ``value`` [N,C,H,W] where ``weight`` [N,1,H,W] (in [0, 1]) is below 1; ``empty`` if none."""
+    value = torch.where(weight > 0, value, torch.zeros_like(value))  # no 0 * inf or 0 * nan
+    values, weights = [value], [weight]
+    for _ in range(LEVELS):
+        v, w = _push(values[-1], weights[-1])
+        values.append(v)
+        weights.append(w)
+    top_v, top_w = values[-1], weights[-1]
+    total = top_w.sum(dim=(2, 3), keepdim=True)
+    mean = (top_v * top_w).sum(dim=(2, 3), keepdim=True) / total.clamp_min(EPS)
+    filled = torch.where(total > EPS, mean, torch.full_like(mean, empty))
+    for level in range(LEVELS, -1, -1):
+        v, w = values[level], weights[level]
+        coarse = filled if level == LEVELS else _up(filled, v)
+        filled = v * w + coarse * (1.0 - w)
+    return filled
+
+
+class PushPullFiller(nn.Module):
+    """``forward(memory_rgb [1,3,H,W], memory_depth [1,1,H,W], memory_coverage [1,1,H,W]) -> (rgb, depth)``."""
+
+    def forward(
+        self, memory_rgb: torch.Tensor, memory_depth: torch.Tensor, memory_coverage: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cov = memory_coverage.clamp(0.0, 1.0)
+        depth_w = cov * (memory_depth > 0).to(cov.dtype)
+        rgb = push_pull(memory_rgb, cov, EMPTY_RGB)
+        depth = push_pull(memory_depth, depth_w, 0.0)
+        keep = memory_coverage >= COVERED
+        rgb = torch.where(keep, memory_rgb, rgb).clamp(0.0, 1.0)
+        depth = torch.where(keep, memory_depth, depth).clamp_min(0.0)
+        return rgb, depth

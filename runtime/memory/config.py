@@ -1,0 +1,95 @@
+"""Spatial memory configuration and the plain records memory hands back (no torch, no gRPC).
+
+Provenance numbers match the wire enum (mirage.v1 `Provenance`): 0 none, 1 observed, 2 generated,
+3 imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 2**20
+
+PROVENANCE_NONE = 0
+PROVENANCE_OBSERVED = 1
+PROVENANCE_GENERATED = 2
+PROVENANCE_IMPORTED = 3
+PROVENANCES = (PROVENANCE_OBSERVED, PROVENANCE_GENERATED, PROVENANCE_IMPORTED)
+
+MIN_POINTS = 1024
+"""The smallest point capacity a budget must leave once the environment map is paid for."""
+
+
+@dataclass
+class MemoryConfig:
+    """Knobs of one session's spatial memory; the defaults are what `mirage serve` uses."""
+
+    budget_bytes: int = 128 * MiB
+    """Hard cap on the bytes memory holds (point storage + environment map); never exceeded."""
+    window_frames: int = 0
+    """0 keeps memory persistent; K > 0 keeps only what appeared in the last K frames (baselines)."""
+    depth_tolerance: float = 0.02
+    """Relative depth band in which two surfaces count as the same (z-buffer ties, matching)."""
+    max_splat_radius_px: int = 4
+    """Largest half-size, in pixels, a point's square splat may take when seen up close."""
+    near: float = 0.05
+    """Points nearer than this (metres, camera z) are not rendered or carved."""
+    far: float = 1000.0
+    """Observed or generated depth beyond this (metres) is content at infinity: environment map."""
+    env_width: int = 512
+    """Environment map columns (azimuth)."""
+    env_height: int = 256
+    """Environment map rows (elevation, row 0 looks straight up)."""
+    initial_capacity: int = 65536
+    """Points allocated up front; storage then grows geometrically, never past the budget."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field to fix when a value makes no sense."""
+        if self.budget_bytes < MiB:
+            raise ValueError(f"budget_bytes={self.budget_bytes}: memory needs at least 1 MiB ({MiB} bytes)")
+        if self.window_frames < 0:
+            raise ValueError(
+                f"window_frames={self.window_frames}: use 0 (persistent) or a positive frame count"
+            )
+        if not 0.0 < self.depth_tolerance < 1.0:
+            raise ValueError(f"depth_tolerance={self.depth_tolerance}: use a fraction in (0, 1), e.g. 0.02")
+        if not 0 <= self.max_splat_radius_px <= 64:
+            raise ValueError(f"max_splat_radius_px={self.max_splat_radius_px}: use 0..64 pixels")
+        if not 0.0 < self.near < self.far:
+            raise ValueError(f"near={self.near}, far={self.far}: need 0 < near < far (metres)")
+        if self.env_width < 4 or self.env_height < 2:
+            raise ValueError(f"environment map {self.env_width}x{self.env_height}: use at least 4x2 texels")
+        if self.initial_capacity < 1:
+            raise ValueError(f"initial_capacity={self.initial_capacity}: use a positive point count")
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """What one `SpatialMemory.ingest` call did."""
+
+    added: int
+    """New points appended."""
+    updated: int
+    """Existing points refreshed by a matching observation (colour, confidence, hit count)."""
+    carved: int
+    """Points removed because the observation saw through them (free space)."""
+    pruned: int
+    """Points evicted for the budget or expired from the window."""
+    dropped: int
+    """New points not stored because the budget had no room left for them."""
+    env_texels_written: int
+    """Environment texels whose colour this frame set."""
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """A snapshot of memory size and history (what the wire's MemoryStats carries)."""
+
+    points: int
+    bytes_used: int
+    budget_bytes: int
+    points_pruned_total: int
+    points_carved_total: int
+    frames_ingested: int
+    environment_texels: int
+    window_frames: int

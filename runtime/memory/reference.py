@@ -1,0 +1,65 @@
+"""Slow, plain reference of the splat rule in `runtime.memory.splat` (tests only).
+
+Loops over points and pixels one at a time with numpy float32 scalars, so every comparison is made
+on exactly the float32 values the vectorised kernel computes. It is the specification, written to be
+read: if the two ever disagree, this one says what was meant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from plugin_bridge.camera import Intrinsics
+from runtime.memory.splat import DIST_SCALE, SplatWinners, float32_constants
+
+
+def reference_splat(
+    xyz_cam: torch.Tensor,  # [N, 3] float32 camera-space points
+    radius: torch.Tensor,  # [N] float32 world-space half-size
+    intrinsics: Intrinsics,
+    *,
+    near: float,
+    max_radius_px: int,
+    depth_tolerance: float,
+) -> SplatWinners:
+    f32 = np.float32
+    fx, fy, cx, cy, f_mean = (f32(c) for c in float32_constants(intrinsics))
+    width, height = intrinsics.width, intrinsics.height
+    xyz = xyz_cam.detach().cpu().to(torch.float32).numpy()
+    rad = radius.detach().cpu().to(torch.float32).numpy()
+
+    # 1. project every point; keep those in front of the near plane whose square can reach the image
+    projected = []  # (point index, u, v, z, half-size)
+    for i in range(xyz.shape[0]):
+        x, y, z = (f32(c) for c in xyz[i])
+        if not z > f32(near):
+            continue
+        u = x / z * fx + cx
+        v = y / z * fy + cy
+        r = min(max(rad[i] * f_mean / z, f32(0.0)), f32(max_radius_px))
+        half = max(r, f32(0.5))
+        if -half <= u <= half + f32(width - 1) and -half <= v <= half + f32(height - 1):
+            projected.append((i, u, v, z, half))
+
+    index = np.full((height, width), -1, dtype=np.int64)
+    depth = np.zeros((height, width), dtype=np.float32)
+    tolerance = f32(1.0 + depth_tolerance)
+    for py in range(height):
+        for px in range(width):
+            # 2. every point whose square covers this pixel centre
+            fragments = []
+            for i, u, v, z, half in projected:
+                dx, dy = f32(px) - u, f32(py) - v
+                if abs(dx) <= half and abs(dy) <= half:
+                    quantised = int(dx * dx * f32(DIST_SCALE)) + int(dy * dy * f32(DIST_SCALE))
+                    fragments.append((z, quantised, i))
+            if not fragments:
+                continue
+            # 3. the nearest depth; 4. within tolerance of it, nearest centre, then lowest index
+            zmin = min(z for z, _, _ in fragments)
+            front = [(q, i, z) for z, q, i in fragments if z <= zmin * tolerance]
+            _, best, best_z = min(front)
+            index[py, px] = best
+            depth[py, px] = best_z
+    return SplatWinners(torch.from_numpy(index), torch.from_numpy(depth), len(projected))

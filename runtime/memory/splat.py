@@ -1,0 +1,324 @@
+"""Render memory into a camera: project, cull, z-buffered square splats, front-surface tie-break.
+
+The kernel `splat_points` is a pure function of camera-space points; `runtime.memory.reference`
+implements the same rule with plain loops and the tests hold the two equal. The rule:
+
+* a point at camera-space (x, y, z) with z > near projects to u = fx x/z + cx, v = fy y/z + cy and
+  has a pixel half-size r = radius f_mean / z, clamped to [0, max_radius_px];
+* it covers pixel (px, py) iff |px - u| <= max(r, 0.5) and |py - v| <= max(r, 0.5): a Chebyshev
+  square that always holds the pixel containing the centre (pixel centres sit at integers);
+* per pixel, pass 1 finds the nearest fragment depth zmin; pass 2 picks, among fragments with depth
+  <= zmin (1 + depth_tolerance), the one whose centre is nearest the pixel centre, ties to the lower
+  point index. The distance is floor(dx^2 2^16) + floor(dy^2 2^16) (squared pixel distance, each
+  axis quantised to 2^-16 px^2, so the key splits into a row part plus a column part). A point rendered from the pose it was
+  made at has distance 0 to its own pixel, so such a render gives back the ingested pixels exactly.
+
+All arithmetic of the rule is float32 with constants rounded to float32 first, so that the kernel and
+the reference agree bit for bit. Fragments are generated in buckets by footprint: half-size in
+[b-1, b) px uses a 2b x 2b window from floor(u) - b + 1 (2x2 for the usual sub-pixel points), the
+clamped maximum R a (2R+1)^2 window around round(u).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from plugin_bridge.camera import Camera, Intrinsics
+from runtime.memory.environment import EnvironmentMap
+
+DIST_SCALE = 65536.0
+"""Squared pixel distances are quantised to multiples of 1/DIST_SCALE in the tie-break key."""
+_NO_KEY = torch.iinfo(torch.int64).max
+_LOW32 = 0xFFFFFFFF
+
+
+@dataclass
+class MemoryRender:
+    """Memory seen from one camera (torch tensors on the memory's device)."""
+
+    rgb: torch.Tensor  # [H, W, 3] float32 0..1, 0 where uncovered
+    depth: torch.Tensor  # [H, W] float32 metres; 0 uncovered, +inf where only the environment covers
+    coverage: torch.Tensor  # [H, W] float32: 1 where a point or environment texel covers, else 0
+    confidence: torch.Tensor  # [H, W] float32: winning point's confidence (1 for environment texels)
+    point_index: torch.Tensor  # [H, W] int64: winning point, -1 where none
+    object_id: torch.Tensor  # [H, W] int32, 0 none
+    provenance: torch.Tensor  # [H, W] uint8, 0 none
+    points_in_view: int  # points that passed the frustum test
+    env_texel: torch.Tensor  # [H, W] int64: environment texel shown, -1 where none
+    camera: Camera | None = None  # the camera rendered (ingest checks it is handed the right render)
+    memory_version: int = -1  # layout version of the memory when rendered (stale renders are refused)
+
+
+@dataclass
+class SplatWinners:
+    """Per-pixel result of the splat kernel."""
+
+    index: torch.Tensor  # [H, W] int64: winning point (index into the kernel's input), -1 where none
+    depth: torch.Tensor  # [H, W] float32: the winner's camera z, 0 where none
+    points_in_view: int
+
+
+def float32_constants(intrinsics: Intrinsics) -> tuple[float, float, float, float, float]:
+    """fx, fy, cx, cy and f_mean = (fx + fy) / 2, each rounded to float32 (as the kernel uses them)."""
+    f32 = np.float32
+    values = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy, (intrinsics.fx + intrinsics.fy) / 2)
+    return tuple(float(f32(v)) for v in values)  # type: ignore[return-value]
+
+
+def f32(value: float) -> float:
+    """A python float holding the float32 nearest ``value``."""
+    return float(np.float32(value))
+
+
+def splat_points(
+    xyz_cam: torch.Tensor,  # [N, 3] float32 camera-space points
+    radius: torch.Tensor,  # [N] float32 world-space half-size
+    intrinsics: Intrinsics,
+    *,
+    near: float,
+    max_radius_px: int,
+    depth_tolerance: float,
+) -> SplatWinners:
+    """Z-buffered square splats with the front-surface tie-break (see the module docstring)."""
+    device = xyz_cam.device
+    height, width = intrinsics.height, intrinsics.width
+    hw = height * width
+    pts = xyz_cam.to(torch.float32).T.contiguous()  # [3, N] (free if xyz_cam is a transposed [3, N])
+    radius = radius.to(torch.float32)
+    u, v, z, ext = _project(pts, radius, intrinsics, max_radius_px)
+    in_view = (z > f32(near)) & (u >= -ext) & (u <= ext + float(width - 1))
+    in_view &= (v >= -ext) & (v <= ext + float(height - 1))
+    idx = in_view.nonzero().squeeze(1)  # [M] ascending: keeps the index order for ties
+    winners = SplatWinners(
+        torch.full((height, width), -1, dtype=torch.int64, device=device),
+        torch.zeros(height, width, dtype=torch.float32, device=device),
+        int(idx.numel()),
+    )
+    if idx.numel() == 0:
+        return winners
+    if idx.numel() < in_view.numel():  # recomputed on the survivors (same float32 operations and values)
+        u, v, z, ext = _project(pts.index_select(1, idx), radius.index_select(0, idx), intrinsics, max_radius_px)
+    local = torch.arange(idx.numel(), device=device)
+
+    # bucket by footprint: ext in [b-1, b) uses a 2b window; ext == top uses a centred 2*top+1 window
+    top = max(max_radius_px, 1)
+    bucket = torch.floor(ext).long().clamp(max=top)
+    counts = torch.bincount(bucket, minlength=top + 1).tolist()
+    fragments = []
+    for b, count in enumerate(counts):
+        if count == 0:
+            continue
+        if count == idx.numel():
+            cols = (u, v, z, ext, local)
+        else:
+            sel = (bucket == b).nonzero().squeeze(1)
+            cols = tuple(t.index_select(0, sel) for t in (u, v, z, ext, local))
+        fragments.append(_fragments(*cols, half=min(b + 1, top), centred=b == top, width=width, height=height))
+
+    # pass 1: nearest depth per pixel, on the float32 bits (monotone for positive floats, faster);
+    # slot hw absorbs fragments off the image
+    zbits = torch.full((hw + 1,), 0x7F800000, dtype=torch.int32, device=device)  # +inf
+    for pix, zf, _ in fragments:
+        zbits.scatter_reduce_(0, pix, zf.view(torch.int32), "amin")
+    zthr = zbits.view(torch.float32) * f32(1.0 + depth_tolerance)
+    # pass 2: nearest centre among the front surface, ties to the lower index
+    kbuf = torch.full((hw + 1,), _NO_KEY, dtype=torch.int64, device=device)
+    for pix, zf, key in fragments:
+        front = torch.where(zf <= zthr.index_select(0, pix), pix, hw)
+        kbuf.scatter_reduce_(0, front, key, "amin")
+    key = kbuf[:hw]
+    has = key != _NO_KEY
+    win = torch.where(has, key & _LOW32, 0)
+    winners.index = torch.where(has, idx.index_select(0, win), -1).reshape(height, width)
+    winners.depth = torch.where(has, z.index_select(0, win), 0.0).reshape(height, width)
+    return winners
+
+
+def _project(pts: torch.Tensor, radius: torch.Tensor, intrinsics: Intrinsics, max_radius_px: int):
+    """u, v, z and splat half-size max(clamp(radius f / z, 0, max), 0.5) of points [3, N] (float32)."""
+    fx, fy, cx, cy, f_mean = float32_constants(intrinsics)
+    x, y, z = pts
+    u = x / z * fx + cx
+    v = y / z * fy + cy
+    ext = (radius * f_mean / z).clamp(0.0, float(max_radius_px)).clamp(min=0.5)
+    return u, v, z, ext
+
+
+def _fragments(u, v, z, ext, local, *, half: int, centred: bool, width: int, height: int):
+    """(flat pixel int64 [F], depth float32 [F], key int64 [F]) of points over a square window.
+
+    Window: 2*half+1 pixels centred on round(u) if ``centred`` (holds every pixel within ext <= half
+    of u), else 2*half pixels starting at floor(u) - half + 1 (holds every pixel within ext < half).
+    Tables are [window, m] so that every operation runs along the long, contiguous point axis.
+    """
+    if centred:
+        n = 2 * half + 1
+        bu, bv = torch.floor(u + 0.5) - half, torch.floor(v + 0.5) - half
+    else:
+        n = 2 * half
+        bu, bv = torch.floor(u) - (half - 1), torch.floor(v) - (half - 1)
+    hw = width * height
+    off = torch.arange(n, dtype=torch.float32, device=u.device)[:, None]
+    px, py = bu + off, bv + off  # [n, m] integer-valued float32
+    dx, dy = px - u, py - v
+    okx = (dx.abs() <= ext) & (px >= 0) & (px <= width - 1)
+    oky = (dy.abs() <= ext) & (py >= 0) & (py <= height - 1)
+    col = torch.where(okx, px.int(), hw)
+    row = torch.where(oky, py.int() * width, hw)
+    pix = (row[:, None, :] + col[None, :, :]).clamp_(max=hw).reshape(-1).long()  # [n(y), n(x), m]
+    key_y = ((dy * dy * DIST_SCALE).long() << 32) + local
+    key_x = (dx * dx * DIST_SCALE).long() << 32
+    key = (key_y[:, None, :] + key_x[None, :, :]).reshape(-1)
+    return pix, z.expand(n * n, -1).reshape(-1), key
+
+
+def free_space(
+    xyz_cam: torch.Tensor,  # [N, 3] float32 camera-space points
+    radius: torch.Tensor,  # [N] float32 world half-size
+    depth: torch.Tensor,  # [H, W] float32 observed depth: 0 unknown, +inf at infinity
+    intrinsics: Intrinsics,
+    *,
+    near: float,
+    depth_tolerance: float,
+) -> torch.Tensor:
+    """Points [N] bool that an observation saw through: in front of the observed surface by more than
+    max(depth_tolerance * z_obs, 2 * radius), or anywhere in front of a pixel at infinity.
+
+    The observed depth at a point is the minimum over the 2x2 pixels around its projected centre, so a
+    point on a silhouette seen a fraction of a pixel off is kept, and unknown depth (0) carves nothing.
+    """
+    height, width = depth.shape
+    fx, fy, cx, cy, _ = float32_constants(intrinsics)
+    x, y, z = xyz_cam.unbind(-1)
+    u = x / z * fx + cx
+    v = y / z * fy + cy
+    inside = (z > near) & (u > -0.5) & (u < width - 0.5) & (v > -0.5) & (v < height - 0.5)
+    sel = inside.nonzero().squeeze(1)
+    x0, y0 = torch.floor(u[sel]).long(), torch.floor(v[sel]).long()
+    xs = (x0.clamp(0, width - 1), (x0 + 1).clamp(0, width - 1))
+    ys = (y0.clamp(0, height - 1), (y0 + 1).clamp(0, height - 1))
+    z_obs = torch.stack([depth[yy, xx] for yy in ys for xx in xs]).amin(dim=0)
+    margin = torch.maximum(depth_tolerance * z_obs, 2.0 * radius[sel])
+    through = (z_obs > 0) & (torch.isinf(z_obs) | (z_obs - z[sel] > margin))
+    carve = torch.zeros(xyz_cam.shape[0], dtype=torch.bool, device=xyz_cam.device)
+    carve[sel[through]] = True
+    return carve
+
+
+def check_camera(camera: Camera) -> None:
+    """Raise ValueError saying what to fix when ``camera`` cannot be rendered into."""
+    if not isinstance(camera, Camera):
+        raise ValueError(f"expected a plugin_bridge.camera.Camera, got {type(camera).__name__}")
+    intr = camera.intrinsics
+    if not (intr.width > 0 and intr.height > 0 and intr.width * intr.height < 2**24):
+        raise ValueError(
+            f"image size {intr.width}x{intr.height}: width and height must be positive, under 16M pixels"
+        )
+    if not (np.isfinite([intr.fx, intr.fy, intr.cx, intr.cy]).all() and intr.fx > 0 and intr.fy > 0):
+        raise ValueError(f"intrinsics {intr}: fx, fy must be positive and all values finite")
+    pose = np.asarray(camera.cam_to_world)
+    if pose.shape != (4, 4) or not np.isfinite(pose).all():
+        raise ValueError(f"cam_to_world must be a finite 4x4 matrix, got shape {pose.shape}")
+    rot = pose[:3, :3]
+    if np.abs(rot.T @ rot - np.eye(3)).max() > 1e-3 or np.linalg.det(rot) < 0:
+        raise ValueError("cam_to_world rotation must be orthonormal and right-handed (det +1)")
+
+
+def check_render(render: MemoryRender, memory_version: int, camera: Camera | None) -> None:
+    """Raise ValueError unless ``render`` was made by this memory as it is now (and at ``camera``)."""
+    if not isinstance(render, MemoryRender):
+        raise ValueError(f"expected a MemoryRender, got {type(render).__name__}")
+    if render.memory_version != memory_version:
+        raise ValueError("render was made before memory last changed: render again (or pass render=None)")
+    if camera is not None and (
+        render.camera is None
+        or render.camera.intrinsics != camera.intrinsics
+        or not np.array_equal(render.camera.cam_to_world, camera.cam_to_world)
+    ):
+        raise ValueError("render was made at another camera: pass the render of this very camera (or None)")
+
+
+def world_to_cam_torch(camera: Camera, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotation [3, 3] and translation [3] (float32) taking world points into the camera frame."""
+    w2c = camera.world_to_cam
+    rot = torch.as_tensor(np.ascontiguousarray(w2c[:3, :3]), dtype=torch.float32, device=device)
+    return rot, torch.as_tensor(w2c[:3, 3].copy(), dtype=torch.float32, device=device)
+
+
+def pixel_rays_world(camera: Camera, pix: torch.Tensor) -> torch.Tensor:
+    """World directions (float32 [K, 3], camera z component 1 before rotation) of flat pixel indices."""
+    intr = camera.intrinsics
+    u = (pix % intr.width).to(torch.float32)
+    v = torch.div(pix, intr.width, rounding_mode="floor").to(torch.float32)
+    dirs = torch.stack(((u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, torch.ones_like(u)), dim=-1)
+    c2w = torch.as_tensor(
+        np.ascontiguousarray(camera.cam_to_world[:3, :3]), dtype=torch.float32, device=pix.device
+    )
+    return dirs @ c2w.T
+
+
+def unproject_pixels(camera: Camera, pix: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """World points (float32 [K, 3]) at planar ``depth`` [K] through the centres of flat pixels ``pix``."""
+    intr = camera.intrinsics
+    z = depth.to(torch.float64)
+    u = (pix % intr.width).to(torch.float64)
+    v = torch.div(pix, intr.width, rounding_mode="floor").to(torch.float64)
+    cam = torch.stack(((u - intr.cx) / intr.fx * z, (v - intr.cy) / intr.fy * z, z), dim=-1)
+    c2w = torch.as_tensor(camera.cam_to_world, dtype=torch.float64, device=pix.device)
+    return (cam @ c2w[:3, :3].T + c2w[:3, 3]).to(torch.float32)
+
+
+def compose_render(
+    winners: SplatWinners,
+    points: dict[str, torch.Tensor],  # the memory's live point arrays
+    env: EnvironmentMap,
+    camera: Camera,
+    memory_version: int,
+) -> MemoryRender:
+    """Gather the winners' attributes; pixels no point covers look up the environment map."""
+    index = winners.index
+    height, width = index.shape
+    device = index.device
+    has = index >= 0
+    safe = index.clamp(min=0)
+    if points["xyz"].shape[0] == 0:  # nothing to gather from; every pixel is a hole
+        safe = torch.zeros(0, dtype=torch.int64, device=device)
+    rgb = torch.zeros(height, width, 3, dtype=torch.float32, device=device)
+    confidence = torch.zeros(height, width, dtype=torch.float32, device=device)
+    object_id = torch.zeros(height, width, dtype=torch.int32, device=device)
+    provenance = torch.zeros(height, width, dtype=torch.uint8, device=device)
+    if safe.numel():
+        rgb = torch.where(has[..., None], points["rgb"][safe].to(torch.float32) / 255.0, rgb)
+        confidence = torch.where(has, points["confidence"][safe].to(torch.float32), confidence)
+        object_id = torch.where(has, points["object_id"][safe], object_id)
+        provenance = torch.where(has, points["provenance"][safe], provenance)
+    depth = winners.depth.clone()
+    coverage = has.to(torch.float32)
+    env_texel = torch.full((height, width), -1, dtype=torch.int64, device=device)
+    if env.filled_count > 0:
+        holes = (~has).reshape(-1).nonzero().squeeze(1)
+        if holes.numel():
+            texel = env.texel_index(pixel_rays_world(camera, holes))
+            filled = env.last_seen[texel] >= 0
+            pix, texel = holes[filled], texel[filled]
+            rgb.view(-1, 3)[pix] = env.rgb[texel].to(torch.float32) / 255.0
+            depth.view(-1)[pix] = float("inf")
+            coverage.view(-1)[pix] = 1.0
+            confidence.view(-1)[pix] = 1.0
+            env_texel.view(-1)[pix] = texel
+    return MemoryRender(
+        rgb=rgb,
+        depth=depth,
+        coverage=coverage,
+        confidence=confidence,
+        point_index=index,
+        object_id=object_id,
+        provenance=provenance,
+        points_in_view=winners.points_in_view,
+        env_texel=env_texel,
+        camera=camera,
+        memory_version=memory_version,
+    )

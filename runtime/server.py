@@ -1,0 +1,430 @@
+"""The gRPC server: a thin servicer over sessions, plus health checking and reflection.
+
+`run_server(config)` builds a grpc.aio server, binds it (port 0 picks a free one), registers health
+(SERVING only once the default generator is loaded) and reflection, and returns `(server, port)`.
+Handlers validate through `runtime.wire` and delegate to `Session`; memory and model work runs in a
+thread pool so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from mirage.v1 import mirage_pb2 as pb
+from mirage.v1 import mirage_pb2_grpc as pb_grpc
+
+from runtime import wire
+from runtime.config import RuntimeConfig
+from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models
+from runtime.session import Session, SessionClosedError
+from runtime.types import ObservationInput, PoseInput
+
+log = logging.getLogger("mirage.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Mirage"].full_name
+
+
+def grpc_options(config: RuntimeConfig) -> list[tuple[str, int]]:
+    s = config.server
+    return [
+        ("grpc.max_receive_message_length", s.max_message_bytes),
+        ("grpc.max_send_message_length", s.max_message_bytes),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", s.keepalive_min_ping_interval_ms),
+        ("grpc.http2.min_ping_interval_without_data_ms", s.keepalive_min_ping_interval_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+@dataclass
+class _End:
+    """The client sent EndOfStream (clean) or half-closed without it."""
+
+    clean: bool
+
+
+@dataclass
+class _Control:
+    action: int
+
+
+@dataclass
+class _PendingQueue:
+    """Per-stream queue: poses are latest-wins (stale ones dropped), everything else back-pressures."""
+
+    max_poses: int
+    max_messages: int
+    items: deque = field(default_factory=deque)
+    dropped: list[int] = field(default_factory=list)
+    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def put(self, item: object) -> None:
+        async with self.cond:
+            if isinstance(item, PoseInput):
+                poses = [x for x in self.items if isinstance(x, PoseInput)]
+                if len(poses) >= self.max_poses:
+                    self.items.remove(poses[0])
+                    self.dropped.append(poses[0].sequence)
+            else:
+                await self.cond.wait_for(lambda: len(self.items) < self.max_messages)
+            self.items.append(item)
+            self.cond.notify_all()
+
+    async def get(self) -> tuple[object, list[int]]:
+        async with self.cond:
+            await self.cond.wait_for(lambda: len(self.items) > 0)
+            item = self.items.popleft()
+            dropped, self.dropped = self.dropped, []
+            self.cond.notify_all()
+            return item, dropped
+
+
+class MirageServicer(pb_grpc.MirageServicer):
+    def __init__(self, config: RuntimeConfig, executor: ThreadPoolExecutor):
+        self.config = config
+        self.executor = executor
+        self.sessions: dict[str, Session] = {}
+        self.generators: dict[str, GeneratorHost] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def load_generator(self, name: str) -> GeneratorHost:
+        host = self.generators.get(name)
+        if host is None:
+            gen_cfg = GeneratorConfig(**{**self.config.generator.__dict__, "name": name})
+            host = GeneratorHost.load(gen_cfg)
+            self.generators[name] = host
+        return host
+
+    async def _session(self, session_id: str, context: grpc.aio.ServicerContext) -> Session:
+        if not session_id:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "no session_id: call OpenSession first and send its session_id with this call",
+            )
+        session = self.sessions.get(session_id)
+        if session is None or session.closed:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"unknown or closed session {session_id!r}: open a new one with OpenSession",
+            )
+        return session
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, wire.WireError):
+            await context.abort(exc.code, exc.message)
+        if isinstance(exc, SessionClosedError):
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        raise exc
+
+    def close_idle_sessions(self) -> int:
+        limit = self.config.sessions.idle_timeout_s
+        now = time.monotonic()
+        stale = [s for s in self.sessions.values() if not s.streaming and now - s.last_used > limit]
+        for s in stale:
+            s.close()
+            self.sessions.pop(s.id, None)
+        return len(stale)
+
+    # -- RPCs ----------------------------------------------------------------------------------------
+    async def OpenSession(self, request: pb.OpenSessionRequest, context) -> pb.OpenSessionResponse:
+        try:
+            warnings = wire.check_protocol_version(request.protocol_version)
+            spec = wire.session_spec_from_proto(
+                request,
+                self.config.sessions,
+                self.config.memory.budget_bytes,
+                available_models(self.config.generator.models_dir),
+                self.config.generator.name,
+            )
+        except wire.WireError as exc:
+            await self._abort(context, exc)
+        if len(self.sessions) >= self.config.sessions.max_sessions:
+            self.close_idle_sessions()
+            if len(self.sessions) >= self.config.sessions.max_sessions:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this server already holds {len(self.sessions)} sessions (its limit): close one first",
+                )
+        try:
+            generator = await self._run(self.load_generator, spec.generator)
+            session = await self._run(Session, spec, generator, self.config.memory)
+        except ValueError as exc:  # e.g. a budget too small for the memory's fixed tables
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self.sessions[session.id] = session
+        log.info(
+            "session %s opened (%s, %dx%d)",
+            session.id,
+            spec.convention.value,
+            spec.intrinsics.width,
+            spec.intrinsics.height,
+        )
+        return pb.OpenSessionResponse(
+            session_id=session.id,
+            server_version=wire.server_version(),
+            capabilities=list(wire.SERVER_CAPABILITIES),
+            warnings=warnings,
+            generator=pb.GeneratorInfo(
+                name=generator.name,
+                sha256=generator.sha256,
+                kind=generator.card.kind,
+                providers=list(generator.providers),
+            ),
+            memory=wire.memory_stats_to_proto(session.memory.stats()),
+            max_message_bytes=self.config.server.max_message_bytes,
+        )
+
+    async def CloseSession(self, request: pb.CloseSessionRequest, context) -> pb.CloseSessionResponse:
+        session = await self._session(request.session_id, context)
+        self.sessions.pop(session.id, None)
+        stats = await self._run(session.close)
+        return pb.CloseSessionResponse(memory=wire.memory_stats_to_proto(stats), frames=session.frame_index)
+
+    async def SpatialMemoryQuery(
+        self, request: pb.SpatialMemoryQueryRequest, context
+    ) -> pb.SpatialMemoryQueryResponse:
+        session = await self._session(request.session_id, context)
+        kind = request.WhichOneof("query")
+        if kind == "stats":
+            return pb.SpatialMemoryQueryResponse(
+                stats=wire.memory_stats_to_proto(await self._run(session.stats))
+            )
+        if kind != "render":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "SpatialMemoryQuery needs a query: set render or stats"
+            )
+        try:
+            if not request.render.HasField("pose"):
+                raise wire.WireError(grpc.StatusCode.INVALID_ARGUMENT, "RenderQuery.pose is required")
+            cam_to_world = wire.pose_from_proto(request.render.pose, session.spec, "render.pose")
+            intrinsics = None
+            if request.render.HasField("intrinsics"):
+                intrinsics = wire.intrinsics_from_proto(
+                    request.render.intrinsics, self.config.sessions.max_pixels
+                )
+            view = await self._run(session.render_view, cam_to_world, intrinsics)
+        except (wire.WireError, SessionClosedError) as exc:
+            await self._abort(context, exc)
+        image, depth = wire.encode_frame_images(view.rgb, view.depth, session.spec)
+        coverage_u8 = (view.coverage * 255).round().clip(0, 255).astype("uint8")
+        return pb.SpatialMemoryQueryResponse(
+            render=pb.MemoryRender(
+                rgb=image,
+                depth=depth,
+                coverage=coverage_u8.tobytes(),
+                coverage_fraction=float(view.coverage.mean()),
+            )
+        )
+
+    async def ContextualInference(
+        self, request: pb.ContextualInferenceRequest, context
+    ) -> pb.ContextualInferenceResponse:
+        session = await self._session(request.session_id, context)
+        try:
+            if not request.HasField("pose"):
+                raise wire.WireError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "ContextualInferenceRequest.pose is required"
+                )
+            pose = wire.pose_request_from_proto(request.pose, session.spec)
+            if session.streaming and request.commit:
+                raise wire.WireError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "session has an active Stream: send the pose on the stream, or set commit=false for a what-if view",
+                )
+            result = await self._run(session.step_pose, pose, request.commit)
+            stats = await self._run(session.stats)
+        except (wire.WireError, SessionClosedError) as exc:
+            await self._abort(context, exc)
+        return pb.ContextualInferenceResponse(frame=wire.frame_to_proto(result, session.spec, stats))
+
+    async def Stream(self, request_iterator, context):
+        requests = request_iterator.__aiter__()
+        try:
+            first = await requests.__anext__()
+        except StopAsyncIteration:
+            return
+        session = await self._session(first.session_id, context)
+        if session.streaming:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"session {session.id} already has an active Stream: end it before opening another",
+            )
+        session.streaming = True
+        s = self.config.sessions
+        queue = _PendingQueue(max_poses=s.max_pending_poses, max_messages=s.max_pending_messages)
+        reader = asyncio.create_task(self._read_stream(first, requests, session, queue))
+        frames_sent = 0
+        poses_dropped = 0
+        clean_end = False
+        try:
+            while True:
+                item, dropped = await queue.get()
+                if dropped:
+                    poses_dropped += len(dropped)
+                    yield wire.event(
+                        pb.EVENT_KIND_POSES_DROPPED,
+                        f"{len(dropped)} stale pose(s) skipped: the client sends faster than frames are made (latest wins)",
+                        dropped,
+                    )
+                if isinstance(item, wire.WireError):
+                    await context.abort(item.code, item.message)
+                if isinstance(item, _End):
+                    clean_end = True
+                    yield pb.ServerMessage(
+                        end=pb.StreamEnd(frames_sent=frames_sent, poses_dropped=poses_dropped)
+                    )
+                    return
+                if isinstance(item, _Control):
+                    yield await self._control(session, item)
+                    continue
+                if isinstance(item, ObservationInput) and item.depth_masked:
+                    yield wire.event(
+                        pb.EVENT_KIND_DEPTH_MASKED,
+                        f"{item.depth_masked} depth value(s) were NaN, negative or infinite-negative and were treated "
+                        "as unknown: send 0 for unknown depth and +inf for content at infinity",
+                        [item.sequence],
+                    )
+                try:
+                    if isinstance(item, PoseInput):
+                        result = await self._run(session.step_pose, item)
+                    else:
+                        result = await self._run(session.step_observation, item)
+                        if not item.return_frame:
+                            continue
+                    stats = await self._run(session.stats)
+                    frame = await self._run(wire.frame_to_proto, result, session.spec, stats)
+                except SessionClosedError as exc:
+                    await self._abort(context, exc)
+                frames_sent += 1
+                yield pb.ServerMessage(frame=frame)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            session.streaming = False
+            session.last_used = time.monotonic()
+            if not clean_end and session.spec.release_on_disconnect and not session.closed:
+                log.info("stream for session %s dropped; releasing it (release_on_disconnect)", session.id)
+                self.sessions.pop(session.id, None)
+                await self._run(session.close)
+
+    async def _control(self, session: Session, item: _Control) -> pb.ServerMessage:
+        if item.action == pb.Control.ACTION_RESET_MEMORY:
+            await self._run(session.reset_memory)
+            return wire.event(
+                pb.EVENT_KIND_MEMORY_RESET, "memory reset", stats=await self._run(session.stats)
+            )
+        return wire.event(pb.EVENT_KIND_STATS, "memory stats", stats=await self._run(session.stats))
+
+    async def _read_stream(
+        self, first: pb.ClientMessage, requests, session: Session, queue: _PendingQueue
+    ) -> None:
+        message = first
+        while True:
+            item = self._convert(message, session)
+            await queue.put(item)
+            if isinstance(item, (_End, wire.WireError)):
+                return
+            try:
+                message = await requests.__anext__()
+            except StopAsyncIteration:
+                await queue.put(_End(clean=False))
+                return
+
+    def _convert(self, message: pb.ClientMessage, session: Session) -> object:
+        if message.session_id and message.session_id != session.id:
+            return wire.WireError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"message for session {message.session_id!r} on the stream of session {session.id!r}: "
+                "one stream carries one session",
+            )
+        kind = message.WhichOneof("kind")
+        try:
+            if kind == "pose":
+                return wire.pose_request_from_proto(message.pose, session.spec)
+            if kind == "observation":
+                return wire.observation_from_proto(message.observation, session.spec)
+        except wire.WireError as exc:
+            return exc
+        if kind == "control":
+            if message.control.action == pb.Control.ACTION_UNSPECIFIED:
+                return wire.WireError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "Control.action is unspecified: set an Action"
+                )
+            return _Control(message.control.action)
+        if kind == "end":
+            return _End(clean=True)
+        return wire.WireError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "empty ClientMessage: set one of pose, observation, control, end",
+        )
+
+
+async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Server, int]:
+    """Build, bind and start the server; returns it with the bound port (config.server.port 0: free port)."""
+    config = config or RuntimeConfig()
+    torch.set_num_threads(config.server.torch_threads)
+    executor = ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="mirage-worker")
+    server = grpc.aio.server(options=grpc_options(config))
+    servicer = MirageServicer(config, executor)
+    pb_grpc.add_MirageServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{config.server.host}:{config.server.port}")
+    if port == 0:
+        raise OSError(f"could not bind {config.server.host}:{config.server.port}")
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    # SERVING only once the default model is loaded (its sha256 verified).
+    await asyncio.get_running_loop().run_in_executor(executor, servicer.load_generator, config.generator.name)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    server.mirage_servicer = servicer  # for in-process inspection (tests, bench)
+    server.mirage_executor = executor
+    return server, port
+
+
+async def stop_server(server: grpc.aio.Server, grace: float = 5.0) -> None:
+    await server.stop(grace)
+    executor = getattr(server, "mirage_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def serve(config: RuntimeConfig) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    server, port = await run_server(config)
+    log.info("Mirage serving on %s:%d", config.server.host, port)
+    print(f"Mirage serving mirage.v1 on {config.server.host}:{port} (Ctrl-C to stop)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def reap() -> None:
+        while True:
+            await asyncio.sleep(30)
+            closed = servicer.close_idle_sessions()
+            if closed:
+                log.info("closed %d idle session(s)", closed)
+
+    servicer: MirageServicer = server.mirage_servicer
+    reaper = asyncio.create_task(reap())
+    await stop.wait()
+    reaper.cancel()
+    print("shutting down...", flush=True)
+    await stop_server(server, config.server.grace_s)

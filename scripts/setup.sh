@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what Mirage needs on a fresh Debian/Ubuntu machine: EGL/Mesa for headless Panda3D, then the
+# Python packages (CPU torch 2.13.0 pinned in pyproject.toml) into the active Python environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+missing=()
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" -m pip install --quiet --upgrade pip
+"$PYTHON" -m pip install --quiet -e ".[dev]"

@@ -1,0 +1,91 @@
+"""Shared fixtures: a real Mirage server on port 0, run on its own event loop in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from runtime.config import RuntimeConfig
+
+
+@dataclass
+class RunningServer:
+    port: int
+    servicer: object
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def start_server_thread(config: RuntimeConfig) -> tuple[RunningServer, callable]:
+    from runtime.server import run_server, stop_server
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict = {}
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def boot() -> None:
+            try:
+                server, port = await run_server(config)
+                holder["server"], holder["port"] = server, port
+            except BaseException as exc:  # surface start-up failures to the test
+                holder["error"] = exc
+            finally:
+                ready.set()
+
+        loop.run_until_complete(boot())
+        if "server" in holder:
+            loop.run_forever()
+
+    thread = threading.Thread(target=main, daemon=True, name="mirage-test-server")
+    thread.start()
+    ready.wait(120)
+    if "error" in holder:
+        raise holder["error"]
+    server = holder["server"]
+
+    def stop() -> None:
+        fut = asyncio.run_coroutine_threadsafe(stop_server(server, 0.5), loop)
+        fut.result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+
+    return RunningServer(holder["port"], server.mirage_servicer, loop), stop
+
+
+def make_config(**server_overrides) -> RuntimeConfig:
+    config = RuntimeConfig()
+    config.server.port = 0
+    for key, value in server_overrides.items():
+        setattr(config.server, key, value)
+    return config
+
+
+@pytest.fixture(scope="session")
+def mirage_server() -> Iterator[RunningServer]:
+    running, stop = start_server_thread(make_config())
+    yield running
+    stop()
+
+
+def synthetic_rgbd(width: int = 64, height: int = 64, depth_m: float = 3.0, seed: int = 0):
+    """A textured fronto-parallel wall at `depth_m` with a nearer box in the middle (numpy only)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tiles = rng.integers(30, 225, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    rgb = np.repeat(np.repeat(tiles, 8, axis=0), 8, axis=1)[:height, :width].copy()
+    depth = np.full((height, width), depth_m, dtype=np.float32)
+    h0, h1, w0, w1 = height // 3, 2 * height // 3, width // 3, 2 * width // 3
+    depth[h0:h1, w0:w1] = depth_m * 0.6
+    rgb[h0:h1, w0:w1] = (200, 40, 40)
+    return rgb, depth

@@ -1,0 +1,417 @@
+"""SpatialMemory on analytic scenes: round trip, occlusion, carving, dedupe, budget, window, bad input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from plugin_bridge.camera import Camera, Intrinsics
+from runtime.memory import MemoryConfig, SpatialMemory
+
+MiB = 2**20
+SKY = np.array([110, 160, 230], dtype=np.uint8)
+
+
+# -- an analytic scene, ray cast with numpy (planes and axis-aligned boxes, world z up) -------------
+@dataclass
+class Box:
+    lo: tuple[float, float, float]
+    hi: tuple[float, float, float]
+    colour: tuple[int, int, int]
+
+
+@dataclass
+class Plane:
+    point: tuple[float, float, float]
+    normal: tuple[float, float, float]
+    colour: tuple[int, int, int]
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """Camera-to-world pose (OpenCV axes: x right, y down, z forward) at ``eye`` looking at ``target``."""
+    eye, target = np.asarray(eye, float), np.asarray(target, float)
+    forward = (target - eye) / np.linalg.norm(target - eye)
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(forward, right), forward, eye
+    return pose
+
+
+def ray_cast(camera: Camera, scene: list) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 [H, W, 3] and planar depth float32 [H, W] (+inf where the ray hits nothing: sky)."""
+    k = camera.intrinsics
+    u, v = np.meshgrid(np.arange(k.width, dtype=float), np.arange(k.height, dtype=float))
+    rays = np.stack(((u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)), -1) @ camera.cam_to_world[:3, :3].T
+    origin = camera.cam_to_world[:3, 3]
+    depth = np.full(u.shape, np.inf)
+    rgb = np.broadcast_to(SKY, (*u.shape, 3)).copy()
+    for shape in scene:
+        if isinstance(shape, Plane):
+            n = np.asarray(shape.normal, float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = ((np.asarray(shape.point) - origin) @ n) / (rays @ n)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t1 = (np.asarray(shape.lo) - origin) / rays
+                t2 = (np.asarray(shape.hi) - origin) / rays
+            t_in = np.nanmax(np.minimum(t1, t2), -1)
+            t_out = np.nanmin(np.maximum(t1, t2), -1)
+            t = np.where(t_in <= t_out, t_in, np.inf)
+        hit = (t > 1e-6) & (t < depth)
+        depth = np.where(hit, t, depth)
+        point = origin + rays * np.where(hit, t, 0.0)[..., None]
+        checker = np.floor((point + 0.137) / 0.3).sum(-1) % 2  # offset: no cell edge on a plane
+        colour = np.clip(np.asarray(shape.colour)[None, None] + 40 * checker[..., None], 0, 255).astype(np.uint8)
+        rgb = np.where(hit[..., None], colour, rgb)
+    return rgb, depth.astype(np.float32)
+
+
+INTR = Intrinsics.from_fov(64, 48, 70.0)
+WALL = Plane((6.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (90, 120, 60))
+GROUND = Plane((0.0, 0.0, 0.0), (0.0, 0.0, 1.0), (120, 100, 70))
+
+
+def cam(eye, target, intrinsics=INTR) -> Camera:
+    return Camera(intrinsics, look_at(eye, target))
+
+
+def as_uint8(render_rgb: torch.Tensor) -> np.ndarray:
+    return np.clip(np.rint(render_rgb.numpy() * 255.0), 0, 255).astype(np.uint8)
+
+
+def observe(memory, camera, scene, frame, **kwargs):
+    rgb, depth = ray_cast(camera, scene)
+    return memory.ingest(camera, rgb, depth, provenance=1, frame_index=frame, **kwargs)
+
+
+# -- round trip ---------------------------------------------------------------------------------
+def test_round_trip_reproduces_the_ingested_frame():
+    scene = [GROUND, Box((4.0, -0.8, 0.0), (5.0, 0.2, 1.2), (200, 60, 50))]
+    camera = cam((0.0, 0.0, 1.5), (4.0, 0.3, 0.2))  # tilted ground plane, box, sky above the horizon
+    rgb, depth = ray_cast(camera, scene)
+    finite = np.isfinite(depth)
+    assert 0.2 < finite.mean() < 0.95  # the frame really holds both surfaces and sky
+    memory = SpatialMemory()
+    stats = memory.ingest(camera, rgb, depth, provenance=1, frame_index=0)
+    assert stats.added == finite.sum() == memory.num_points
+    assert stats.env_texels_written > 0
+    render = memory.render(camera)
+    out_rgb, out_depth = as_uint8(render.rgb), render.depth.numpy()
+    np.testing.assert_array_equal(out_rgb[finite], rgb[finite])
+    np.testing.assert_allclose(out_depth[finite], depth[finite], rtol=1e-4)
+    assert (render.coverage.numpy() == 1).all()  # points where finite, environment map elsewhere
+    assert np.isinf(out_depth[~finite]).all() and (render.point_index.numpy()[~finite] == -1).all()
+    np.testing.assert_array_equal(out_rgb[~finite], np.broadcast_to(SKY, out_rgb[~finite].shape))
+    assert (render.provenance.numpy()[finite] == 1).all()
+    points = memory.points()
+    assert (points["provenance"] == 1).all() and (points["last_seen"] == 0).all()
+    assert torch.allclose(points["confidence"].float(), torch.tensor(0.75))
+
+
+def test_round_trip_accepts_float_rgb_and_records_object_ids():
+    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    rgb, depth = ray_cast(camera, [WALL])
+    ids = np.zeros(depth.shape, np.uint32)
+    ids[:, 32:] = 7
+    memory = SpatialMemory()
+    memory.ingest(camera, rgb.astype(np.float32) / 255.0, depth, provenance=1, frame_index=3, object_ids=ids)
+    render = memory.render(camera)
+    np.testing.assert_array_equal(as_uint8(render.rgb), rgb)
+    np.testing.assert_array_equal(render.object_id.numpy(), ids.astype(np.int32))
+
+
+# -- occlusion and carving --------------------------------------------------------------------------
+def test_near_surface_occludes_far_one_and_far_one_shows_beside_it():
+    box = Box((3.0, -0.5, 0.0), (3.5, 0.5, 2.0), (200, 60, 50))
+    scene = [WALL, box]
+    memory = SpatialMemory()
+    left, right = cam((0.0, -1.5, 1.0), (6.0, -1.5, 1.0)), cam((0.0, 1.5, 1.0), (6.0, 1.5, 1.0))
+    observe(memory, left, scene, 0)
+    observe(memory, right, scene, 1)
+    middle = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    _, truth = ray_cast(middle, scene)
+    render = memory.render(middle)
+    depth, covered = render.depth.numpy(), render.coverage.numpy() == 1
+    assert covered.mean() > 0.97
+    agree = np.abs(depth - truth) <= 0.03 * truth
+    assert agree[covered].mean() > 0.97
+    on_box = truth < 4.0
+    inside = on_box & np.roll(on_box, 1, 1) & np.roll(on_box, -1, 1) & np.roll(on_box, 1, 0) & np.roll(on_box, -1, 0)
+    assert inside.sum() > 100 and agree[inside].all()  # the box hides the wall behind it (edges may erode)
+    # ...although memory does hold wall points behind the box (seen past its sides from the two views)
+    xyz = memory.points()["xyz"].numpy()
+    behind_box = (np.abs(xyz[:, 0] - 6.0) < 0.01) & (np.abs(xyz[:, 1]) < 0.3) & (np.abs(xyz[:, 2] - 1.0) < 0.5)
+    assert behind_box.sum() > 20
+
+
+def test_moving_sideways_reveals_the_far_surface_where_it_is_not_occluded():
+    box = Box((3.0, -0.5, 0.0), (3.5, 0.5, 2.0), (200, 60, 50))
+    scene = [WALL, box]
+    memory = SpatialMemory()
+    observe(memory, cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0)), scene, 0)
+    moved = cam((0.0, 0.6, 1.0), (6.0, 0.6, 1.0))
+    truth_rgb, truth = ray_cast(moved, scene)
+    render = memory.render(moved)
+    depth, covered = render.depth.numpy(), render.coverage.numpy() == 1
+    agree = np.abs(depth - truth) <= 0.03 * truth
+    assert agree[covered].mean() > 0.97
+    wall_seen = covered & (truth > 5.0)
+    assert wall_seen.sum() > 800  # the wall shows around the box
+    assert (as_uint8(render.rgb)[wall_seen & agree] == truth_rgb[wall_seen & agree]).all(axis=-1).mean() > 0.8
+    # the strip of wall the box hid from the first view is a hole, not smeared box or wall
+    holes = ~covered
+    assert holes.sum() > 20 and (truth[holes] > 5.0).mean() > 0.9
+
+
+def test_observation_carves_free_space_but_keeps_occluded_points():
+    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    memory = SpatialMemory()
+    observe(memory, camera, [WALL, Box((3.0, -1.2, 0.5), (3.3, -0.4, 1.5), (200, 60, 50))], 0)
+    xyz = memory.points()["xyz"].numpy()
+    old_box = (xyz[:, 0] < 5.0) & (xyz[:, 1] < 0)
+    wall_behind_new = (np.abs(xyz[:, 0] - 6.0) < 0.01) & (xyz[:, 1] > 0.6) & (xyz[:, 1] < 1.6)
+    assert old_box.sum() > 50 and wall_behind_new.sum() > 50
+    # the box moved: its old place is now seen through (to the wall), its new place hides part of the wall
+    stats = observe(memory, camera, [WALL, Box((3.0, 0.4, 0.5), (3.3, 1.2, 1.5), (60, 60, 200))], 1)
+    xyz = memory.points()["xyz"].numpy()
+    assert ((xyz[:, 0] < 5.0) & (xyz[:, 1] < -0.05)).sum() == 0  # the old box is gone
+    assert stats.carved >= old_box.sum()
+    assert memory.stats().points_carved_total == stats.carved
+    still = (np.abs(xyz[:, 0] - 6.0) < 0.01) & (xyz[:, 1] > 0.6) & (xyz[:, 1] < 1.6)
+    assert still.sum() == wall_behind_new.sum()  # behind the new box: occluded, not removed
+    render = memory.render(camera)
+    _, truth = ray_cast(camera, [WALL, Box((3.0, 0.4, 0.5), (3.3, 1.2, 1.5), (60, 60, 200))])
+    np.testing.assert_allclose(render.depth.numpy(), truth, rtol=1e-4)
+
+
+def test_unknown_depth_carves_nothing_and_adds_nothing():
+    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    memory = SpatialMemory()
+    observe(memory, camera, [WALL], 0)
+    before = memory.num_points
+    rgb, depth = ray_cast(camera, [WALL])
+    depth[:] = 0.0
+    depth[:5] = np.nan
+    stats = memory.ingest(camera, rgb, depth, provenance=1, frame_index=1)
+    assert (stats.added, stats.carved, stats.updated) == (0, 0, 0) and memory.num_points == before
+
+
+def test_depth_at_infinity_carves_everything_in_front():
+    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    memory = SpatialMemory()
+    observe(memory, camera, [WALL], 0)
+    stats = observe(memory, camera, [], 1)  # the wall is gone: open sky
+    assert stats.carved > 0 and memory.num_points == 0
+    render = memory.render(camera)
+    assert np.isinf(render.depth.numpy()).all()
+
+
+# -- dedupe -------------------------------------------------------------------------------------
+def test_generated_ingest_adds_only_masked_pixels_and_dedupes_with_coverage():
+    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    rgb, depth = ray_cast(camera, [WALL, GROUND])
+    mask = np.zeros(depth.shape, bool)
+    mask[:, :20] = True
+    memory = SpatialMemory()
+    stats = memory.ingest(camera, rgb, depth, provenance=2, frame_index=0, mask=mask)
+    assert stats.added == (mask & np.isfinite(depth)).sum() == memory.num_points
+    covered = memory.render(camera).point_index.numpy() >= 0
+    np.testing.assert_array_equal(covered, mask & np.isfinite(depth))
+    assert (memory.points()["provenance"] == 2).all()
+    assert torch.allclose(memory.points()["confidence"].float(), torch.tensor(0.5))
+    render = memory.render(camera)
+    stats = memory.ingest(
+        camera, rgb, depth, provenance=2, frame_index=1, mask=~(render.coverage.numpy() > 0.5), render=render
+    )
+    assert stats.added == (~mask & np.isfinite(depth)).sum()
+    render = memory.render(camera)
+    stats = memory.ingest(
+        camera, rgb, depth, provenance=2, frame_index=2, mask=render.coverage.numpy() < 0.5, render=render
+    )
+    assert stats.added == 0 and stats.env_texels_written == 0
+    assert (memory.points()["last_seen"] == 2).all()  # everything shown at frame 2 was marked seen
+    points = memory.points()
+    first = points["frame_added"] == 0
+    assert (points["hit_count"][first] == 3).all() and (points["hit_count"][~first] == 2).all()
+
+
+def test_observed_reingest_at_the_same_pose_matches_every_point():
+    camera = cam((0.0, 0.0, 1.5), (4.0, 0.3, 0.2))
+    scene = [GROUND, Box((4.0, -0.8, 0.0), (5.0, 0.2, 1.2), (200, 60, 50))]
+    memory = SpatialMemory()
+    first = observe(memory, camera, scene, 0)
+    again = observe(memory, camera, scene, 1)
+    assert (again.added, again.carved, again.dropped) == (0, 0, 0)
+    assert again.updated == first.added == memory.num_points
+    points = memory.points()
+    assert (points["hit_count"] == 2).all() and (points["last_seen"] == 1).all()
+    assert torch.allclose(points["confidence"].float(), torch.tensor(1.0))
+
+
+# -- budget ---------------------------------------------------------------------------------------
+ROOM = [
+    Plane((6.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (90, 120, 60)),
+    Plane((-6.0, 0.0, 0.0), (1.0, 0.0, 0.0), (60, 90, 120)),
+    Plane((0.0, 6.0, 0.0), (0.0, -1.0, 0.0), (120, 60, 90)),
+    Plane((0.0, -6.0, 0.0), (0.0, 1.0, 0.0), (150, 150, 60)),
+    GROUND,
+    Box((1.0, 1.0, 0.0), (2.0, 2.5, 1.5), (200, 60, 50)),
+]
+SMALL = Intrinsics.from_fov(96, 72, 75.0)
+
+
+def pose_camera(seed: int) -> Camera:
+    g = np.random.default_rng(seed)
+    eye = np.array([g.uniform(-3, 3), g.uniform(-3, 3), g.uniform(0.5, 2.0)])
+    yaw, pitch = g.uniform(-np.pi, np.pi), g.uniform(-0.3, 0.5)
+    target = eye + np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), np.sin(pitch)])
+    return cam(eye, target, SMALL)
+
+
+def test_budget_too_small_is_refused_with_the_minimum():
+    with pytest.raises(ValueError, match="at least"):
+        SpatialMemory(MemoryConfig(budget_bytes=2 * MiB, env_width=1024, env_height=512))
+    with pytest.raises(ValueError, match="1 MiB"):
+        SpatialMemory(MemoryConfig(budget_bytes=MiB // 2))
+    memory = SpatialMemory(MemoryConfig(budget_bytes=MiB))  # the default map leaves room for 1024+ points
+    assert memory.max_points >= 1024 and memory.bytes_used() <= MiB
+
+
+def test_over_budget_evicts_out_of_view_points_first_and_drops_the_farthest_new_ones():
+    memory = SpatialMemory(MemoryConfig(budget_bytes=MiB))
+    camera = pose_camera(0)
+    rgb, depth = ray_cast(camera, ROOM)
+    stats = memory.ingest(camera, rgb, depth, provenance=1, frame_index=0)
+    finite = np.isfinite(depth).sum()
+    assert finite > memory.max_points  # more pixels than the budget holds points
+    assert stats.dropped == finite - memory.max_points and memory.num_points == memory.max_points
+    kept = memory.points()["xyz"].numpy() - camera.position
+    kept_depth = kept @ camera.cam_to_world[:3, 2]
+    assert kept_depth.max() <= np.sort(depth[np.isfinite(depth)])[memory.max_points] * (1 + 1e-5)
+    assert memory.bytes_used() <= MiB
+
+
+def test_budget_pruning_keeps_the_current_view():
+    config = MemoryConfig(budget_bytes=2 * MiB, initial_capacity=4096)
+    memory = SpatialMemory(config)
+    for frame in range(12):
+        camera = pose_camera(frame)
+        rgb, depth = ray_cast(camera, ROOM)
+        before = memory.render(camera)
+        mask = before.coverage.numpy() < 0.5
+        stats = memory.ingest(camera, rgb, depth, provenance=2, frame_index=frame, mask=mask, render=before)
+        after = memory.render(camera)
+        assert memory.bytes_used() <= config.budget_bytes
+        assert (after.coverage.numpy()[~mask] == 1).all()  # nothing it showed was evicted
+        assert stats.dropped == 0  # evicting out-of-view points always made room here
+    assert memory.stats().points_pruned_total > 0 and memory.num_points == memory.max_points
+    assert memory.capacity <= memory.max_points
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["observe", "generate", "reset"]), st.integers(0, 10_000)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_budget_holds_after_every_call(steps):
+    config = MemoryConfig(budget_bytes=2 * MiB, initial_capacity=1024)
+    memory = SpatialMemory(config)
+    for frame, (action, seed) in enumerate(steps):
+        if action == "reset":
+            memory.reset()
+            assert memory.num_points == 0 and memory.stats().environment_texels == 0
+            continue
+        camera = pose_camera(seed)
+        rgb, depth = ray_cast(camera, ROOM)
+        before = memory.render(camera)
+        covered = before.point_index.numpy() >= 0
+        if action == "observe":
+            memory.ingest(camera, rgb, depth, provenance=1, frame_index=frame, render=before)
+            confirmed = covered & (np.abs(before.depth.numpy() - depth) <= 0.02 * depth)
+        else:
+            mask = before.coverage.numpy() < 0.5
+            memory.ingest(camera, rgb, depth, provenance=2, frame_index=frame, mask=mask, render=before)
+            confirmed = covered
+        assert memory.bytes_used() <= config.budget_bytes
+        assert memory.stats().bytes_used == memory.bytes_used()
+        after = memory.render(camera)
+        assert (after.point_index.numpy()[confirmed] >= 0).all()
+
+
+# -- window mode ------------------------------------------------------------------------------------
+def heading_camera(frame: int) -> Camera:
+    """Four headings 90 degrees apart: consecutive frames see disjoint walls (and sky)."""
+    angle = frame * np.pi / 2
+    return cam((0.0, 0.0, 1.0), (np.cos(angle), np.sin(angle), 1.3))
+
+
+def test_window_mode_forgets_what_left_the_window():
+    memory = SpatialMemory(MemoryConfig(window_frames=2))
+    for frame in range(4):
+        observe(memory, heading_camera(frame), ROOM[:4], frame)
+    assert memory.render(heading_camera(0)).coverage.sum() == 0  # frame t-3: gone, sky included
+    assert memory.render(heading_camera(1)).coverage.sum() == 0  # frame t-2: last seen at t-2, gone
+    assert memory.render(heading_camera(2)).coverage.mean() == 1  # frame t-1: kept
+    assert memory.render(heading_camera(3)).coverage.mean() == 1
+    assert memory.stats().points_pruned_total > 0 and memory.stats().window_frames == 2
+
+
+def test_window_mode_keeps_what_stays_in_view():
+    memory = SpatialMemory(MemoryConfig(window_frames=1))
+    camera = heading_camera(0)
+    rgb, depth = ray_cast(camera, ROOM[:4])
+    for frame in range(5):
+        render = memory.render(camera)
+        mask = render.coverage.numpy() < 0.5
+        stats = memory.ingest(camera, rgb, depth, provenance=2, frame_index=frame, mask=mask, render=render)
+        assert stats.added == (np.isfinite(depth).sum() if frame == 0 else 0)
+    assert memory.render(camera).coverage.mean() == 1
+
+
+# -- bad input --------------------------------------------------------------------------------------
+def test_bad_input_is_refused_and_memory_is_untouched():
+    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    rgb, depth = ray_cast(camera, [WALL])
+    memory = SpatialMemory()
+    memory.ingest(camera, rgb, depth, provenance=1, frame_index=0)
+    before = memory.stats()
+    stale = memory.render(camera)
+    memory.ingest(camera, rgb, depth, provenance=1, frame_index=1)
+    bad = [
+        dict(rgb=rgb[:, :-1]),
+        dict(rgb=rgb[..., :2]),
+        dict(rgb=rgb.astype(np.int16)),
+        dict(depth=depth[:-1]),
+        dict(depth=(depth * 1000).astype(np.uint16)),
+        dict(mask=np.ones((48, 64), np.float32)),
+        dict(mask=np.ones((48, 63), bool)),
+        dict(object_ids=np.ones((48, 64), np.float32)),
+        dict(provenance=0),
+        dict(frame_index=-1),
+        dict(render=stale),
+        dict(render=memory.render(cam((0.0, 0.5, 1.0), (6.0, 0.0, 1.0)))),
+        dict(rgb=[[0, 0, 0]]),
+    ]
+    before = memory.stats()
+    for change in bad:
+        args = dict(rgb=rgb, depth=depth, provenance=1, frame_index=2) | change
+        with pytest.raises(ValueError):
+            memory.ingest(camera, args.pop("rgb"), args.pop("depth"), **args)
+    assert memory.stats() == before
+    skewed = camera.cam_to_world.copy()
+    skewed[:3, 0] *= 2.0
+    with pytest.raises(ValueError, match="orthonormal"):
+        memory.render(Camera(INTR, skewed))
+    with pytest.raises(ValueError, match="4x4"):
+        memory.render(Camera(INTR, np.eye(3)))
+    with pytest.raises(ValueError, match="render"):
+        memory.touch(stale, 3)

@@ -1,0 +1,143 @@
+"""The vectorised splat kernel against its plain reference twin, plus the rule's known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plugin_bridge.camera import Intrinsics
+from runtime.memory.reference import reference_splat
+from runtime.memory.splat import splat_points
+
+INTR = Intrinsics(fx=14.0, fy=13.0, cx=7.5, cy=5.5, width=16, height=12)
+RULE = {"near": 0.05, "max_radius_px": 4, "depth_tolerance": 0.02}
+
+
+def random_scene(seed: int, n: int, *, snap: bool, max_radius_px: int = 4):
+    """Points spread over (and a little beyond) the image, some behind the camera or the near plane.
+
+    With ``snap`` the depths and centres sit on coarse grids, so exact depth and distance ties occur.
+    """
+    g = torch.Generator().manual_seed(seed)
+    z = torch.rand(n, generator=g) * 4.0 - 0.2  # some at or behind the near plane
+    uv = torch.rand(n, 2, generator=g) * torch.tensor([22.0, 18.0]) - 3.0
+    if snap:
+        z = torch.round(z * 4.0) / 4.0
+        uv = torch.round(uv * 2.0) / 2.0
+    x = (uv[:, 0] - INTR.cx) / INTR.fx * z
+    y = (uv[:, 1] - INTR.cy) / INTR.fy * z
+    # half-sizes from sub-pixel to well past the clamp, in world units at each depth
+    radius_px = torch.rand(n, generator=g) ** 2 * (max_radius_px + 2.0)
+    radius = radius_px * z.abs() / INTR.fx
+    return torch.stack((x, y, z), dim=1), radius
+
+
+def assert_same(xyz, radius, intrinsics=INTR, **rule):
+    rule = {**RULE, **rule}
+    fast = splat_points(xyz, radius, intrinsics, **rule)
+    slow = reference_splat(xyz, radius, intrinsics, **rule)
+    assert fast.points_in_view == slow.points_in_view
+    assert torch.equal(fast.index, slow.index), (fast.index != slow.index).nonzero()[:5]
+    torch.testing.assert_close(fast.depth, slow.depth, rtol=0, atol=0)
+    return fast
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("snap", [False, True])
+def test_fast_equals_reference_on_random_scenes(seed, snap):
+    n = 50 + 20 * seed  # 50..270 points
+    xyz, radius = random_scene(seed, n, snap=snap)
+    winners = assert_same(xyz, radius)
+    assert (winners.index >= 0).any()
+
+
+@pytest.mark.parametrize("max_radius_px", [0, 1, 2, 6])
+def test_fast_equals_reference_for_other_splat_limits(max_radius_px):
+    xyz, radius = random_scene(100 + max_radius_px, 150, snap=True, max_radius_px=max_radius_px)
+    assert_same(xyz, radius, max_radius_px=max_radius_px)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 120),
+    snap=st.booleans(),
+    tolerance=st.sampled_from([0.0001, 0.02, 0.3]),
+)
+def test_fast_equals_reference_property(seed, n, snap, tolerance):
+    xyz, radius = random_scene(seed, n, snap=snap)
+    assert_same(xyz, radius, depth_tolerance=tolerance)
+
+
+def test_stacked_duplicates_tie_to_the_lowest_index():
+    xyz = torch.tensor([[0.0, 0.0, 2.0]] * 3)
+    winners = assert_same(xyz, torch.full((3,), 0.01))  # centre (7.5, 5.5): four pixels touch it
+    covered = (winners.index >= 0).nonzero().tolist()
+    assert covered == [[5, 7], [5, 8], [6, 7], [6, 8]]
+    assert (winners.index[winners.index >= 0] == 0).all()
+
+
+def test_the_pixel_holding_the_centre_is_always_covered():
+    g = torch.Generator().manual_seed(7)
+    uv = torch.rand(200, 2, generator=g) * torch.tensor([15.0, 11.0])
+    for u, v in uv.tolist():
+        z = 3.0
+        xyz = torch.tensor([[(u - INTR.cx) / INTR.fx * z, (v - INTR.cy) / INTR.fy * z, z]])
+        winners = splat_points(xyz, torch.zeros(1), INTR, **RULE)  # zero radius: the 0.5 px minimum
+        px, py = int(np.floor(u + 0.5)), int(np.floor(v + 0.5))
+        assert winners.index[py, px].item() == 0
+        assert int((winners.index == 0).sum()) <= 4
+
+
+def test_a_clearly_nearer_point_wins_even_off_centre():
+    # far point exactly on pixel (8, 6); near point 0.4 px off, 10% nearer (beyond the 2% tolerance)
+    far = [(8.0 - INTR.cx) / INTR.fx * 4.0, (6.0 - INTR.cy) / INTR.fy * 4.0, 4.0]
+    near = [(8.4 - INTR.cx) / INTR.fx * 3.6, (6.0 - INTR.cy) / INTR.fy * 3.6, 3.6]
+    winners = assert_same(torch.tensor([far, near]), torch.tensor([0.01, 0.01]))
+    assert winners.index[6, 8].item() == 1
+    torch.testing.assert_close(winners.depth[6, 8], torch.tensor(3.6))
+
+
+def test_within_tolerance_the_nearest_centre_wins():
+    # both at about 4 m (1% apart, inside the 2% band): the one centred on the pixel wins
+    on_pixel = [(8.0 - INTR.cx) / INTR.fx * 4.04, (6.0 - INTR.cy) / INTR.fy * 4.04, 4.04]
+    off_pixel = [(8.4 - INTR.cx) / INTR.fx * 4.0, (6.0 - INTR.cy) / INTR.fy * 4.0, 4.0]
+    radius = 0.7 * 4.0 / ((INTR.fx + INTR.fy) / 2)  # 0.7 px half-size
+    winners = assert_same(torch.tensor([off_pixel, on_pixel]), torch.tensor([radius, radius]))
+    assert winners.index[6, 8].item() == 1
+    assert winners.index[6, 9].item() == 0  # 0.6 px from the first, 1 px from the second: only the first
+
+
+def test_splat_size_follows_radius_and_is_clamped():
+    z = 2.0
+    centre = [(8.0 - INTR.cx) / INTR.fx * z, (6.0 - INTR.cy) / INTR.fy * z, z]
+    f_mean = (INTR.fx + INTR.fy) / 2
+    for radius_px, side in [(0.3, 1), (1.2, 3), (2.5, 5), (40.0, 9)]:
+        winners = assert_same(torch.tensor([centre]), torch.tensor([radius_px * z / f_mean]))
+        covered = (winners.index == 0).nonzero()
+        assert covered[:, 0].max() - covered[:, 0].min() + 1 == side
+        assert covered[:, 1].max() - covered[:, 1].min() + 1 == side
+
+
+def test_culling_counts_only_points_in_front_and_near_the_image():
+    xyz = torch.tensor(
+        [
+            [0.0, 0.0, 2.0],  # centre of view
+            [0.0, 0.0, 0.01],  # nearer than the near plane
+            [0.0, 0.0, -2.0],  # behind the camera
+            [50.0, 0.0, 2.0],  # far off to the right
+            [(-0.4 - INTR.cx) / INTR.fx * 2.0, 0.0, 2.0],  # centre just left of the image, square reaches it
+        ]
+    )
+    winners = assert_same(xyz, torch.full((5,), 0.05))
+    assert winners.points_in_view == 2
+    assert set(winners.index.unique().tolist()) == {-1, 0, 4}
+
+
+def test_empty_input_renders_nothing():
+    winners = assert_same(torch.zeros(0, 3), torch.zeros(0))
+    assert winners.points_in_view == 0
+    assert (winners.index == -1).all() and (winners.depth == 0).all()

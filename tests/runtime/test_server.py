@@ -1,0 +1,333 @@
+"""Integration tests: the real server on port 0, the real client, real status codes."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import grpc
+import numpy as np
+import pytest
+from conftest import make_config, start_server_thread, synthetic_rgbd
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from mirage.v1 import mirage_pb2 as pb
+
+from plugin_bridge.camera import Intrinsics
+from plugin_bridge.client import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    MirageClient,
+    NotFoundError,
+    ResourceExhaustedError,
+)
+from plugin_bridge.conventions import Convention, look_at
+from plugin_bridge.wire import observation_message, pose_from_matrix, pose_message
+
+K64 = Intrinsics.from_fov(64, 64, 60.0)
+IDENTITY = pose_message((0, 0, 0), (1, 0, 0, 0))
+
+
+@pytest.fixture
+def client(mirage_server):
+    with MirageClient(mirage_server.target) as c:
+        yield c
+
+
+@pytest.fixture
+def session(client):
+    info = client.open_session(K64, seed=1)
+    yield info
+    try:
+        client.close_session(info.session_id)
+    except NotFoundError:
+        pass
+
+
+def observe(client, session_id, rgb, depth, pose=IDENTITY, sequence=1):
+    stream = client.stream(session_id)
+    stream.send_observation(observation_message(sequence, pose, rgb, depth, return_frame=True))
+    frame = stream.next_frame()
+    stream.close()
+    return frame, stream.events
+
+
+def test_health_serving_and_reflection_lists_mirage(mirage_server):
+    with grpc.insecure_channel(mirage_server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "mirage.v1.Mirage"):
+            resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = list(
+            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        )
+        names = {s.name for s in responses[0].list_services_response.service}
+        assert "mirage.v1.Mirage" in names and "grpc.health.v1.Health" in names
+
+
+def test_handshake_reports_generator_and_budget(client):
+    info = client.open_session(K64)
+    assert info.server_version.startswith("1.")
+    assert info.generator.name == "pushpull_v1" and len(info.generator.sha256) == 64
+    assert info.memory.budget_bytes == 128 * 2**20 and info.memory.points == 0
+    assert "observation" in info.capabilities
+    client.close_session(info.session_id)
+
+
+def test_stream_poses_echo_sequence_and_timestamps(client, session):
+    rgb, depth = synthetic_rgbd()
+    observe(client, session.session_id, rgb, depth)
+    stream = client.stream(session.session_id)
+    for seq, ts in ((7, 111), (8, 222)):
+        stream.send_pose(IDENTITY, sequence=seq, timestamp_us=ts)
+        frame = stream.next_frame()
+        assert frame.sequence == seq and frame.client_timestamp_us == ts
+        assert frame.server_received_us > 0 and frame.server_sent_us >= frame.server_received_us
+        assert frame.rgb.shape == (64, 64, 3) and frame.rgb.dtype == np.uint8
+        assert frame.coverage > 0.99  # the observation covers this pose
+        assert frame.memory.points > 0 and frame.memory.bytes_used <= frame.memory.budget_bytes
+        assert frame.timings_ms["total_ms"] > 0
+        np.testing.assert_array_equal(frame.rgb, rgb)  # memory reproduces what was observed here
+    end = stream.close()
+    assert end is not None and end.frames_sent == 2
+
+
+def test_observation_then_render_query_and_stats(client, session):
+    rgb, depth = synthetic_rgbd(seed=3)
+    frame, _ = observe(client, session.session_id, rgb, depth)
+    assert frame.observed
+    view = client.render(session.session_id, IDENTITY)
+    np.testing.assert_array_equal(view.rgb, rgb)
+    assert view.coverage_fraction > 0.99
+    np.testing.assert_allclose(view.depth, depth, rtol=2e-3)
+    stats = client.stats(session.session_id)
+    assert stats.points >= 64 * 64 * 0.9 and stats.frames_ingested == 1
+
+
+def test_contextual_inference_what_if_leaves_memory_unchanged(client, session):
+    rgb, depth = synthetic_rgbd()
+    observe(client, session.session_id, rgb, depth)
+    before = client.stats(session.session_id)
+    turned = pose_from_matrix(look_at((0, 0, 0), (1.0, 0.0, 3.0), up=(0, -1, 0)))
+    frame = client.contextual_inference(session.session_id, turned, commit=False)
+    assert frame.rgb.shape == (64, 64, 3) and 0.0 < frame.coverage < 1.0
+    assert client.stats(session.session_id) == before
+    client.contextual_inference(session.session_id, turned, commit=True)
+    after = client.stats(session.session_id)
+    assert after.points > before.points
+
+
+def test_poses_are_converted_from_the_declared_convention(client):
+    """The same physical cameras, one session in OpenCV and one in Unity, give identical renders."""
+    rgb, depth = synthetic_rgbd(seed=5)
+    eye = look_at((0.2, -0.1, 0.0), (0.0, 0.0, 3.0), up=(0, -1, 0))
+    renders = []
+    for convention in (Convention.OPENCV, Convention.UNITY, Convention.UNREAL):
+        info = client.open_session(K64, convention=convention)
+        observe(client, info.session_id, rgb, depth, pose=pose_from_matrix(np.eye(4), convention))
+        renders.append(client.render(info.session_id, pose_from_matrix(eye, convention)).rgb)
+        client.close_session(info.session_id)
+    np.testing.assert_array_equal(renders[0], renders[1])
+    np.testing.assert_array_equal(renders[0], renders[2])
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_major_version_mismatch_fails_with_both_versions(client):
+    with pytest.raises(FailedPreconditionError) as err:
+        client.open_session(K64, protocol_version=(2, 0, 0))
+    assert "2.0.0" in err.value.details and "1.0.0" in err.value.details and "upgrade" in err.value.details
+
+
+def test_minor_version_mismatch_warns(client):
+    info = client.open_session(K64, protocol_version=(1, 4, 0))
+    assert any("minor" in w for w in info.warnings)
+    client.close_session(info.session_id)
+
+
+@pytest.mark.parametrize(
+    "intrinsics, needle",
+    [
+        (Intrinsics(0.0, 0.0, 31.5, 31.5, 64, 64), "fx"),
+        (Intrinsics(-50.0, 50.0, 31.5, 31.5, 64, 64), "fx"),
+        (Intrinsics(1e9, 1e9, 31.5, 31.5, 64, 64), "fx"),
+        (Intrinsics(55.0, 55.0, 500.0, 31.5, 64, 64), "principal point"),
+        (Intrinsics(55.0, 55.0, 31.5, 31.5, 0, 64), "positive"),
+        (Intrinsics(55.0, 55.0, 31.5, 31.5, 63, 64), "multiples of 8"),
+        (Intrinsics(float("nan"), 55.0, 31.5, 31.5, 64, 64), "finite"),
+    ],
+)
+def test_bad_intrinsics_are_rejected(client, intrinsics, needle):
+    with pytest.raises(InvalidArgumentError) as err:
+        client.open_session(intrinsics)
+    assert needle in err.value.details
+
+
+def test_unknown_generator_and_absurd_budget(client):
+    with pytest.raises(NotFoundError, match="pushpull_v1"):
+        client.open_session(K64, generator="no_such_model")
+    with pytest.raises(ResourceExhaustedError):
+        client.open_session(K64, budget_bytes=2**50)
+
+
+@pytest.mark.parametrize(
+    "pose, needle",
+    [
+        (pose_message((math.nan, 0, 0), (1, 0, 0, 0)), "position"),
+        (pose_message((0, math.inf, 0), (1, 0, 0, 0)), "position"),
+        (pose_message((0, 0, 0), (math.nan, 0, 0, 0)), "rotation"),
+        (pose_message((0, 0, 0), (2, 0, 0, 0)), "unit quaternion"),
+        (pose_message((0, 0, 0), (0, 0, 0, 0)), "unit quaternion"),
+    ],
+)
+def test_bad_pose_rejected_and_session_unharmed(client, session, pose, needle):
+    rgb, depth = synthetic_rgbd()
+    observe(client, session.session_id, rgb, depth)
+    before = client.stats(session.session_id)
+    stream = client.stream(session.session_id)
+    stream.send_pose(pose)
+    with pytest.raises(InvalidArgumentError) as err:
+        stream.next_frame()
+    assert needle in err.value.details
+    stream.cancel()
+    assert client.stats(session.session_id) == before
+    with pytest.raises(InvalidArgumentError):
+        client.render(session.session_id, pose)
+    # the session still works on a new stream and the memory is intact
+    stream = client.stream(session.session_id)
+    frame = stream.step(IDENTITY)
+    np.testing.assert_array_equal(frame.rgb, rgb)
+    stream.close()
+
+
+def test_frame_bytes_that_do_not_match_are_rejected(client, session):
+    rgb, depth = synthetic_rgbd()
+    bad = observation_message(1, IDENTITY, rgb, depth)
+    bad.rgb.data = bad.rgb.data[:-10]
+    stream = client.stream(session.session_id)
+    stream.send_observation(bad)
+    with pytest.raises(InvalidArgumentError, match="bytes"):
+        stream.next_frame()
+    stream.cancel()
+
+    wrong_size = observation_message(2, IDENTITY, *synthetic_rgbd(32, 32))
+    stream = client.stream(session.session_id)
+    stream.send_observation(wrong_size)
+    with pytest.raises(InvalidArgumentError, match="64x64"):
+        stream.next_frame()
+    stream.cancel()
+
+    garbage_png = observation_message(3, IDENTITY, rgb, depth)
+    garbage_png.rgb.encoding = pb.FRAME_ENCODING_PNG
+    stream = client.stream(session.session_id)
+    stream.send_observation(garbage_png)
+    with pytest.raises(InvalidArgumentError):
+        stream.next_frame()
+    stream.cancel()
+    assert client.stats(session.session_id).points == 0
+
+
+def test_nan_and_negative_depth_are_masked_with_an_event(client, session):
+    rgb, depth = synthetic_rgbd()
+    depth[:8] = np.nan
+    depth[8:16] = -1.0
+    frame, events = observe(client, session.session_id, rgb, depth)
+    masked = [e for e in events if e.kind == "DEPTH_MASKED"]
+    assert masked and "1024" in masked[0].message
+    stats = client.stats(session.session_id)
+    assert 0 < stats.points <= 64 * 48  # the masked rows added nothing
+
+
+def test_calls_before_handshake_and_on_unknown_or_closed_sessions(client):
+    with pytest.raises(FailedPreconditionError, match="OpenSession"):
+        client.stats("")
+    stream = client.stream("")
+    stream.send_pose(IDENTITY)
+    with pytest.raises(FailedPreconditionError, match="OpenSession"):
+        stream.next_frame()
+    with pytest.raises(NotFoundError):
+        client.stats("not-a-session")
+    info = client.open_session(K64)
+    client.close_session(info.session_id)
+    with pytest.raises(NotFoundError):
+        client.render(info.session_id, IDENTITY)
+    stream = client.stream(info.session_id)
+    stream.send_pose(IDENTITY)
+    with pytest.raises(NotFoundError):
+        stream.next_frame()
+
+
+def test_second_stream_on_a_session_is_refused(client, session):
+    first = client.stream(session.session_id)
+    first.step(IDENTITY)
+    second = client.stream(session.session_id)
+    second.send_pose(IDENTITY)
+    with pytest.raises(FailedPreconditionError, match="active Stream"):
+        second.next_frame()
+    first.close()
+
+
+def test_oversize_message_is_resource_exhausted():
+    running, stop = start_server_thread(make_config(max_message_bytes=256 * 1024))
+    try:
+        with MirageClient(running.target, max_message_bytes=64 * 2**20) as client:
+            k = Intrinsics.from_fov(256, 256, 60.0)
+            info = client.open_session(k)
+            rgb, depth = synthetic_rgbd(256, 256)
+            stream = client.stream(info.session_id)
+            stream.send_observation(observation_message(1, IDENTITY, rgb, depth))  # ~320 KB
+            with pytest.raises(ResourceExhaustedError):
+                stream.next_frame()
+            assert client.stats(info.session_id).points == 0  # server and session still answer
+    finally:
+        stop()
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_disconnect_mid_stream_releases_or_keeps_per_setting(client, mirage_server):
+    servicer = mirage_server.servicer
+    for release in (True, False):
+        info = client.open_session(K64, release_on_disconnect=release)
+        stream = client.stream(info.session_id)
+        stream.step(IDENTITY)
+        stream.cancel()  # the client vanishes without EndOfStream
+        sid = info.session_id
+        assert _wait_for(lambda sid=sid: sid not in servicer.sessions or not servicer.sessions[sid].streaming)
+        if release:
+            assert _wait_for(lambda sid=sid: sid not in servicer.sessions)
+            with pytest.raises(NotFoundError):
+                client.stats(info.session_id)
+        else:
+            assert client.stats(info.session_id).frames_ingested == 1
+            client.close_session(info.session_id)
+
+
+def test_latest_wins_drops_stale_poses_and_reports_them(client, session):
+    rgb, depth = synthetic_rgbd()
+    observe(client, session.session_id, rgb, depth)
+    stream = client.stream(session.session_id)
+    sent = [stream.send_pose(IDENTITY) for _ in range(30)]
+    stream.end()
+    frames, dropped = [], []
+    while (item := stream.recv()) is not None:
+        if isinstance(item, pb.StreamEnd):
+            assert item.frames_sent == len(frames) and item.poses_dropped == len(dropped)
+        elif hasattr(item, "rgb"):
+            frames.append(item.sequence)
+        else:
+            assert item.kind == "POSES_DROPPED"
+            dropped.extend(item.sequences)
+    assert dropped, "30 poses sent at once should outrun the generator"
+    assert sorted(frames + dropped) == sent
+    assert frames[-1] == sent[-1]  # the latest pose is always answered
+    assert frames == sorted(frames)
