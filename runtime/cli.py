@@ -1,4 +1,4 @@
-"""`mirage` command line: serve, demo."""
+"""`mirage` command line: serve, demo, eval, bench."""
 
 from __future__ import annotations
 
@@ -38,6 +38,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from runtime.evaluation.suite import EvalConfig, run_eval
+
+    run_eval(EvalConfig(suite=args.suite, out=Path(args.out), seed=args.seed))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from runtime.evaluation.bench import BenchConfig, run_bench
+
+    sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
+    run_bench(BenchConfig(sizes=sizes, frames=args.frames, soak_frames=args.soak_frames, json_path=args.json))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mirage", description="Mirage: video generation with persistent spatial memory"
@@ -63,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scene", default="garden", help="Panda3D scene arrangement")
     demo.add_argument("--seed", type=int, default=0, help="seed for deterministic replay")
     demo.set_defaults(func=_demo)
+
+    ev = sub.add_parser("eval", help="cycle, persistence and fidelity evaluation through the real gRPC path")
+    ev.add_argument("--suite", choices=("tiny", "quick", "full"), default="quick", help="how much to run")
+    ev.add_argument("--out", default="eval_out", help="folder for report.json, report.md and plots")
+    ev.add_argument("--seed", type=int, default=0, help="seed for paths and sessions")
+    ev.set_defaults(func=_eval)
+
+    bench = sub.add_parser("bench", help="speed and memory figures, over gRPC and in-process side by side")
+    bench.add_argument("--sizes", default="128,256", help="comma-separated square frame sizes")
+    bench.add_argument("--frames", type=int, default=200, help="frames per size for FPS and latency")
+    bench.add_argument("--soak-frames", type=int, default=2000, help="frames of the RSS soak (0 skips it)")
+    bench.add_argument("--json", default="", help="also write the figures to this JSON file")
+    bench.set_defaults(func=_bench)
     return parser
 
 

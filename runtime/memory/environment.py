@@ -107,8 +107,8 @@ class EnvironmentMap:
     def write_view(
         self,
         camera: Camera,
-        rgb: torch.Tensor,  # [H, W, 3] uint8
-        at_infinity: torch.Tensor,  # [H, W] bool: pixels whose content is at infinity
+        rgb: torch.Tensor,  # [H, W, 3] or [H * W, 3] uint8
+        at_infinity: torch.Tensor,  # [H, W] or [H * W] bool: pixels whose content is at infinity
         frame_index: int,
         overwrite: bool,
     ) -> int:

@@ -56,9 +56,7 @@ _HALF_DIAGONAL = 0.5 * math.sqrt(2.0)
 
 
 @dataclass
-class _Frame:
-    """One ingested frame, validated and flattened (pixels in raster order)."""
-
+class _Frame:  # one ingested frame, validated and flattened (pixels in raster order)
     rgb: torch.Tensor  # [P, 3] uint8
     depth: torch.Tensor  # [P] float32: 0 unknown, +inf at infinity, else metres
     mask: torch.Tensor  # [P] bool: pixels allowed to add content
@@ -79,10 +77,12 @@ class SpatialMemory:
             need = env_bytes + MIN_POINTS * self.bytes_per_point
             raise ValueError(
                 f"memory budget {self.config.budget_bytes} bytes is too small: the environment map "
-                f"({self.config.env_width}x{self.config.env_height}) takes {env_bytes} bytes and {MIN_POINTS} "
-                f"points take {MIN_POINTS * self.bytes_per_point}; use a budget of at least {need} bytes"
+                f"({self.config.env_width}x{self.config.env_height}) takes {env_bytes} bytes and "
+                f"{MIN_POINTS} points take {MIN_POINTS * self.bytes_per_point}; use a budget of at least "
+                f"{need} bytes (or a smaller environment map)"
             )
         self.env = EnvironmentMap(self.config.env_width, self.config.env_height, self.device)
+        self._version = 0  # bumped whenever point indices may change: older renders are refused
         self.reset()
 
     # -- storage ---------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ class SpatialMemory:
         self._count = 0
         self._fields = self._allocate(min(self.config.initial_capacity, self.max_points))
         self.env.clear()
-        self._version = getattr(self, "_version", 0) + 1
+        self._version += 1
         self._pruned_total = self._carved_total = self._frames = 0
 
     @property
@@ -156,11 +156,15 @@ class SpatialMemory:
         check_camera(camera)
         return self._render(camera)
 
-    def _render(self, camera: Camera) -> MemoryRender:
+    def _to_camera(self, camera: Camera, xyz: torch.Tensor) -> torch.Tensor:
+        """World points [N, 3] in the camera frame ([N, 3] view of a contiguous [3, N]: faster to use)."""
         rot, trans = world_to_cam_torch(camera, self.device)
+        return (rot @ xyz.T + trans[:, None]).T
+
+    def _render(self, camera: Camera) -> MemoryRender:
         live = self.points()
         winners = splat_points(
-            (rot @ live["xyz"].T + trans[:, None]).T,  # [N, 3] view of a contiguous [3, N]
+            self._to_camera(camera, live["xyz"]),
             live["radius"],
             camera.intrinsics,
             near=self.config.near,
@@ -175,13 +179,12 @@ class SpatialMemory:
         check_render(render, self._version, None)
         self._touch(render, int(frame_index))
 
-    def _touch(self, render: MemoryRender, frame_index: int) -> torch.Tensor:
+    def _touch(self, render: MemoryRender, frame_index: int) -> None:
         seen = torch.zeros(self._count, dtype=torch.bool, device=self.device)
         seen[render.point_index[render.point_index >= 0]] = True
         self._fields["last_seen"][: self._count][seen] = frame_index
         self._fields["hit_count"][: self._count][seen] += 1
         self.env.touch(render.env_texel.reshape(-1), frame_index)
-        return seen
 
     def ingest(
         self,
@@ -217,16 +220,11 @@ class SpatialMemory:
         if provenance == PROVENANCE_OBSERVED:
             matched_pixels, updated, confirmed = self._match(camera, frame, render, frame_index)
             add &= ~matched_pixels
-            rot, trans = world_to_cam_torch(camera, self.device)
-            live = self.points()
+            live, grid = self.points(), frame.depth.reshape(camera.intrinsics.height, camera.intrinsics.width)
             carve = free_space(
-                live["xyz"] @ rot.T + trans,
-                live["radius"],
-                frame.depth.reshape(camera.intrinsics.height, camera.intrinsics.width),
-                camera.intrinsics,
-                near=self.config.near,
-                depth_tolerance=self.config.depth_tolerance,
-            )
+                self._to_camera(camera, live["xyz"]), live["radius"], grid, camera.intrinsics,
+                near=self.config.near, depth_tolerance=self.config.depth_tolerance,
+            )  # fmt: skip
             carve &= ~confirmed
             protect = protect[~carve]
             carved = self._remove(carve)
@@ -234,13 +232,8 @@ class SpatialMemory:
             self._touch(render, frame_index)
         added, pruned, dropped = self._add_points(camera, frame, add, protect, provenance, frame_index)
         at_infinity = (frame.depth == float("inf")) & frame.mask
-        env_written = self.env.write_view(
-            camera,
-            frame.rgb.reshape(camera.intrinsics.height, camera.intrinsics.width, 3),
-            at_infinity.reshape(camera.intrinsics.height, camera.intrinsics.width),
-            frame_index,
-            overwrite=provenance == PROVENANCE_OBSERVED,
-        )
+        observed = provenance == PROVENANCE_OBSERVED
+        env_written = self.env.write_view(camera, frame.rgb, at_infinity, frame_index, overwrite=observed)
         if self.config.window_frames > 0:
             horizon = frame_index - self.config.window_frames
             pruned += self._remove(self._fields["last_seen"][: self._count] <= horizon)
@@ -274,8 +267,7 @@ class SpatialMemory:
         if pix.numel() == 0:
             return matched_px, 0, confirmed
         # several pixels may match one point: it takes the pixel nearest its projected centre
-        rot, trans = world_to_cam_torch(camera, self.device)
-        cam = self._fields["xyz"][points] @ rot.T + trans
+        cam = self._to_camera(camera, self._fields["xyz"][points])
         width = camera.intrinsics.width
         du = (pix % width).to(torch.float32) - (cam[:, 0] / cam[:, 2] * fx + cx)
         dv = torch.div(pix, width, rounding_mode="floor").to(torch.float32) - (
@@ -295,7 +287,7 @@ class SpatialMemory:
         return matched_px, int(hit.numel()), confirmed
 
     def _add_points(self, camera, frame: _Frame, add, protect, provenance: int, frame_index: int):
-        """Append a point per ``add`` pixel, evicting or dropping to stay in budget: (added, pruned, dropped)."""
+        """A point per ``add`` pixel, evicting or dropping to stay in budget: (added, pruned, dropped)."""
         pix = add.nonzero().squeeze(1)
         z = frame.depth[pix]
         room = self.max_points - self._count
@@ -349,54 +341,46 @@ class SpatialMemory:
             raise ValueError(f"provenance={provenance!r}: use 1 (observed), 2 (generated) or 3 (imported)")
         if isinstance(frame_index, bool) or not isinstance(frame_index, int) or not 0 <= frame_index < 2**31:
             raise ValueError(f"frame_index={frame_index!r}: use an int in [0, 2**31)")
-        rgb_t, depth_t = _tensor("rgb", rgb), _tensor("depth", depth)
-        if tuple(rgb_t.shape) != (h, w, 3) or not (rgb_t.dtype == torch.uint8 or rgb_t.is_floating_point()):
-            raise ValueError(
-                f"rgb must be uint8 or float 0..1 of shape ({h}, {w}, 3) for this camera, "
-                f"got {rgb_t.dtype} {tuple(rgb_t.shape)}"
-            )
-        if tuple(depth_t.shape) != (h, w) or not depth_t.is_floating_point():
-            raise ValueError(
-                f"depth must be float metres of shape ({h}, {w}), got {depth_t.dtype} {tuple(depth_t.shape)}"
-            )
-        to = {"device": self.device}
-        depth_t = depth_t.to(**to, dtype=torch.float32).reshape(-1)
+        rgb_t = _checked("rgb", rgb, (h, w, 3), "colour")
+        depth_t = _checked("depth", depth, (h, w), "metres").to(self.device, torch.float32).reshape(-1)
         depth_t = torch.where(torch.isnan(depth_t) | (depth_t <= 0), 0.0, depth_t)
         depth_t = torch.where(depth_t > self.config.far, float("inf"), depth_t)
         if rgb_t.dtype != torch.uint8:
-            rgb_t = torch.round(torch.nan_to_num(rgb_t.to(torch.float32)).clamp(0.0, 1.0) * 255.0).to(
-                torch.uint8
-            )
+            rgb_t = torch.round(torch.nan_to_num(rgb_t.to(torch.float32)).clamp(0.0, 1.0) * 255.0).byte()
         mask_t = torch.ones(h * w, dtype=torch.bool, device=self.device)
         if mask is not None:
-            mask_t = _tensor("mask", mask)
-            if tuple(mask_t.shape) != (h, w) or mask_t.dtype != torch.bool:
-                raise ValueError(
-                    f"mask must be bool of shape ({h}, {w}), got {mask_t.dtype} {tuple(mask_t.shape)}"
-                )
-            mask_t = mask_t.to(**to).reshape(-1)
+            mask_t = _checked("mask", mask, (h, w), "bool").to(self.device).reshape(-1)
         ids_t = None
         if object_ids is not None:
-            ids_t = _tensor("object_ids", object_ids)
-            if tuple(ids_t.shape) != (h, w) or ids_t.is_floating_point() or ids_t.dtype == torch.bool:
-                raise ValueError(
-                    f"object_ids must be integers of shape ({h}, {w}), got {ids_t.dtype} {tuple(ids_t.shape)}"
-                )
-            ids_t = ids_t.to(**to, dtype=torch.int64)
+            ids_t = _checked("object_ids", object_ids, (h, w), "ids").to(self.device, torch.int64).reshape(-1)
             if ids_t.numel() and (int(ids_t.min()) < 0 or int(ids_t.max()) >= 2**31):
                 raise ValueError("object_ids must lie in [0, 2**31)")
-            ids_t = ids_t.to(torch.int32).reshape(-1)
-        return _Frame(rgb=rgb_t.to(**to).reshape(-1, 3), depth=depth_t, mask=mask_t, object_ids=ids_t)
+            ids_t = ids_t.to(torch.int32)
+        return _Frame(rgb=rgb_t.to(self.device).reshape(-1, 3), depth=depth_t, mask=mask_t, object_ids=ids_t)
 
 
-def _tensor(name: str, value) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
+_KINDS = {  # what an ingest array may hold: (description for the error, dtype test)
+    "colour": ("uint8 or float 0..1", lambda t: t.dtype == torch.uint8 or t.is_floating_point()),
+    "metres": ("float metres", lambda t: t.is_floating_point()),
+    "bool": ("bool", lambda t: t.dtype == torch.bool),
+    "ids": ("integers", lambda t: not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)),
+}
+
+
+def _checked(name: str, value, shape: tuple[int, ...], kind: str) -> torch.Tensor:
+    """``value`` (numpy array or torch tensor) as a tensor, or ValueError saying what was expected."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "u" and value.dtype.itemsize > 1:  # torch lacks most uint ops: widen
             value = value.astype(np.int64)
-        return torch.from_numpy(np.ascontiguousarray(value))
-    raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
+    what, dtype_ok = _KINDS[kind]
+    if tuple(value.shape) != shape or not dtype_ok(value):
+        raise ValueError(
+            f"{name} must be {what} of shape {shape} for this camera, got {value.dtype} {tuple(value.shape)}"
+        )
+    return value
 
 
 def lowest_k(key: torch.Tensor, k: int) -> torch.Tensor:
@@ -406,7 +390,7 @@ def lowest_k(key: torch.Tensor, k: int) -> torch.Tensor:
         return chosen
     if k >= key.shape[0]:
         return ~chosen
-    threshold = torch.kthvalue(key.cpu() if key.dtype == torch.float16 else key, k).values.to(key.device)
+    threshold = torch.kthvalue(key, k).values
     chosen = key < threshold
     ties = (key == threshold).nonzero().squeeze(1)[: k - int(chosen.sum())]
     chosen[ties] = True

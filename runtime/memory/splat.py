@@ -100,7 +100,9 @@ def splat_points(
     if idx.numel() == 0:
         return winners
     if idx.numel() < in_view.numel():  # recomputed on the survivors (same float32 operations and values)
-        u, v, z, ext = _project(pts.index_select(1, idx), radius.index_select(0, idx), intrinsics, max_radius_px)
+        u, v, z, ext = _project(
+            pts.index_select(1, idx), radius.index_select(0, idx), intrinsics, max_radius_px
+        )
     local = torch.arange(idx.numel(), device=device)
 
     # bucket by footprint: ext in [b-1, b) uses a 2b window; ext == top uses a centred 2*top+1 window
@@ -116,7 +118,9 @@ def splat_points(
         else:
             sel = (bucket == b).nonzero().squeeze(1)
             cols = tuple(t.index_select(0, sel) for t in (u, v, z, ext, local))
-        fragments.append(_fragments(*cols, half=min(b + 1, top), centred=b == top, width=width, height=height))
+        fragments.append(
+            _fragments(*cols, half=min(b + 1, top), centred=b == top, width=width, height=height)
+        )
 
     # pass 1: nearest depth per pixel, on the float32 bits (monotone for positive floats, faster);
     # slot hw absorbs fragments off the image

@@ -31,7 +31,9 @@ def yaw_camera(yaw_deg: float, pitch_deg: float = 20.0) -> Camera:
 def pixel_directions(camera: Camera) -> np.ndarray:
     k = camera.intrinsics
     u, v = np.meshgrid(np.arange(k.width, dtype=float), np.arange(k.height, dtype=float))
-    rays = np.stack(((u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)), -1) @ camera.cam_to_world[:3, :3].T
+    rays = (
+        np.stack(((u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)), -1) @ camera.cam_to_world[:3, :3].T
+    )
     return rays / np.linalg.norm(rays, axis=-1, keepdims=True)
 
 
@@ -48,7 +50,9 @@ def sky_frame(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
 
 def test_texel_index_follows_azimuth_and_elevation():
     env = EnvironmentMap(8, 4)
-    dirs = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [-1.0, 1e-6, 0], [-1.0, -1e-6, 0], [0, 0, 1.0], [0, 0, -1.0]])
+    dirs = torch.tensor(
+        [[1.0, 0, 0], [0, 1.0, 0], [-1.0, 1e-6, 0], [-1.0, -1e-6, 0], [0, 0, 1.0], [0, 0, -1.0]]
+    )
     rows, cols = env.texel_index(dirs).div(8, rounding_mode="floor"), env.texel_index(dirs) % 8
     assert cols.tolist()[:4] == [4, 6, 7, 0]  # azimuth -pi wraps to column 0
     assert rows.tolist()[:2] == [2, 2] and rows[4] == 0 and rows[5] == 3  # +z up is row 0
@@ -141,7 +145,9 @@ def test_generated_sky_fills_only_empty_texels_and_far_depth_counts_as_infinity(
     side = yaw_camera(60.0)
     render = memory.render(side)
     mask = render.coverage.numpy() < 0.5
-    stats = memory.ingest(side, grey, sky_frame(side)[1], provenance=2, frame_index=2, mask=mask, render=render)
+    stats = memory.ingest(
+        side, grey, sky_frame(side)[1], provenance=2, frame_index=2, mask=mask, render=render
+    )
     assert stats.env_texels_written > 50
     assert torch.equal(memory.env.rgb[observed], before[observed])  # the observed sky is kept
     new = memory.env.filled & ~observed

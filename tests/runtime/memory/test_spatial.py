@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 import numpy as np
 import pytest
@@ -18,18 +18,8 @@ SKY = np.array([110, 160, 230], dtype=np.uint8)
 
 
 # -- an analytic scene, ray cast with numpy (planes and axis-aligned boxes, world z up) -------------
-@dataclass
-class Box:
-    lo: tuple[float, float, float]
-    hi: tuple[float, float, float]
-    colour: tuple[int, int, int]
-
-
-@dataclass
-class Plane:
-    point: tuple[float, float, float]
-    normal: tuple[float, float, float]
-    colour: tuple[int, int, int]
+Plane = namedtuple("Plane", "point normal colour")
+Box = namedtuple("Box", "lo hi colour")  # axis-aligned: lower and upper corners
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -47,27 +37,26 @@ def ray_cast(camera: Camera, scene: list) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 [H, W, 3] and planar depth float32 [H, W] (+inf where the ray hits nothing: sky)."""
     k = camera.intrinsics
     u, v = np.meshgrid(np.arange(k.width, dtype=float), np.arange(k.height, dtype=float))
-    rays = np.stack(((u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)), -1) @ camera.cam_to_world[:3, :3].T
+    rays = (
+        np.stack(((u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)), -1) @ camera.cam_to_world[:3, :3].T
+    )
     origin = camera.cam_to_world[:3, 3]
     depth = np.full(u.shape, np.inf)
     rgb = np.broadcast_to(SKY, (*u.shape, 3)).copy()
     for shape in scene:
-        if isinstance(shape, Plane):
-            n = np.asarray(shape.normal, float)
-            with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if isinstance(shape, Plane):
+                n = np.asarray(shape.normal, float)
                 t = ((np.asarray(shape.point) - origin) @ n) / (rays @ n)
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t1 = (np.asarray(shape.lo) - origin) / rays
-                t2 = (np.asarray(shape.hi) - origin) / rays
-            t_in = np.nanmax(np.minimum(t1, t2), -1)
-            t_out = np.nanmin(np.maximum(t1, t2), -1)
-            t = np.where(t_in <= t_out, t_in, np.inf)
+            else:  # slabs
+                t1, t2 = (np.asarray(shape.lo) - origin) / rays, (np.asarray(shape.hi) - origin) / rays
+                t_in, t_out = np.nanmax(np.minimum(t1, t2), -1), np.nanmin(np.maximum(t1, t2), -1)
+                t = np.where(t_in <= t_out, t_in, np.inf)
         hit = (t > 1e-6) & (t < depth)
         depth = np.where(hit, t, depth)
         point = origin + rays * np.where(hit, t, 0.0)[..., None]
         checker = np.floor((point + 0.137) / 0.3).sum(-1) % 2  # offset: no cell edge on a plane
-        colour = np.clip(np.asarray(shape.colour)[None, None] + 40 * checker[..., None], 0, 255).astype(np.uint8)
+        colour = np.clip(np.asarray(shape.colour) + 40 * checker[..., None], 0, 255).astype(np.uint8)
         rgb = np.where(hit[..., None], colour, rgb)
     return rgb, depth.astype(np.float32)
 
@@ -99,8 +88,7 @@ def test_round_trip_reproduces_the_ingested_frame():
     assert 0.2 < finite.mean() < 0.95  # the frame really holds both surfaces and sky
     memory = SpatialMemory()
     stats = memory.ingest(camera, rgb, depth, provenance=1, frame_index=0)
-    assert stats.added == finite.sum() == memory.num_points
-    assert stats.env_texels_written > 0
+    assert stats.added == finite.sum() == memory.num_points and stats.env_texels_written > 0
     render = memory.render(camera)
     out_rgb, out_depth = as_uint8(render.rgb), render.depth.numpy()
     np.testing.assert_array_equal(out_rgb[finite], rgb[finite])
@@ -142,11 +130,19 @@ def test_near_surface_occludes_far_one_and_far_one_shows_beside_it():
     agree = np.abs(depth - truth) <= 0.03 * truth
     assert agree[covered].mean() > 0.97
     on_box = truth < 4.0
-    inside = on_box & np.roll(on_box, 1, 1) & np.roll(on_box, -1, 1) & np.roll(on_box, 1, 0) & np.roll(on_box, -1, 0)
+    inside = (
+        on_box
+        & np.roll(on_box, 1, 1)
+        & np.roll(on_box, -1, 1)
+        & np.roll(on_box, 1, 0)
+        & np.roll(on_box, -1, 0)
+    )
     assert inside.sum() > 100 and agree[inside].all()  # the box hides the wall behind it (edges may erode)
     # ...although memory does hold wall points behind the box (seen past its sides from the two views)
     xyz = memory.points()["xyz"].numpy()
-    behind_box = (np.abs(xyz[:, 0] - 6.0) < 0.01) & (np.abs(xyz[:, 1]) < 0.3) & (np.abs(xyz[:, 2] - 1.0) < 0.5)
+    behind_box = (
+        (np.abs(xyz[:, 0] - 6.0) < 0.01) & (np.abs(xyz[:, 1]) < 0.3) & (np.abs(xyz[:, 2] - 1.0) < 0.5)
+    )
     assert behind_box.sum() > 20
 
 
@@ -349,7 +345,7 @@ def test_budget_holds_after_every_call(steps):
 
 # -- window mode ------------------------------------------------------------------------------------
 def heading_camera(frame: int) -> Camera:
-    """Four headings 90 degrees apart: consecutive frames see disjoint walls (and sky)."""
+    """Four headings 90 degrees apart: consecutive frames see disjoint walls."""
     angle = frame * np.pi / 2
     return cam((0.0, 0.0, 1.0), (np.cos(angle), np.sin(angle), 1.3))
 
@@ -358,7 +354,7 @@ def test_window_mode_forgets_what_left_the_window():
     memory = SpatialMemory(MemoryConfig(window_frames=2))
     for frame in range(4):
         observe(memory, heading_camera(frame), ROOM[:4], frame)
-    assert memory.render(heading_camera(0)).coverage.sum() == 0  # frame t-3: gone, sky included
+    assert memory.render(heading_camera(0)).coverage.sum() == 0  # frame t-3: gone
     assert memory.render(heading_camera(1)).coverage.sum() == 0  # frame t-2: last seen at t-2, gone
     assert memory.render(heading_camera(2)).coverage.mean() == 1  # frame t-1: kept
     assert memory.render(heading_camera(3)).coverage.mean() == 1
@@ -383,23 +379,17 @@ def test_bad_input_is_refused_and_memory_is_untouched():
     rgb, depth = ray_cast(camera, [WALL])
     memory = SpatialMemory()
     memory.ingest(camera, rgb, depth, provenance=1, frame_index=0)
-    before = memory.stats()
     stale = memory.render(camera)
     memory.ingest(camera, rgb, depth, provenance=1, frame_index=1)
     bad = [
-        dict(rgb=rgb[:, :-1]),
-        dict(rgb=rgb[..., :2]),
-        dict(rgb=rgb.astype(np.int16)),
-        dict(depth=depth[:-1]),
-        dict(depth=(depth * 1000).astype(np.uint16)),
-        dict(mask=np.ones((48, 64), np.float32)),
-        dict(mask=np.ones((48, 63), bool)),
-        dict(object_ids=np.ones((48, 64), np.float32)),
-        dict(provenance=0),
-        dict(frame_index=-1),
-        dict(render=stale),
-        dict(render=memory.render(cam((0.0, 0.5, 1.0), (6.0, 0.0, 1.0)))),
-        dict(rgb=[[0, 0, 0]]),
+        *({"rgb": x} for x in (rgb[:, :-1], rgb[..., :2], rgb.astype(np.int16), [[0, 0, 0]])),
+        *({"depth": x} for x in (depth[:-1], (depth * 1000).astype(np.uint16))),
+        *({"mask": x} for x in (np.ones((48, 64), np.float32), np.ones((48, 63), bool))),
+        {"object_ids": np.ones((48, 64), np.float32)},
+        {"provenance": 0},
+        {"frame_index": -1},
+        {"render": stale},  # made before the last ingest
+        {"render": memory.render(cam((0.0, 0.5, 1.0), (6.0, 0.0, 1.0)))},  # made at another camera
     ]
     before = memory.stats()
     for change in bad:
