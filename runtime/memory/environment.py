@@ -59,16 +59,50 @@ class EnvironmentMap:
         row = torch.floor((math.pi / 2.0 - elevation) * (self.height / math.pi)).long()
         return row.clamp(0, self.height - 1) * self.width + col
 
-    def texel_directions(self) -> torch.Tensor:
-        """Unit world direction through the centre of every texel, [T, 3] float32, row-major."""
+    def texel_directions(self, first_row: int = 0, end_row: int | None = None) -> torch.Tensor:
+        """Unit world directions through the texel centres of rows [first_row, end_row), [K, 3] float32.
+
+        Row-major, so row r column c is entry (r - first_row) * width + c.
+        """
+        end_row = self.height if end_row is None else end_row
         f32 = {"dtype": torch.float32, "device": self.device}
         azimuth = (torch.arange(self.width, **f32) + 0.5) * (2.0 * math.pi / self.width) - math.pi
-        elevation = math.pi / 2.0 - (torch.arange(self.height, **f32) + 0.5) * (math.pi / self.height)
+        rows = torch.arange(first_row, end_row, **f32)
+        elevation = math.pi / 2.0 - (rows + 0.5) * (math.pi / self.height)
         cos_el, sin_el = elevation.cos()[:, None], elevation.sin()[:, None]
         dirs = torch.stack(
             (cos_el * azimuth.cos(), cos_el * azimuth.sin(), sin_el.expand(-1, self.width)), dim=-1
         )
         return dirs.reshape(-1, 3)
+
+    def _rows_in_view(self, camera: Camera) -> tuple[int, int]:
+        """Texel rows [first, end) holding every direction inside the image's outer edges (plus a row)."""
+        k = camera.intrinsics
+        along_u, along_v = (
+            np.linspace(-0.5, k.width - 0.5, k.width + 1),
+            np.linspace(-0.5, k.height - 0.5, k.height + 1),
+        )
+        u = np.concatenate(
+            [along_u, along_u, np.full_like(along_v, -0.5), np.full_like(along_v, k.width - 0.5)]
+        )
+        v = np.concatenate(
+            [np.full_like(along_u, -0.5), np.full_like(along_u, k.height - 0.5), along_v, along_v]
+        )
+        rays = (
+            np.stack(((u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)), -1)
+            @ camera.cam_to_world[:3, :3].T
+        )
+        elevation = np.arcsin(rays[:, 2] / np.linalg.norm(rays, axis=1))  # extremes lie on the edges...
+        top, bottom = float(elevation.max()), float(elevation.min())
+        for pole in (1.0, -1.0):  # ...unless the view holds straight up or straight down
+            local = camera.cam_to_world[2, :3] * pole  # the pole's direction in the camera frame
+            if local[2] > 0:
+                pu, pv = local[0] / local[2] * k.fx + k.cx, local[1] / local[2] * k.fy + k.cy
+                if -0.5 <= pu <= k.width - 0.5 and -0.5 <= pv <= k.height - 0.5:
+                    top, bottom = (math.pi / 2, bottom) if pole > 0 else (top, -math.pi / 2)
+        first = math.floor((math.pi / 2 - top) / math.pi * self.height) - 1
+        end = math.floor((math.pi / 2 - bottom) / math.pi * self.height) + 2
+        return max(first, 0), min(end, self.height)
 
     def lookup(self, dirs_world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Colour (float32 [M, 3] in 0..1, 0 where empty) and filled flag (bool [M]) along directions."""
@@ -95,14 +129,19 @@ class EnvironmentMap:
         sums = torch.zeros(texel.shape[0], 3, dtype=torch.int64, device=self.device)
         sums.index_add_(0, inverse, rgb.to(torch.int64))
         counts = torch.bincount(inverse, minlength=texel.shape[0])[:, None]
-        mean = torch.div(sums * 2 + counts, counts * 2, rounding_mode="floor").to(torch.uint8)  # rounded
-        take = texel if overwrite else texel[self.last_seen[texel] < 0]
+        mean = torch.div(sums * 2 + counts, counts * 2, rounding_mode="floor")  # rounded to nearest
+        return self._write_texels(texel, mean.to(torch.uint8), frame_index, overwrite)
+
+    def _write_texels(self, texel: torch.Tensor, rgb: torch.Tensor, frame_index: int, overwrite: bool) -> int:
+        """Set distinct texels [K] to colours [K, 3] uint8 (see `write`); returns how many took them."""
         if not overwrite:
-            mean = mean[self.last_seen[texel] < 0]
-        self.rgb[take] = mean
+            empty = self.last_seen[texel] < 0
+            self.last_seen[texel] = int(frame_index)
+            texel, rgb = texel[empty], rgb[empty]
+        self.rgb[texel] = rgb
         self.last_seen[texel] = int(frame_index)
         self.filled_count = int((self.last_seen >= 0).sum())
-        return int(take.shape[0])
+        return int(texel.shape[0])
 
     def write_view(
         self,
@@ -120,21 +159,20 @@ class EnvironmentMap:
         if not bool(at_infinity.any()):
             return 0
         intr = camera.intrinsics
+        first, end = self._rows_in_view(camera)
         w2c = torch.as_tensor(
             np.asarray(camera.world_to_cam[:3, :3]), dtype=torch.float32, device=self.device
         )
-        dirs = self.texel_directions()
-        cam = dirs @ w2c.T  # [T, 3] directions in the camera frame
-        ahead = cam[:, 2] > 1e-6
-        z = torch.where(ahead, cam[:, 2], torch.ones_like(cam[:, 2]))
-        px = torch.floor(cam[:, 0] / z * intr.fx + intr.cx + 0.5)
-        py = torch.floor(cam[:, 1] / z * intr.fy + intr.cy + 0.5)
+        cam = (w2c @ self.texel_directions(first, end).T).contiguous()  # [3, K] in the camera frame
+        ahead = cam[2] > 1e-6
+        z = torch.where(ahead, cam[2], 1.0)
+        px = torch.floor(cam[0] / z * intr.fx + intr.cx + 0.5)
+        py = torch.floor(cam[1] / z * intr.fy + intr.cy + 0.5)
         inside = ahead & (px >= 0) & (px <= intr.width - 1) & (py >= 0) & (py <= intr.height - 1)
-        texels = inside.nonzero().squeeze(1)
-        pix = (py[texels] * intr.width + px[texels]).long()
-        keep = at_infinity.reshape(-1)[pix]
-        texels, pix = texels[keep], pix[keep]
-        return self.write(dirs[texels], rgb.reshape(-1, 3)[pix], frame_index, overwrite)
+        pix = torch.where(inside, py * intr.width + px, 0).long()
+        local = (inside & at_infinity.reshape(-1)[pix]).nonzero().squeeze(1)  # ascending: distinct
+        texels = local + first * self.width
+        return self._write_texels(texels, rgb.reshape(-1, 3)[pix[local]], frame_index, overwrite)
 
     def touch(self, texels: torch.Tensor, frame_index: int) -> None:
         """Mark filled texels (int64 [K], -1 entries ignored) as seen at ``frame_index``."""

@@ -51,6 +51,7 @@ SCHEMA: tuple[tuple[str, torch.dtype, tuple[int, ...]], ...] = (
 )
 NEW_CONFIDENCE = {PROVENANCE_OBSERVED: 0.75, PROVENANCE_GENERATED: 0.5, PROVENANCE_IMPORTED: 0.75}
 EVICTION_RANK = {PROVENANCE_GENERATED: 0, PROVENANCE_IMPORTED: 1, PROVENANCE_OBSERVED: 2}
+EVICTION_HEADROOM = 64  # evicting frees 1/64 of capacity beyond the need, so evictions (O(N)) are rare
 MATCH_MAX_RADIUS_PX = 1.5  # a matched point must be at least this fine in the current view
 _HALF_DIAGONAL = 0.5 * math.sqrt(2.0)
 
@@ -137,9 +138,9 @@ class SpatialMemory:
         """Remove the live points flagged in ``drop`` [N] bool, keeping the others dense and in order."""
         count = int(drop.sum())
         if count:
-            keep = ~drop
+            keep = (~drop).nonzero().squeeze(1)
             for t in self._fields.values():
-                t[: self._count - count] = t[: self._count][keep]
+                t[: self._count - count] = t[: self._count].index_select(0, keep)
             self._count -= count
         return count
 
@@ -182,8 +183,8 @@ class SpatialMemory:
     def _touch(self, render: MemoryRender, frame_index: int) -> None:
         seen = torch.zeros(self._count, dtype=torch.bool, device=self.device)
         seen[render.point_index[render.point_index >= 0]] = True
-        self._fields["last_seen"][: self._count][seen] = frame_index
-        self._fields["hit_count"][: self._count][seen] += 1
+        self._fields["last_seen"][: self._count].masked_fill_(seen, frame_index)
+        self._fields["hit_count"][: self._count].add_(seen.to(torch.int32))
         self.env.touch(render.env_texel.reshape(-1), frame_index)
 
     def ingest(
@@ -257,7 +258,7 @@ class SpatialMemory:
         points = winner[pix]
         confirmed = torch.zeros(self._count, dtype=torch.bool, device=self.device)
         confirmed[points] = True
-        self._fields["last_seen"][: self._count][confirmed] = frame_index
+        self._fields["last_seen"][: self._count].masked_fill_(confirmed, frame_index)
         # only points at least as fine as this view's pixels take its colour (a closer view refines)
         fx, fy, cx, cy, f_mean = float32_constants(camera.intrinsics)
         fine = self._fields["radius"][points] * f_mean / z_mem[pix] <= MATCH_MAX_RADIUS_PX
@@ -294,7 +295,7 @@ class SpatialMemory:
         pruned = dropped = 0
         if pix.numel() > room:
             evictable = ~protect
-            k = min(pix.numel() - room, int(evictable.sum()))
+            k = min(pix.numel() - room + self.max_points // EVICTION_HEADROOM, int(evictable.sum()))
             if k:
                 f = self._fields
                 rank = torch.zeros(self._count, dtype=torch.int64, device=self.device)
@@ -390,7 +391,7 @@ def lowest_k(key: torch.Tensor, k: int) -> torch.Tensor:
         return chosen
     if k >= key.shape[0]:
         return ~chosen
-    threshold = torch.kthvalue(key, k).values
+    threshold = torch.topk(key, k, largest=False, sorted=False).values.max()  # faster than kthvalue
     chosen = key < threshold
     ties = (key == threshold).nonzero().squeeze(1)[: k - int(chosen.sum())]
     chosen[ties] = True

@@ -9,14 +9,14 @@ implements the same rule with plain loops and the tests hold the two equal. The 
   square that always holds the pixel containing the centre (pixel centres sit at integers);
 * per pixel, pass 1 finds the nearest fragment depth zmin; pass 2 picks, among fragments with depth
   <= zmin (1 + depth_tolerance), the one whose centre is nearest the pixel centre, ties to the lower
-  point index. The distance is floor(dx^2 2^16) + floor(dy^2 2^16) (squared pixel distance, each
-  axis quantised to 2^-16 px^2, so the key splits into a row part plus a column part). A point rendered from the pose it was
-  made at has distance 0 to its own pixel, so such a render gives back the ingested pixels exactly.
+  point index. The distance is floor(dx^2 2^16) + floor(dy^2 2^16): squared pixel distance, each
+  axis quantised to 2^-16 px^2, so that the key splits into a row part plus a column part. A point
+  rendered from the pose it was made at has distance 0 to its own pixel, so such a render gives
+  back the ingested pixels exactly.
 
 All arithmetic of the rule is float32 with constants rounded to float32 first, so that the kernel and
-the reference agree bit for bit. Fragments are generated in buckets by footprint: half-size in
-[b-1, b) px uses a 2b x 2b window from floor(u) - b + 1 (2x2 for the usual sub-pixel points), the
-clamped maximum R a (2R+1)^2 window around round(u).
+the reference agree bit for bit. Fragments are generated in buckets by footprint: a half-size in
+[j/2, (j+1)/2) px uses a (j+1)^2 window (2x2 for the usual sub-pixel points, 9x9 at the 4 px clamp).
 """
 
 from __future__ import annotations
@@ -105,22 +105,19 @@ def splat_points(
         )
     local = torch.arange(idx.numel(), device=device)
 
-    # bucket by footprint: ext in [b-1, b) uses a 2b window; ext == top uses a centred 2*top+1 window
-    top = max(max_radius_px, 1)
-    bucket = torch.floor(ext).long().clamp(max=top)
-    counts = torch.bincount(bucket, minlength=top + 1).tolist()
+    # bucket by footprint: half-size ext in [j/2, (j+1)/2) needs a window of j + 1 pixels a side
+    bucket = torch.floor(ext * 2.0).long()
+    counts = torch.bincount(bucket).tolist()
     fragments = []
-    for b, count in enumerate(counts):
+    for j, count in enumerate(counts):
         if count == 0:
             continue
         if count == idx.numel():
             cols = (u, v, z, ext, local)
         else:
-            sel = (bucket == b).nonzero().squeeze(1)
+            sel = (bucket == j).nonzero().squeeze(1)
             cols = tuple(t.index_select(0, sel) for t in (u, v, z, ext, local))
-        fragments.append(
-            _fragments(*cols, half=min(b + 1, top), centred=b == top, width=width, height=height)
-        )
+        fragments.append(_fragments(*cols, side=j + 1, width=width, height=height))
 
     # pass 1: nearest depth per pixel, on the float32 bits (monotone for positive floats, faster);
     # slot hw absorbs fragments off the image
@@ -151,19 +148,19 @@ def _project(pts: torch.Tensor, radius: torch.Tensor, intrinsics: Intrinsics, ma
     return u, v, z, ext
 
 
-def _fragments(u, v, z, ext, local, *, half: int, centred: bool, width: int, height: int):
+def _fragments(u, v, z, ext, local, *, side: int, width: int, height: int):
     """(flat pixel int64 [F], depth float32 [F], key int64 [F]) of points over a square window.
 
-    Window: 2*half+1 pixels centred on round(u) if ``centred`` (holds every pixel within ext <= half
-    of u), else 2*half pixels starting at floor(u) - half + 1 (holds every pixel within ext < half).
-    Tables are [window, m] so that every operation runs along the long, contiguous point axis.
+    A window ``side`` pixels wide holds every pixel a splat of half-size ext < side / 2 can cover:
+    when odd, centred on round(u) (|px - round(u)| <= ext + 1/2 < side / 2 + 1/2); when even, from
+    floor(u) - side/2 + 1 (the covered pixels lie in (u - side/2, u + side/2)). Tables are
+    [side, m] so that every operation runs along the long, contiguous point axis.
     """
-    if centred:
-        n = 2 * half + 1
-        bu, bv = torch.floor(u + 0.5) - half, torch.floor(v + 0.5) - half
+    n = side
+    if side % 2:
+        bu, bv = torch.floor(u + 0.5) - side // 2, torch.floor(v + 0.5) - side // 2
     else:
-        n = 2 * half
-        bu, bv = torch.floor(u) - (half - 1), torch.floor(v) - (half - 1)
+        bu, bv = torch.floor(u) - (side // 2 - 1), torch.floor(v) - (side // 2 - 1)
     hw = width * height
     off = torch.arange(n, dtype=torch.float32, device=u.device)[:, None]
     px, py = bu + off, bv + off  # [n, m] integer-valued float32
@@ -201,12 +198,15 @@ def free_space(
     v = y / z * fy + cy
     inside = (z > near) & (u > -0.5) & (u < width - 0.5) & (v > -0.5) & (v < height - 0.5)
     sel = inside.nonzero().squeeze(1)
-    x0, y0 = torch.floor(u[sel]).long(), torch.floor(v[sel]).long()
-    xs = (x0.clamp(0, width - 1), (x0 + 1).clamp(0, width - 1))
-    ys = (y0.clamp(0, height - 1), (y0 + 1).clamp(0, height - 1))
-    z_obs = torch.stack([depth[yy, xx] for yy in ys for xx in xs]).amin(dim=0)
-    margin = torch.maximum(depth_tolerance * z_obs, 2.0 * radius[sel])
-    through = (z_obs > 0) & (torch.isinf(z_obs) | (z_obs - z[sel] > margin))
+    x0, y0 = torch.floor(u.index_select(0, sel)).long(), torch.floor(v.index_select(0, sel)).long()
+    xs = (x0.clamp(0, width - 1), (x0 + 1).clamp(max=width - 1))
+    rows = (y0.clamp(0, height - 1) * width, (y0 + 1).clamp(max=height - 1) * width)
+    flat = depth.reshape(-1)
+    z_obs = flat.index_select(0, rows[0] + xs[0])
+    for index in (rows[0] + xs[1], rows[1] + xs[0], rows[1] + xs[1]):
+        z_obs = torch.minimum(z_obs, flat.index_select(0, index))
+    margin = torch.maximum(depth_tolerance * z_obs, 2.0 * radius.index_select(0, sel))
+    through = (z_obs > 0) & (torch.isinf(z_obs) | (z_obs - z.index_select(0, sel) > margin))
     carve = torch.zeros(xyz_cam.shape[0], dtype=torch.bool, device=xyz_cam.device)
     carve[sel[through]] = True
     return carve
@@ -295,10 +295,16 @@ def compose_render(
     object_id = torch.zeros(height, width, dtype=torch.int32, device=device)
     provenance = torch.zeros(height, width, dtype=torch.uint8, device=device)
     if safe.numel():
-        rgb = torch.where(has[..., None], points["rgb"][safe].to(torch.float32) / 255.0, rgb)
-        confidence = torch.where(has, points["confidence"][safe].to(torch.float32), confidence)
-        object_id = torch.where(has, points["object_id"][safe], object_id)
-        provenance = torch.where(has, points["provenance"][safe], provenance)
+        flat = safe.reshape(-1)
+
+        def gather(name: str) -> torch.Tensor:
+            values = points[name].index_select(0, flat)
+            return values.reshape(height, width, *values.shape[1:])
+
+        rgb = torch.where(has[..., None], gather("rgb").to(torch.float32) / 255.0, rgb)
+        confidence = torch.where(has, gather("confidence").to(torch.float32), confidence)
+        object_id = torch.where(has, gather("object_id"), object_id)
+        provenance = torch.where(has, gather("provenance"), provenance)
     depth = winners.depth.clone()
     coverage = has.to(torch.float32)
     env_texel = torch.full((height, width), -1, dtype=torch.int64, device=device)

@@ -165,3 +165,21 @@ def test_window_mode_expires_environment_texels(window):
     coverage = [memory.render(yaw_camera(yaw, pitch_deg=0.0)).coverage.mean().item() for yaw in headings]
     assert coverage == [0.0, 1.0 if window == 2 else 0.0, 1.0]
     assert memory.stats().environment_texels == int(memory.env.filled.sum()) > 0
+
+
+@pytest.mark.parametrize("pitch", [-90.0, -60.0, 0.0, 35.0, 80.0, 90.0])
+def test_writing_a_view_visits_only_its_rows_but_misses_none(pitch):
+    g = np.random.default_rng(int(pitch) + 100)
+    camera = yaw_camera(float(g.uniform(-180, 180)), pitch_deg=0.0)
+    pose = camera.cam_to_world.copy()  # tilt about the camera's x axis (straight up/down included)
+    a = math.radians(pitch)
+    tilt = np.array([[1, 0, 0], [0, math.cos(a), math.sin(a)], [0, -math.sin(a), math.cos(a)]])
+    pose[:3, :3] = pose[:3, :3] @ tilt
+    small = Camera(Intrinsics.from_fov(16, 12, 100.0), pose)
+    rgb = torch.from_numpy(g.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    at_infinity = torch.ones(12, 16, dtype=torch.bool)
+    fast, full = EnvironmentMap(64, 32), EnvironmentMap(64, 32)
+    full._rows_in_view = lambda camera: (0, full.height)  # every row: the plain, slow way
+    written = fast.write_view(small, rgb, at_infinity, 3, overwrite=True)
+    assert written == full.write_view(small, rgb, at_infinity, 3, overwrite=True) > 0
+    assert torch.equal(fast.rgb, full.rgb) and torch.equal(fast.last_seen, full.last_seen)

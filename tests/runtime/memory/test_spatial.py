@@ -64,10 +64,14 @@ def ray_cast(camera: Camera, scene: list) -> tuple[np.ndarray, np.ndarray]:
 INTR = Intrinsics.from_fov(64, 48, 70.0)
 WALL = Plane((6.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (90, 120, 60))
 GROUND = Plane((0.0, 0.0, 0.0), (0.0, 0.0, 1.0), (120, 100, 70))
+PILLAR = Box((3.0, -0.5, 0.0), (3.5, 0.5, 2.0), (200, 60, 50))
 
 
 def cam(eye, target, intrinsics=INTR) -> Camera:
     return Camera(intrinsics, look_at(eye, target))
+
+
+AHEAD = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))  # level, looking at the wall
 
 
 def as_uint8(render_rgb: torch.Tensor) -> np.ndarray:
@@ -77,6 +81,15 @@ def as_uint8(render_rgb: torch.Tensor) -> np.ndarray:
 def observe(memory, camera, scene, frame, **kwargs):
     rgb, depth = ray_cast(camera, scene)
     return memory.ingest(camera, rgb, depth, provenance=1, frame_index=frame, **kwargs)
+
+
+def generate(memory, camera, rgb, depth, frame):
+    """The session's generate step: render memory, then ingest only what it did not cover."""
+    render = memory.render(camera)
+    mask = render.coverage.numpy() < 0.5
+    return render, memory.ingest(
+        camera, rgb, depth, provenance=2, frame_index=frame, mask=mask, render=render
+    )
 
 
 # -- round trip ---------------------------------------------------------------------------------
@@ -103,54 +116,40 @@ def test_round_trip_reproduces_the_ingested_frame():
 
 
 def test_round_trip_accepts_float_rgb_and_records_object_ids():
-    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
-    rgb, depth = ray_cast(camera, [WALL])
-    ids = np.zeros(depth.shape, np.uint32)
-    ids[:, 32:] = 7
+    rgb, depth = ray_cast(AHEAD, [WALL])
+    ids = np.where(np.arange(64) < 32, 0, 7).astype(np.uint32)[None].repeat(48, 0)
     memory = SpatialMemory()
-    memory.ingest(camera, rgb.astype(np.float32) / 255.0, depth, provenance=1, frame_index=3, object_ids=ids)
-    render = memory.render(camera)
+    memory.ingest(AHEAD, rgb / np.float32(255), depth, provenance=1, frame_index=3, object_ids=ids)
+    render = memory.render(AHEAD)
     np.testing.assert_array_equal(as_uint8(render.rgb), rgb)
     np.testing.assert_array_equal(render.object_id.numpy(), ids.astype(np.int32))
 
 
 # -- occlusion and carving --------------------------------------------------------------------------
 def test_near_surface_occludes_far_one_and_far_one_shows_beside_it():
-    box = Box((3.0, -0.5, 0.0), (3.5, 0.5, 2.0), (200, 60, 50))
-    scene = [WALL, box]
+    scene = [WALL, PILLAR]
     memory = SpatialMemory()
     left, right = cam((0.0, -1.5, 1.0), (6.0, -1.5, 1.0)), cam((0.0, 1.5, 1.0), (6.0, 1.5, 1.0))
     observe(memory, left, scene, 0)
     observe(memory, right, scene, 1)
-    middle = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
-    _, truth = ray_cast(middle, scene)
-    render = memory.render(middle)
+    _, truth = ray_cast(AHEAD, scene)
+    render = memory.render(AHEAD)
     depth, covered = render.depth.numpy(), render.coverage.numpy() == 1
     assert covered.mean() > 0.97
     agree = np.abs(depth - truth) <= 0.03 * truth
     assert agree[covered].mean() > 0.97
     on_box = truth < 4.0
-    inside = (
-        on_box
-        & np.roll(on_box, 1, 1)
-        & np.roll(on_box, -1, 1)
-        & np.roll(on_box, 1, 0)
-        & np.roll(on_box, -1, 0)
-    )
+    inside = on_box & np.all([np.roll(on_box, step, axis) for step in (1, -1) for axis in (0, 1)], axis=0)
     assert inside.sum() > 100 and agree[inside].all()  # the box hides the wall behind it (edges may erode)
     # ...although memory does hold wall points behind the box (seen past its sides from the two views)
-    xyz = memory.points()["xyz"].numpy()
-    behind_box = (
-        (np.abs(xyz[:, 0] - 6.0) < 0.01) & (np.abs(xyz[:, 1]) < 0.3) & (np.abs(xyz[:, 2] - 1.0) < 0.5)
-    )
-    assert behind_box.sum() > 20
+    x, y, z = memory.points()["xyz"].numpy().T
+    assert ((np.abs(x - 6.0) < 0.01) & (np.abs(y) < 0.3) & (np.abs(z - 1.0) < 0.5)).sum() > 20
 
 
 def test_moving_sideways_reveals_the_far_surface_where_it_is_not_occluded():
-    box = Box((3.0, -0.5, 0.0), (3.5, 0.5, 2.0), (200, 60, 50))
-    scene = [WALL, box]
+    scene = [WALL, PILLAR]
     memory = SpatialMemory()
-    observe(memory, cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0)), scene, 0)
+    observe(memory, AHEAD, scene, 0)
     moved = cam((0.0, 0.6, 1.0), (6.0, 0.6, 1.0))
     truth_rgb, truth = ray_cast(moved, scene)
     render = memory.render(moved)
@@ -166,7 +165,7 @@ def test_moving_sideways_reveals_the_far_surface_where_it_is_not_occluded():
 
 
 def test_observation_carves_free_space_but_keeps_occluded_points():
-    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    camera = AHEAD
     memory = SpatialMemory()
     observe(memory, camera, [WALL, Box((3.0, -1.2, 0.5), (3.3, -0.4, 1.5), (200, 60, 50))], 0)
     xyz = memory.points()["xyz"].numpy()
@@ -186,31 +185,23 @@ def test_observation_carves_free_space_but_keeps_occluded_points():
     np.testing.assert_allclose(render.depth.numpy(), truth, rtol=1e-4)
 
 
-def test_unknown_depth_carves_nothing_and_adds_nothing():
-    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+def test_unknown_depth_carves_nothing_and_depth_at_infinity_carves_everything_in_front():
     memory = SpatialMemory()
-    observe(memory, camera, [WALL], 0)
+    observe(memory, AHEAD, [WALL], 0)
     before = memory.num_points
-    rgb, depth = ray_cast(camera, [WALL])
+    rgb, depth = ray_cast(AHEAD, [WALL])
     depth[:] = 0.0
     depth[:5] = np.nan
-    stats = memory.ingest(camera, rgb, depth, provenance=1, frame_index=1)
+    stats = memory.ingest(AHEAD, rgb, depth, provenance=1, frame_index=1)
     assert (stats.added, stats.carved, stats.updated) == (0, 0, 0) and memory.num_points == before
-
-
-def test_depth_at_infinity_carves_everything_in_front():
-    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
-    memory = SpatialMemory()
-    observe(memory, camera, [WALL], 0)
-    stats = observe(memory, camera, [], 1)  # the wall is gone: open sky
-    assert stats.carved > 0 and memory.num_points == 0
-    render = memory.render(camera)
-    assert np.isinf(render.depth.numpy()).all()
+    stats = observe(memory, AHEAD, [], 2)  # the wall is gone: open sky
+    assert stats.carved == before and memory.num_points == 0
+    assert np.isinf(memory.render(AHEAD).depth.numpy()).all()
 
 
 # -- dedupe -------------------------------------------------------------------------------------
 def test_generated_ingest_adds_only_masked_pixels_and_dedupes_with_coverage():
-    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    camera = AHEAD
     rgb, depth = ray_cast(camera, [WALL, GROUND])
     mask = np.zeros(depth.shape, bool)
     mask[:, :20] = True
@@ -221,15 +212,8 @@ def test_generated_ingest_adds_only_masked_pixels_and_dedupes_with_coverage():
     np.testing.assert_array_equal(covered, mask & np.isfinite(depth))
     assert (memory.points()["provenance"] == 2).all()
     assert torch.allclose(memory.points()["confidence"].float(), torch.tensor(0.5))
-    render = memory.render(camera)
-    stats = memory.ingest(
-        camera, rgb, depth, provenance=2, frame_index=1, mask=~(render.coverage.numpy() > 0.5), render=render
-    )
-    assert stats.added == (~mask & np.isfinite(depth)).sum()
-    render = memory.render(camera)
-    stats = memory.ingest(
-        camera, rgb, depth, provenance=2, frame_index=2, mask=render.coverage.numpy() < 0.5, render=render
-    )
+    assert generate(memory, camera, rgb, depth, 1)[1].added == (~mask & np.isfinite(depth)).sum()
+    stats = generate(memory, camera, rgb, depth, 2)[1]
     assert stats.added == 0 and stats.env_texels_written == 0
     assert (memory.points()["last_seen"] == 2).all()  # everything shown at frame 2 was marked seen
     points = memory.points()
@@ -251,14 +235,9 @@ def test_observed_reingest_at_the_same_pose_matches_every_point():
 
 
 # -- budget ---------------------------------------------------------------------------------------
-ROOM = [
-    Plane((6.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (90, 120, 60)),
-    Plane((-6.0, 0.0, 0.0), (1.0, 0.0, 0.0), (60, 90, 120)),
-    Plane((0.0, 6.0, 0.0), (0.0, -1.0, 0.0), (120, 60, 90)),
-    Plane((0.0, -6.0, 0.0), (0.0, 1.0, 0.0), (150, 150, 60)),
-    GROUND,
-    Box((1.0, 1.0, 0.0), (2.0, 2.5, 1.5), (200, 60, 50)),
-]
+OUTWARD = np.array([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]])  # four walls 6 m away, facing in
+ROOM = [Plane(6.0 * n, -n, (60 + 30 * i, 150 - 30 * i, 60 + 20 * i)) for i, n in enumerate(OUTWARD)]
+ROOM += [GROUND, Box((1.0, 1.0, 0.0), (2.0, 2.5, 1.5), (200, 60, 50))]
 SMALL = Intrinsics.from_fov(96, 72, 75.0)
 
 
@@ -270,6 +249,12 @@ def pose_camera(seed: int) -> Camera:
     return cam(eye, target, SMALL)
 
 
+def heading_camera(frame: int) -> Camera:
+    """Four headings 90 degrees apart: consecutive frames see disjoint walls."""
+    angle = frame * np.pi / 2
+    return cam((0.0, 0.0, 1.0), (np.cos(angle), np.sin(angle), 1.3))
+
+
 def test_budget_too_small_is_refused_with_the_minimum():
     with pytest.raises(ValueError, match="at least"):
         SpatialMemory(MemoryConfig(budget_bytes=2 * MiB, env_width=1024, env_height=512))
@@ -279,7 +264,7 @@ def test_budget_too_small_is_refused_with_the_minimum():
     assert memory.max_points >= 1024 and memory.bytes_used() <= MiB
 
 
-def test_over_budget_evicts_out_of_view_points_first_and_drops_the_farthest_new_ones():
+def test_with_nothing_to_evict_the_farthest_new_points_are_dropped():
     memory = SpatialMemory(MemoryConfig(budget_bytes=MiB))
     camera = pose_camera(0)
     rgb, depth = ray_cast(camera, ROOM)
@@ -293,20 +278,38 @@ def test_over_budget_evicts_out_of_view_points_first_and_drops_the_farthest_new_
     assert memory.bytes_used() <= MiB
 
 
+def test_eviction_takes_generated_before_observed_and_the_oldest_first():
+    walls = ROOM[:4]
+    room_for = 4 * 64 * 48 + 1000  # four full frames and a bit
+    memory = SpatialMemory(MemoryConfig(budget_bytes=512 * 256 * 7 + 38 * room_for))
+    assert memory.max_points == room_for
+    for frame in range(4):  # four disjoint views: two observed, then two generated
+        camera = heading_camera(frame)
+        rgb, depth = ray_cast(camera, walls)
+        if frame < 2:
+            memory.ingest(camera, rgb, depth, provenance=1, frame_index=frame)
+        else:
+            generate(memory, camera, rgb, depth, frame)
+    down = cam((0.0, 0.0, 1.0), (0.3, 0.0, 0.0))  # sees only the ground: nothing in memory is in view
+    stats = generate(memory, down, *ray_cast(down, [GROUND]), 4)[1]
+    need, headroom = 64 * 48 - 1000, memory.max_points // 64  # evictions free a little extra room
+    assert stats.added == 64 * 48 and stats.pruned == need + headroom and stats.dropped == 0
+    added = torch.bincount(memory.points()["frame_added"].long(), minlength=5).tolist()
+    assert added == [3072, 3072, 3072 - stats.pruned, 3072, 3072]  # the oldest generated frame paid
+
+
 def test_budget_pruning_keeps_the_current_view():
     config = MemoryConfig(budget_bytes=2 * MiB, initial_capacity=4096)
     memory = SpatialMemory(config)
     for frame in range(12):
         camera = pose_camera(frame)
         rgb, depth = ray_cast(camera, ROOM)
-        before = memory.render(camera)
-        mask = before.coverage.numpy() < 0.5
-        stats = memory.ingest(camera, rgb, depth, provenance=2, frame_index=frame, mask=mask, render=before)
-        after = memory.render(camera)
+        before, stats = generate(memory, camera, rgb, depth, frame)
         assert memory.bytes_used() <= config.budget_bytes
-        assert (after.coverage.numpy()[~mask] == 1).all()  # nothing it showed was evicted
+        shown = before.coverage.numpy() == 1
+        assert (memory.render(camera).coverage.numpy()[shown] == 1).all()  # nothing it showed was evicted
         assert stats.dropped == 0  # evicting out-of-view points always made room here
-    assert memory.stats().points_pruned_total > 0 and memory.num_points == memory.max_points
+    assert memory.stats().points_pruned_total > 0 and memory.num_points > 0.95 * memory.max_points
     assert memory.capacity <= memory.max_points
 
 
@@ -328,15 +331,14 @@ def test_budget_holds_after_every_call(steps):
             continue
         camera = pose_camera(seed)
         rgb, depth = ray_cast(camera, ROOM)
-        before = memory.render(camera)
-        covered = before.point_index.numpy() >= 0
         if action == "observe":
+            before = memory.render(camera)
+            covered = before.point_index.numpy() >= 0
             memory.ingest(camera, rgb, depth, provenance=1, frame_index=frame, render=before)
             confirmed = covered & (np.abs(before.depth.numpy() - depth) <= 0.02 * depth)
         else:
-            mask = before.coverage.numpy() < 0.5
-            memory.ingest(camera, rgb, depth, provenance=2, frame_index=frame, mask=mask, render=before)
-            confirmed = covered
+            before = generate(memory, camera, rgb, depth, frame)[0]
+            confirmed = before.point_index.numpy() >= 0
         assert memory.bytes_used() <= config.budget_bytes
         assert memory.stats().bytes_used == memory.bytes_used()
         after = memory.render(camera)
@@ -344,20 +346,12 @@ def test_budget_holds_after_every_call(steps):
 
 
 # -- window mode ------------------------------------------------------------------------------------
-def heading_camera(frame: int) -> Camera:
-    """Four headings 90 degrees apart: consecutive frames see disjoint walls."""
-    angle = frame * np.pi / 2
-    return cam((0.0, 0.0, 1.0), (np.cos(angle), np.sin(angle), 1.3))
-
-
 def test_window_mode_forgets_what_left_the_window():
     memory = SpatialMemory(MemoryConfig(window_frames=2))
     for frame in range(4):
         observe(memory, heading_camera(frame), ROOM[:4], frame)
-    assert memory.render(heading_camera(0)).coverage.sum() == 0  # frame t-3: gone
-    assert memory.render(heading_camera(1)).coverage.sum() == 0  # frame t-2: last seen at t-2, gone
-    assert memory.render(heading_camera(2)).coverage.mean() == 1  # frame t-1: kept
-    assert memory.render(heading_camera(3)).coverage.mean() == 1
+    coverage = [memory.render(heading_camera(frame)).coverage.mean().item() for frame in range(4)]
+    assert coverage == [0.0, 0.0, 1.0, 1.0]  # t-3 gone; t-2 last seen at t - window: gone; t-1, t kept
     assert memory.stats().points_pruned_total > 0 and memory.stats().window_frames == 2
 
 
@@ -366,16 +360,14 @@ def test_window_mode_keeps_what_stays_in_view():
     camera = heading_camera(0)
     rgb, depth = ray_cast(camera, ROOM[:4])
     for frame in range(5):
-        render = memory.render(camera)
-        mask = render.coverage.numpy() < 0.5
-        stats = memory.ingest(camera, rgb, depth, provenance=2, frame_index=frame, mask=mask, render=render)
+        stats = generate(memory, camera, rgb, depth, frame)[1]
         assert stats.added == (np.isfinite(depth).sum() if frame == 0 else 0)
     assert memory.render(camera).coverage.mean() == 1
 
 
 # -- bad input --------------------------------------------------------------------------------------
 def test_bad_input_is_refused_and_memory_is_untouched():
-    camera = cam((0.0, 0.0, 1.0), (6.0, 0.0, 1.0))
+    camera = AHEAD
     rgb, depth = ray_cast(camera, [WALL])
     memory = SpatialMemory()
     memory.ingest(camera, rgb, depth, provenance=1, frame_index=0)

@@ -8,9 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugin_bridge.camera import Intrinsics
+from plugin_bridge.camera import Camera, Intrinsics
+from runtime.memory import SpatialMemory
 from runtime.memory.reference import reference_splat
-from runtime.memory.splat import splat_points
+from runtime.memory.splat import splat_points, world_to_cam_torch
 
 INTR = Intrinsics(fx=14.0, fy=13.0, cx=7.5, cy=5.5, width=16, height=12)
 RULE = {"near": 0.05, "max_radius_px": 4, "depth_tolerance": 0.02}
@@ -141,3 +142,46 @@ def test_empty_input_renders_nothing():
     winners = assert_same(torch.zeros(0, 3), torch.zeros(0))
     assert winners.points_in_view == 0
     assert (winners.index == -1).all() and (winners.depth == 0).all()
+
+
+def test_memory_render_gathers_the_reference_winners_attributes():
+    g = np.random.default_rng(3)
+    memory = SpatialMemory()
+    for frame in range(3):  # overlapping views of random depth maps: occlusions, mixed radii
+        pose = np.eye(4)
+        pose[:3, 3] = g.uniform(-0.3, 0.3, 3)
+        rgb = g.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        depth = g.uniform(1.0, 3.0, (12, 16)).astype(np.float32)
+        memory.ingest(Camera(INTR, pose), rgb, depth, provenance=1 + frame % 2, frame_index=frame)
+    camera = Camera(INTR, np.eye(4))
+    render = memory.render(camera)
+    points = memory.points()
+    rot, trans = world_to_cam_torch(camera, torch.device("cpu"))
+    slow = reference_splat((rot @ points["xyz"].T + trans[:, None]).T, points["radius"], INTR, **RULE)
+    assert torch.equal(render.point_index, slow.index) and render.points_in_view == slow.points_in_view
+    has = slow.index >= 0
+    assert has.float().mean() > 0.9
+    torch.testing.assert_close(render.depth, slow.depth, rtol=0, atol=0)
+    torch.testing.assert_close(render.rgb[has], points["rgb"][slow.index[has]].float() / 255)
+    assert torch.equal(render.provenance[has], points["provenance"][slow.index[has]])
+    torch.testing.assert_close(render.confidence[has], points["confidence"][slow.index[has]].float())
+
+
+def test_render_and_ingest_are_deterministic():
+    def build() -> tuple[SpatialMemory, Camera]:
+        g = np.random.default_rng(11)
+        memory = SpatialMemory()
+        for frame in range(4):
+            pose = np.eye(4)
+            pose[:3, 3] = g.uniform(-0.2, 0.2, 3)
+            rgb = g.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+            depth = np.round(g.uniform(1.0, 3.0, (12, 16)), 1).astype(np.float32)  # many exact ties
+            memory.ingest(Camera(INTR, pose), rgb, depth, provenance=1 + frame % 2, frame_index=frame)
+        return memory, Camera(INTR, np.eye(4))
+
+    (a, camera), (b, _) = build(), build()
+    for name, values in a.points().items():
+        assert torch.equal(values, b.points()[name]), name
+    first, second = a.render(camera), a.render(camera)
+    assert torch.equal(first.point_index, second.point_index) and torch.equal(first.rgb, second.rgb)
+    assert torch.equal(first.point_index, b.render(camera).point_index)
