@@ -279,6 +279,7 @@ class MirageServicer(pb_grpc.MirageServicer):
                         dropped,
                     )
                 if isinstance(item, wire.WireError):
+                    clean_end = True  # a refused message ends the stream, never the session
                     await context.abort(item.code, item.message)
                 if isinstance(item, _End):
                     clean_end = True

@@ -202,6 +202,16 @@ def test_bad_pose_rejected_and_session_unharmed(client, session, pose, needle):
     stream.close()
 
 
+def test_rejected_message_keeps_a_release_on_disconnect_session(client):
+    info = client.open_session(K64, release_on_disconnect=True)
+    stream = client.stream(info.session_id)
+    stream.send_pose(pose_message((0, 0, 0), (3, 0, 0, 0)))
+    with pytest.raises(InvalidArgumentError):
+        stream.next_frame()
+    assert client.stats(info.session_id).points == 0  # still there: a bad message is not a disconnect
+    client.close_session(info.session_id)
+
+
 def test_frame_bytes_that_do_not_match_are_rejected(client, session):
     rgb, depth = synthetic_rgbd()
     bad = observation_message(1, IDENTITY, rgb, depth)
