@@ -289,6 +289,7 @@ def memory_stats_to_proto(stats: MemoryStats) -> pb.MemoryStats:
         frames_ingested=stats.frames_ingested,
         environment_texels=stats.environment_texels,
         window_frames=stats.window_frames,
+        chunks=stats.chunks,
     )
 
 

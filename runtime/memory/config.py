@@ -42,6 +42,8 @@ class MemoryConfig:
     """Environment map rows (elevation, row 0 looks straight up)."""
     initial_capacity: int = 65536
     """Points allocated up front; storage then grows geometrically, never past the budget."""
+    chunk_size_m: float = 2.0
+    """Edge of the world-space voxels (chunks) that render, carving and eviction cull by, metres."""
 
     def validate(self) -> None:
         """Raise ValueError naming the field to fix when a value makes no sense."""
@@ -59,6 +61,8 @@ class MemoryConfig:
             raise ValueError(f"near={self.near}, far={self.far}: need 0 < near < far (metres)")
         if self.env_width < 4 or self.env_height < 2:
             raise ValueError(f"environment map {self.env_width}x{self.env_height}: use at least 4x2 texels")
+        if not 0.05 <= self.chunk_size_m <= 1000.0:
+            raise ValueError(f"chunk_size_m={self.chunk_size_m}: use 0.05..1000 metres, e.g. 2.0")
         if self.initial_capacity < 1:
             raise ValueError(f"initial_capacity={self.initial_capacity}: use a positive point count")
 
@@ -93,3 +97,5 @@ class MemoryStats:
     frames_ingested: int
     environment_texels: int
     window_frames: int
+    chunks: int = 0
+    """World-space chunks holding points (see `MemoryConfig.chunk_size_m`)."""

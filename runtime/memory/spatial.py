@@ -1,31 +1,34 @@
 """SpatialMemory: world-space surface points plus a direction map for content at infinity.
 
 Points live in a struct of arrays (torch tensors with spare capacity, grown geometrically but never
-past the byte budget). `render` splats them into a camera (`runtime.memory.splat`); `ingest` takes a
-frame back: observed frames are the truth (carve free space, refresh matching points, add the rest),
-generated frames only add what memory did not cover. The budget holds after every public call.
+past the byte budget), indexed by world-space chunk (`runtime.memory.chunks`). `render` splats the
+points of the chunks in the camera's frustum (`runtime.memory.splat`); `ingest` takes a frame back:
+observed frames are the truth (carve free space, refresh matching points, add the rest), generated
+frames only add what memory did not cover. Removal is a swap-remove (the last points fill the holes),
+so indices change on every removal. The budget holds after every call (`runtime.memory.eviction`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from plugin_bridge.camera import Camera
+from runtime.memory.chunks import BYTES_PER_CHUNK, BYTES_PER_POINT, ChunkIndex
 from runtime.memory.config import (
     MIN_POINTS,
     PROVENANCE_GENERATED,
     PROVENANCE_IMPORTED,
     PROVENANCE_OBSERVED,
-    PROVENANCES,
     IngestStats,
     MemoryConfig,
     MemoryStats,
 )
 from runtime.memory.environment import EnvironmentMap
+from runtime.memory.eviction import choose_victims, lowest_k
+from runtime.memory.ingest_frame import IngestFrame, check_frame
 from runtime.memory.splat import (
     MemoryRender,
     check_camera,
@@ -50,18 +53,10 @@ SCHEMA: tuple[tuple[str, torch.dtype, tuple[int, ...]], ...] = (
     ("frame_added", torch.int32, ()),
 )
 NEW_CONFIDENCE = {PROVENANCE_OBSERVED: 0.75, PROVENANCE_GENERATED: 0.5, PROVENANCE_IMPORTED: 0.75}
-EVICTION_RANK = {PROVENANCE_GENERATED: 0, PROVENANCE_IMPORTED: 1, PROVENANCE_OBSERVED: 2}
-EVICTION_HEADROOM = 64  # evicting frees 1/64 of capacity beyond the need, so evictions (O(N)) are rare
+EVICTION_HEADROOM = 64  # evicting frees 1/64 of capacity beyond the need, so evictions are rare
+BUDGET_BYTES_PER_CHUNK_ROW = 4096  # the chunk table has a row per 4 KiB of budget (2% of it)
 MATCH_MAX_RADIUS_PX = 1.5  # a matched point must be at least this fine in the current view
 _HALF_DIAGONAL = 0.5 * math.sqrt(2.0)
-
-
-@dataclass
-class _Frame:  # one ingested frame, validated and flattened (pixels in raster order)
-    rgb: torch.Tensor  # [P, 3] uint8
-    depth: torch.Tensor  # [P] float32: 0 unknown, +inf at infinity, else metres
-    mask: torch.Tensor  # [P] bool: pixels allowed to add content
-    object_ids: torch.Tensor | None  # [P] int32
 
 
 class SpatialMemory:
@@ -71,26 +66,40 @@ class SpatialMemory:
         self.config = config if config is not None else MemoryConfig()
         self.config.validate()
         self.device = torch.device(device)
-        self.bytes_per_point = sum(dtype.itemsize * math.prod(shape) for _, dtype, shape in SCHEMA)
-        env_bytes = EnvironmentMap.nbytes_for(self.config.env_width, self.config.env_height)
-        self.max_points = (self.config.budget_bytes - env_bytes) // self.bytes_per_point
+        self.bytes_per_point, fixed, max_chunks = self.layout(self.config)
+        self.max_points = (self.config.budget_bytes - fixed) // self.bytes_per_point
         if self.max_points < MIN_POINTS:
-            need = env_bytes + MIN_POINTS * self.bytes_per_point
+            need = fixed + MIN_POINTS * self.bytes_per_point
             raise ValueError(
                 f"memory budget {self.config.budget_bytes} bytes is too small: the environment map "
-                f"({self.config.env_width}x{self.config.env_height}) takes {env_bytes} bytes and "
-                f"{MIN_POINTS} points take {MIN_POINTS * self.bytes_per_point}; use a budget of at least "
-                f"{need} bytes (or a smaller environment map)"
+                f"({self.config.env_width}x{self.config.env_height}) and the chunk table take {fixed} bytes "
+                f"and {MIN_POINTS} points take {MIN_POINTS * self.bytes_per_point}; use a budget of at "
+                f"least {need} bytes (or a smaller environment map)"
             )
         self.env = EnvironmentMap(self.config.env_width, self.config.env_height, self.device)
+        self.chunks = ChunkIndex(self.config.chunk_size_m, max_chunks, self.device)
+        self.last_touched = 0  # points whose arrays the last render / ingest read (culling at work)
         self._version = 0  # bumped whenever point indices may change: older renders are refused
         self.reset()
+
+    @staticmethod
+    def layout(config: MemoryConfig) -> tuple[int, int, int]:
+        """(bytes a point costs, bytes fixed up front, chunk table rows) of a memory with ``config``.
+
+        A budget holds (budget_bytes - fixed) // bytes_per_point points; the fixed part is the
+        environment map plus the chunk table (a row per 4 KiB of budget, at least 256).
+        """
+        per_point = BYTES_PER_POINT + sum(d.itemsize * math.prod(s) for _, d, s in SCHEMA)
+        max_chunks = max(256, config.budget_bytes // BUDGET_BYTES_PER_CHUNK_ROW)
+        env_bytes = EnvironmentMap.nbytes_for(config.env_width, config.env_height)
+        return per_point, env_bytes + max_chunks * BYTES_PER_CHUNK, max_chunks
 
     # -- storage ---------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget everything (points, environment, totals) and shrink storage to the initial capacity."""
         self._count = 0
         self._fields = self._allocate(min(self.config.initial_capacity, self.max_points))
+        self.chunks.reset(self.capacity)
         self.env.clear()
         self._version += 1
         self._pruned_total = self._carved_total = self._frames = 0
@@ -104,8 +113,10 @@ class SpatialMemory:
         return self._fields["xyz"].shape[0]
 
     def bytes_used(self) -> int:
-        """All storage held: point capacity (live or spare) plus the environment map."""
-        return self.capacity * self.bytes_per_point + self.env.nbytes
+        """All storage held: point capacity (live or spare), the chunk index, the environment map."""
+        return (
+            self.capacity * (self.bytes_per_point - BYTES_PER_POINT) + self.chunks.nbytes() + self.env.nbytes
+        )
 
     def points(self) -> dict[str, torch.Tensor]:
         """Views of the live points' arrays (for tests and queries; do not keep across mutations)."""
@@ -121,6 +132,7 @@ class SpatialMemory:
             frames_ingested=self._frames,
             environment_texels=self.env.filled_count,
             window_frames=self.config.window_frames,
+            chunks=self.chunks.num_chunks,
         )
 
     def _allocate(self, capacity: int) -> dict[str, torch.Tensor]:
@@ -133,23 +145,38 @@ class SpatialMemory:
         for name, t in self._fields.items():
             fields[name][: self._count] = t[: self._count]
         self._fields = fields
+        self.chunks.reserve(self.capacity, self._count)
 
-    def _remove(self, drop: torch.Tensor) -> int:
-        """Remove the live points flagged in ``drop`` [N] bool, keeping the others dense and in order."""
-        count = int(drop.sum())
-        if count:
-            keep = (~drop).nonzero().squeeze(1)
-            for t in self._fields.values():
-                t[: self._count - count] = t[: self._count].index_select(0, keep)
-            self._count -= count
-        return count
+    def _remove(self, drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Remove live points ``drop`` ([N] bool, or distinct int64 indices); the last points fill the holes.
+
+        Returns (holes, movers): point ``movers[i]`` now lives at ``holes[i]`` (see `_remap`).
+        """
+        drop = drop.nonzero().squeeze(1) if drop.dtype == torch.bool else torch.sort(drop).values
+        if drop.numel() == 0:
+            return drop, drop
+        holes, movers = self.chunks.remove(drop, self._count, self.points())
+        for t in self._fields.values():
+            t[holes] = t[movers]
+        self._count -= drop.numel()
+        return holes, movers
 
     def _append(self, values: dict[str, torch.Tensor]) -> None:
         m = values["xyz"].shape[0]
         self._reserve(self._count + m)
         for name, t in self._fields.items():
             t[self._count : self._count + m] = values[name]
-        self._count += m
+        f, end = self._fields, self._count + m
+        self.chunks.append(
+            self._count, f["xyz"][self._count : end], f["radius"][self._count : end],
+            f["last_seen"][self._count : end], f["provenance"][self._count : end],
+        )  # fmt: skip
+        self._count = end
+
+    def _candidates(self, camera: Camera) -> torch.Tensor:
+        """Points (int64, ascending) of the chunks in ``camera``'s frustum: all the kernel could draw."""
+        rows = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
+        return self.chunks.members(rows, self._count)
 
     # -- render ----------------------------------------------------------------------------------
     def render(self, camera: Camera) -> MemoryRender:
@@ -163,16 +190,21 @@ class SpatialMemory:
         return (rot @ xyz.T + trans[:, None]).T
 
     def _render(self, camera: Camera) -> MemoryRender:
-        live = self.points()
+        # candidates in ascending index order: the kernel's tie-break sees the order a full render does
+        cand = self._candidates(camera)
+        self.last_touched = int(cand.numel())
+        f = self._fields
         winners = splat_points(
-            self._to_camera(camera, live["xyz"]),
-            live["radius"],
+            self._to_camera(camera, f["xyz"].index_select(0, cand)),
+            f["radius"].index_select(0, cand),
             camera.intrinsics,
             near=self.config.near,
             max_radius_px=self.config.max_splat_radius_px,
             depth_tolerance=self.config.depth_tolerance,
         )
-        return compose_render(winners, live, self.env, camera, self._version)
+        if cand.numel():
+            winners.index = torch.where(winners.index >= 0, cand[winners.index.clamp(min=0)], -1)
+        return compose_render(winners, self.points(), self.env, camera, self._version)
 
     # -- ingest ----------------------------------------------------------------------------------
     def touch(self, render: MemoryRender, frame_index: int) -> None:
@@ -181,10 +213,10 @@ class SpatialMemory:
         self._touch(render, int(frame_index))
 
     def _touch(self, render: MemoryRender, frame_index: int) -> None:
-        seen = torch.zeros(self._count, dtype=torch.bool, device=self.device)
-        seen[render.point_index[render.point_index >= 0]] = True
-        self._fields["last_seen"][: self._count].masked_fill_(seen, frame_index)
-        self._fields["hit_count"][: self._count].add_(seen.to(torch.int32))
+        seen = render.point_index[render.point_index >= 0]  # repeats write equal values: no unique needed
+        self._fields["last_seen"][seen] = frame_index
+        self._fields["hit_count"][seen] += 1
+        self.chunks.touch(seen, frame_index)
         self.env.touch(render.env_texel.reshape(-1), frame_index)
 
     def ingest(
@@ -209,26 +241,36 @@ class SpatialMemory:
         and, in window mode, content older than the window is dropped.
         """
         check_camera(camera)
-        frame = self._check_frame(camera, rgb, depth, provenance, frame_index, mask, object_ids)
+        frame = check_frame(
+            camera, rgb, depth, provenance, frame_index, mask, object_ids, self.config.far, self.device
+        )
         if render is None:
             render = self._render(camera)
         else:
             check_render(render, self._version, camera)
         carved = updated = 0
-        protect = torch.zeros(self._count, dtype=torch.bool, device=self.device)
-        protect[render.point_index[render.point_index >= 0]] = True
+        moved = None  # (removed, holes, movers) once carving renumbered points
+
+        def protect() -> torch.Tensor:  # what the render showed, now (only eviction needs it)
+            shown = _shown(render)
+            return shown if moved is None else _remap(shown, *moved)
+
+        self.last_touched = 0
         add = frame.mask & (frame.depth > 0) & torch.isfinite(frame.depth)
         if provenance == PROVENANCE_OBSERVED:
             matched_pixels, updated, confirmed = self._match(camera, frame, render, frame_index)
             add &= ~matched_pixels
-            live, grid = self.points(), frame.depth.reshape(camera.intrinsics.height, camera.intrinsics.width)
+            cand = self._candidates(camera)  # carving reads only the chunks in the frustum
+            self.last_touched = int(cand.numel())
+            grid = frame.depth.reshape(camera.intrinsics.height, camera.intrinsics.width)
             carve = free_space(
-                self._to_camera(camera, live["xyz"]), live["radius"], grid, camera.intrinsics,
+                self._to_camera(camera, self._fields["xyz"].index_select(0, cand)),
+                self._fields["radius"].index_select(0, cand), grid, camera.intrinsics,
                 near=self.config.near, depth_tolerance=self.config.depth_tolerance,
             )  # fmt: skip
-            carve &= ~confirmed
-            protect = protect[~carve]
-            carved = self._remove(carve)
+            carve = cand[carve & ~torch.isin(cand, confirmed)]
+            carved = int(carve.numel())
+            moved = (carve, *self._remove(carve))
         else:
             self._touch(render, frame_index)
         added, pruned, dropped = self._add_points(camera, frame, add, protect, provenance, frame_index)
@@ -237,7 +279,9 @@ class SpatialMemory:
         env_written = self.env.write_view(camera, frame.rgb, at_infinity, frame_index, overwrite=observed)
         if self.config.window_frames > 0:
             horizon = frame_index - self.config.window_frames
-            pruned += self._remove(self._fields["last_seen"][: self._count] <= horizon)
+            old = self._fields["last_seen"][: self._count] <= horizon  # O(N): windows hold little
+            pruned += int(old.sum())
+            self._remove(old)
             self.env.expire(horizon)
         self._version += 1
         self._frames += 1
@@ -245,7 +289,7 @@ class SpatialMemory:
         self._pruned_total += pruned
         return IngestStats(added, updated, carved, pruned, dropped, env_written)
 
-    def _match(self, camera: Camera, frame: _Frame, render: MemoryRender, frame_index: int):
+    def _match(self, camera: Camera, frame: IngestFrame, render: MemoryRender, frame_index: int):
         """Refresh points the observation confirms; returns (matched pixels, count, confirmed points)."""
         tol = self.config.depth_tolerance
         winner = render.point_index.reshape(-1)
@@ -256,9 +300,9 @@ class SpatialMemory:
         )
         pix = confirmed_px.nonzero().squeeze(1)
         points = winner[pix]
-        confirmed = torch.zeros(self._count, dtype=torch.bool, device=self.device)
-        confirmed[points] = True
-        self._fields["last_seen"][: self._count].masked_fill_(confirmed, frame_index)
+        confirmed = torch.unique(points)
+        self._fields["last_seen"][confirmed] = frame_index
+        self.chunks.touch(confirmed, frame_index)
         # only points at least as fine as this view's pixels take its colour (a closer view refines)
         fx, fy, cx, cy, f_mean = float32_constants(camera.intrinsics)
         fine = self._fields["radius"][points] * f_mean / z_mem[pix] <= MATCH_MAX_RADIUS_PX
@@ -275,10 +319,10 @@ class SpatialMemory:
             cam[:, 1] / cam[:, 2] * fy + cy
         )
         key = ((du * du + dv * dv) * 65536.0).clamp(max=2**30).long() << 32 | pix
-        best = torch.full((self._count,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=self.device)
-        best.scatter_reduce_(0, points, key, "amin")
-        hit = (best != torch.iinfo(torch.int64).max).nonzero().squeeze(1)
-        src = best[hit] & 0xFFFFFFFF
+        hit, slot = torch.unique(points, return_inverse=True)
+        best = torch.full((hit.numel(),), torch.iinfo(torch.int64).max, dtype=torch.int64, device=self.device)
+        best.scatter_reduce_(0, slot, key, "amin")
+        src = best & 0xFFFFFFFF
         f = self._fields
         f["rgb"][hit] = frame.rgb[src]
         f["confidence"][hit] = (f["confidence"][hit].float() + 0.25).clamp(max=1.0).to(torch.float16)
@@ -287,30 +331,35 @@ class SpatialMemory:
             f["object_id"][hit] = frame.object_ids[src]
         return matched_px, int(hit.numel()), confirmed
 
-    def _add_points(self, camera, frame: _Frame, add, protect, provenance: int, frame_index: int):
+    def _add_points(
+        self, camera, frame: IngestFrame, add, protect: Callable[[], torch.Tensor], provenance, frame_index
+    ):
         """A point per ``add`` pixel, evicting or dropping to stay in budget: (added, pruned, dropped)."""
         pix = add.nonzero().squeeze(1)
         z = frame.depth[pix]
+        xyz = unproject_pixels(camera, pix, z)
         room = self.max_points - self._count
+        rows_short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
         pruned = dropped = 0
-        if pix.numel() > room:
-            evictable = ~protect
-            k = min(pix.numel() - room + self.max_points // EVICTION_HEADROOM, int(evictable.sum()))
-            if k:
-                f = self._fields
-                rank = torch.zeros(self._count, dtype=torch.int64, device=self.device)
-                for prov, r in EVICTION_RANK.items():
-                    rank[f["provenance"][: self._count] == prov] = r
-                seen = f["last_seen"][: self._count].to(torch.int64).clamp(0, 2**31 - 1)
-                conf = (f["confidence"][: self._count].float().clamp(0, 1) * 65535).round().to(torch.int64)
-                key = (rank << 50) | (seen << 16) | conf
-                key[protect] = torch.iinfo(torch.int64).max
-                pruned = self._remove(lowest_k(key, k))
+        if pix.numel() > room or rows_short > 0:
+            k = max(pix.numel() - room, 0)
+            shown = protect()
+            k = min(k + self.max_points // EVICTION_HEADROOM if k else 0, self._count - shown.numel())
+            rows = rows_short + self.chunks.max_chunks // EVICTION_HEADROOM if rows_short > 0 else 0
+            in_view = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
+            victims = choose_victims(self.chunks, self.points(), in_view, camera.position, k, rows, shown)
+            self._remove(victims)
+            pruned = int(victims.numel())
             room = self.max_points - self._count
             if pix.numel() > room:  # still no room: keep the nearest new points
                 keep = lowest_k(z, room)
-                dropped = pix.numel() - room
-                pix, z = pix[keep], z[keep]
+                pix, z, xyz = pix[keep], z[keep], xyz[keep]
+            new = self.chunks.new_chunks(xyz)
+            if new.numel() > self.chunks.free_chunks:  # no chunk left for some: drop their points
+                keys = self.chunks.keys(xyz)
+                keep = ~torch.isin(keys, new) | torch.isin(keys, new[: self.chunks.free_chunks])
+                pix, z, xyz = pix[keep], z[keep], xyz[keep]
+            dropped = int(add.sum()) - pix.numel()
         m = pix.numel()
         if m == 0:
             return 0, pruned, dropped
@@ -322,7 +371,7 @@ class SpatialMemory:
 
         self._append(
             {
-                "xyz": unproject_pixels(camera, pix, z),
+                "xyz": xyz,
                 "rgb": frame.rgb[pix],
                 "radius": z * (_HALF_DIAGONAL / f_mean),
                 "confidence": full(NEW_CONFIDENCE[provenance], torch.float16),
@@ -335,64 +384,17 @@ class SpatialMemory:
         )
         return m, pruned, dropped
 
-    def _check_frame(self, camera, rgb, depth, provenance, frame_index, mask, object_ids) -> _Frame:
-        """Validate an ingest's arrays against the camera and normalise them (flattened, on device)."""
-        h, w = camera.intrinsics.height, camera.intrinsics.width
-        if provenance not in PROVENANCES:
-            raise ValueError(f"provenance={provenance!r}: use 1 (observed), 2 (generated) or 3 (imported)")
-        if isinstance(frame_index, bool) or not isinstance(frame_index, int) or not 0 <= frame_index < 2**31:
-            raise ValueError(f"frame_index={frame_index!r}: use an int in [0, 2**31)")
-        rgb_t = _checked("rgb", rgb, (h, w, 3), "colour")
-        depth_t = _checked("depth", depth, (h, w), "metres").to(self.device, torch.float32).reshape(-1)
-        depth_t = torch.where(torch.isnan(depth_t) | (depth_t <= 0), 0.0, depth_t)
-        depth_t = torch.where(depth_t > self.config.far, float("inf"), depth_t)
-        if rgb_t.dtype != torch.uint8:
-            rgb_t = torch.round(torch.nan_to_num(rgb_t.to(torch.float32)).clamp(0.0, 1.0) * 255.0).byte()
-        mask_t = torch.ones(h * w, dtype=torch.bool, device=self.device)
-        if mask is not None:
-            mask_t = _checked("mask", mask, (h, w), "bool").to(self.device).reshape(-1)
-        ids_t = None
-        if object_ids is not None:
-            ids_t = _checked("object_ids", object_ids, (h, w), "ids").to(self.device, torch.int64).reshape(-1)
-            if ids_t.numel() and (int(ids_t.min()) < 0 or int(ids_t.max()) >= 2**31):
-                raise ValueError("object_ids must lie in [0, 2**31)")
-            ids_t = ids_t.to(torch.int32)
-        return _Frame(rgb=rgb_t.to(self.device).reshape(-1, 3), depth=depth_t, mask=mask_t, object_ids=ids_t)
+
+def _shown(render: MemoryRender) -> torch.Tensor:
+    """Distinct points (int64, ascending) that won a pixel of ``render``."""
+    index = render.point_index.reshape(-1)
+    return torch.unique(index[index >= 0])
 
 
-_KINDS = {  # what an ingest array may hold: (description for the error, dtype test)
-    "colour": ("uint8 or float 0..1", lambda t: t.dtype == torch.uint8 or t.is_floating_point()),
-    "metres": ("float metres", lambda t: t.is_floating_point()),
-    "bool": ("bool", lambda t: t.dtype == torch.bool),
-    "ids": ("integers", lambda t: not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)),
-}
-
-
-def _checked(name: str, value, shape: tuple[int, ...], kind: str) -> torch.Tensor:
-    """``value`` (numpy array or torch tensor) as a tensor, or ValueError saying what was expected."""
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind == "u" and value.dtype.itemsize > 1:  # torch lacks most uint ops: widen
-            value = value.astype(np.int64)
-        value = torch.from_numpy(np.ascontiguousarray(value))
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
-    what, dtype_ok = _KINDS[kind]
-    if tuple(value.shape) != shape or not dtype_ok(value):
-        raise ValueError(
-            f"{name} must be {what} of shape {shape} for this camera, got {value.dtype} {tuple(value.shape)}"
-        )
-    return value
-
-
-def lowest_k(key: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask [N] of the k smallest keys, ties to the lower index (a stable sort's first k, in O(N))."""
-    chosen = torch.zeros(key.shape[0], dtype=torch.bool, device=key.device)
-    if k <= 0:
-        return chosen
-    if k >= key.shape[0]:
-        return ~chosen
-    threshold = torch.topk(key, k, largest=False, sorted=False).values.max()  # faster than kthvalue
-    chosen = key < threshold
-    ties = (key == threshold).nonzero().squeeze(1)[: k - int(chosen.sum())]
-    chosen[ties] = True
-    return chosen
+def _remap(points: torch.Tensor, removed: torch.Tensor, holes: torch.Tensor, movers: torch.Tensor):
+    """``points`` (distinct indices) after `SpatialMemory._remove`: removed ones gone, movers renumbered."""
+    points = points[~torch.isin(points, removed)]
+    if movers.numel() == 0 or points.numel() == 0:
+        return points
+    at = torch.searchsorted(movers, points).clamp(max=movers.numel() - 1)
+    return torch.where(movers[at] == points, holes[at], points)

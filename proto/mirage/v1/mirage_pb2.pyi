@@ -157,7 +157,7 @@ class DepthImage(_message.Message):
     def __init__(self, encoding: _Optional[_Union[DepthEncoding, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class MemoryStats(_message.Message):
-    __slots__ = ("points", "bytes_used", "budget_bytes", "points_pruned_total", "points_carved_total", "frames_ingested", "environment_texels", "window_frames")
+    __slots__ = ("points", "bytes_used", "budget_bytes", "points_pruned_total", "points_carved_total", "frames_ingested", "environment_texels", "window_frames", "chunks")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     BYTES_USED_FIELD_NUMBER: _ClassVar[int]
     BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,7 @@ class MemoryStats(_message.Message):
     FRAMES_INGESTED_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_TEXELS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     points: int
     bytes_used: int
     budget_bytes: int
@@ -174,7 +175,8 @@ class MemoryStats(_message.Message):
     frames_ingested: int
     environment_texels: int
     window_frames: int
-    def __init__(self, points: _Optional[int] = ..., bytes_used: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., points_pruned_total: _Optional[int] = ..., points_carved_total: _Optional[int] = ..., frames_ingested: _Optional[int] = ..., environment_texels: _Optional[int] = ..., window_frames: _Optional[int] = ...) -> None: ...
+    chunks: int
+    def __init__(self, points: _Optional[int] = ..., bytes_used: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., points_pruned_total: _Optional[int] = ..., points_carved_total: _Optional[int] = ..., frames_ingested: _Optional[int] = ..., environment_texels: _Optional[int] = ..., window_frames: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
 
 class MemoryOptions(_message.Message):
     __slots__ = ("budget_bytes", "window_frames")

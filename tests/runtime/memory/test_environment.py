@@ -10,6 +10,7 @@ import torch
 
 from plugin_bridge.camera import Camera, Intrinsics
 from runtime.memory import EnvironmentMap, MemoryConfig, SpatialMemory
+from runtime.memory.chunks import BYTES_PER_CHUNK
 
 INTR = Intrinsics.from_fov(64, 48, 90.0)
 WEST_SKY = np.array([220, 120, 90], dtype=np.uint8)  # azimuth > 0 (towards +y)
@@ -89,7 +90,8 @@ def test_bytes_are_counted():
     env = EnvironmentMap(512, 256)
     assert env.nbytes == EnvironmentMap.nbytes_for(512, 256) == 512 * 256 * 7
     memory = SpatialMemory(MemoryConfig(initial_capacity=1000))
-    assert memory.bytes_used() == 1000 * memory.bytes_per_point + env.nbytes
+    table = memory.chunks.max_chunks * BYTES_PER_CHUNK  # the chunk table is allocated up front
+    assert memory.bytes_used() == 1000 * memory.bytes_per_point + table + env.nbytes
 
 
 def project(camera: Camera, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -281,7 +281,11 @@ def test_with_nothing_to_evict_the_farthest_new_points_are_dropped():
 def test_eviction_takes_generated_before_observed_and_the_oldest_first():
     walls = ROOM[:4]
     room_for = 4 * 64 * 48 + 1000  # four full frames and a bit
-    memory = SpatialMemory(MemoryConfig(budget_bytes=512 * 256 * 7 + 38 * room_for))
+    budget = MiB
+    for _ in range(5):  # the chunk table grows with the budget: settle the budget holding room_for points
+        per_point, fixed, _ = SpatialMemory.layout(MemoryConfig(budget_bytes=budget))
+        budget = fixed + per_point * room_for
+    memory = SpatialMemory(MemoryConfig(budget_bytes=budget))
     assert memory.max_points == room_for
     for frame in range(4):  # four disjoint views: two observed, then two generated
         camera = heading_camera(frame)

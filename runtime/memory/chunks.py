@@ -1,0 +1,330 @@
+"""Chunk index: which stored points lie in which world-space voxel, so work follows what is visible.
+
+Points stay in `SpatialMemory`'s dense struct of arrays; this index adds, per point, its chunk row
+and its position in that chunk's member list, and per chunk (a row of a fixed-size table) its voxel
+key, the AABB of its points' centres, its largest radius, its newest `last_seen`, its provenance
+counts and a segment of a shared member pool (start, size, capacity). Every update costs what it
+touches: appending m points writes m pool entries (a chunk that outgrows its segment moves to the
+pool's end; the pool is compacted when full, amortised O(1) a point); removing r points is a
+swap-remove in each chunk's segment and in the point arrays (the last live points fill the holes),
+O(r). `in_frustum` tests the table only; `members` gathers only the chosen chunks' segments.
+
+Culling is exact for the splat rule: the kernel keeps a point only if its centre projects within
+max(max_radius_px, 0.5) pixels of the image, in front of the near plane, so a chunk whose centre AABB
+lies outside that widened pyramid holds no point that could win a pixel (or be carved).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from plugin_bridge.camera import Camera
+
+BYTES_PER_POINT = 4 + 4 + 8  # point's chunk row, its position in the row's segment, 2 pool slots
+_ROW_FIELDS = (  # per chunk row: name, dtype, trailing shape, empty value
+    ("key", torch.int64, (), -1),
+    ("lo", torch.float32, (3,), float("inf")),  # AABB of the members' centres (grows; reset when empty)
+    ("hi", torch.float32, (3,), float("-inf")),
+    ("rmax", torch.float32, (), 0.0),  # largest member radius (grows)
+    ("last_seen", torch.int32, (), -1),  # newest member last_seen
+    ("provenance", torch.int32, (4,), 0),  # member count per provenance 0..3
+    ("start", torch.int64, (), 0),
+    ("size", torch.int64, (), 0),
+    ("cap", torch.int64, (), 0),
+)
+BYTES_PER_CHUNK = sum(d.itemsize * int(np.prod(s)) for _, d, s, _ in _ROW_FIELDS)
+_KEY_BIAS = 2**20  # voxel coordinates are clamped to +-2**20 chunks and packed 21 bits each
+_FRUSTUM_MARGIN_PX = 1.0  # slack for float32 (kernel) against float64 (planes) rounding
+_NEAR_SLACK = 1e-3
+
+
+def segment_positions(starts: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Flat positions [sum(sizes)] of the segments [start, start + size), in segment order."""
+    total = int(sizes.sum()) if sizes.numel() else 0
+    if total == 0:
+        return torch.zeros(0, dtype=torch.int64, device=starts.device)
+    seg = torch.repeat_interleave(torch.arange(sizes.numel(), device=starts.device), sizes)
+    offset = torch.arange(total, device=starts.device) - (torch.cumsum(sizes, 0) - sizes)[seg]
+    return starts[seg] + offset
+
+
+class ChunkIndex:
+    """Voxel-grid chunk index over the points [0, count) of a dense struct of arrays."""
+
+    def __init__(self, chunk_size_m: float, max_chunks: int, device: torch.device):
+        self.chunk_size_m = float(chunk_size_m)
+        self.max_chunks = int(max_chunks)
+        self.device = device
+        self.rows = {
+            n: torch.full((self.max_chunks, *s), e, dtype=d, device=device) for n, d, s, e in _ROW_FIELDS
+        }
+        self.reset(0)
+
+    def reset(self, point_capacity: int) -> None:
+        for name, _, _, empty in _ROW_FIELDS:
+            self.rows[name].fill_(empty)
+        self._row_of: dict[int, int] = {}  # voxel key -> row
+        self._free = list(range(self.max_chunks - 1, -1, -1))  # pop() hands out the lowest row
+        self._used: torch.Tensor | None = None  # used rows in key order, until a row is taken or freed
+        self.point_chunk = torch.zeros(point_capacity, dtype=torch.int32, device=self.device)
+        self.point_pos = torch.zeros(point_capacity, dtype=torch.int32, device=self.device)
+        self.pool = torch.zeros(2 * point_capacity, dtype=torch.int32, device=self.device)
+        self._pool_end = 0
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self._row_of)
+
+    @property
+    def free_chunks(self) -> int:
+        return len(self._free)
+
+    def nbytes(self) -> int:
+        return sum(
+            t.numel() * t.element_size()
+            for t in (*self.rows.values(), self.point_chunk, self.point_pos, self.pool)
+        )
+
+    def reserve(self, point_capacity: int, count: int) -> None:
+        """Grow the per-point arrays and the pool with the point storage (keeping the first ``count``)."""
+        if point_capacity <= self.point_chunk.shape[0]:
+            return
+        for name in ("point_chunk", "point_pos"):
+            grown = torch.zeros(point_capacity, dtype=torch.int32, device=self.device)
+            grown[:count] = getattr(self, name)[:count]
+            setattr(self, name, grown)
+        pool = torch.zeros(2 * point_capacity, dtype=torch.int32, device=self.device)
+        pool[: self._pool_end] = self.pool[: self._pool_end]
+        self.pool = pool
+
+    def keys(self, xyz: torch.Tensor) -> torch.Tensor:
+        """Packed voxel keys (int64 [N]) of world points [N, 3]."""
+        cell = (
+            torch.floor(xyz / self.chunk_size_m).to(torch.int64).clamp(-_KEY_BIAS + 1, _KEY_BIAS - 1)
+            + _KEY_BIAS
+        )
+        return (cell[:, 0] << 42) | (cell[:, 1] << 21) | cell[:, 2]
+
+    def new_chunks(self, xyz: torch.Tensor) -> torch.Tensor:
+        """Distinct keys (sorted) of ``xyz`` that have no chunk yet."""
+        keys = torch.unique(self.keys(xyz))
+        missing = [k for k in keys.tolist() if k not in self._row_of]
+        return torch.tensor(missing, dtype=torch.int64, device=self.device)
+
+    # -- updates ---------------------------------------------------------------------------------
+    def append(self, first: int, xyz: torch.Tensor, radius: torch.Tensor, last_seen, provenance) -> None:
+        """Index points [first, first + m) with centres ``xyz`` [m, 3] (their arrays are already stored)."""
+        m = xyz.shape[0]
+        if m == 0:
+            return
+        keys = self.keys(xyz)
+        ukeys, inverse = torch.unique(keys, return_inverse=True)
+        rows = []
+        for key in ukeys.tolist():
+            row = self._row_of.get(key)
+            if row is None:
+                if not self._free:
+                    raise ValueError(
+                        f"chunk table full ({self.max_chunks} chunks): evict chunks before adding"
+                    )
+                row = self._free.pop()
+                self._row_of[key] = row
+                self._used = None
+                self.rows["key"][row] = key
+            rows.append(row)
+        urow = torch.tensor(rows, dtype=torch.int64, device=self.device)
+        row = urow[inverse]  # [m]
+        counts = torch.bincount(inverse, minlength=urow.numel())
+        self._make_room(urow, counts)
+        order = torch.argsort(inverse, stable=True)
+        group_start = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(m, device=self.device) - group_start[inverse[order]]
+        pos = self.rows["size"][row[order]] + rank
+        points = torch.arange(first, first + m, device=self.device)[order]
+        self.pool[self.rows["start"][row[order]] + pos] = points.to(torch.int32)
+        self.point_pos[points] = pos.to(torch.int32)
+        self.point_chunk[first : first + m] = row.to(torch.int32)
+        r = self.rows
+        r["size"][urow] += counts
+        r["lo"].scatter_reduce_(0, row[:, None].expand(-1, 3), xyz, "amin")
+        r["hi"].scatter_reduce_(0, row[:, None].expand(-1, 3), xyz, "amax")
+        r["rmax"].scatter_reduce_(0, row, radius.to(torch.float32), "amax")
+        r["last_seen"].scatter_reduce_(0, row, last_seen.to(torch.int32), "amax")
+        r["provenance"].view(-1).index_add_(
+            0, row * 4 + provenance.long(), torch.ones_like(row, dtype=torch.int32)
+        )
+
+    def _make_room(self, urow: torch.Tensor, counts: torch.Tensor) -> None:
+        """Give rows ``urow`` segments with room for ``counts`` more members each."""
+        r = self.rows
+        need = r["size"][urow] + counts
+        over = need > r["cap"][urow]
+        if not bool(over.any()):
+            return
+        grow, want = urow[over], need[over]
+        cap = want + want // 2 + 4
+        if self._pool_end + int(cap.sum()) > self.pool.shape[0]:
+            self._compact(urow, counts)
+            return
+        starts = self._pool_end + torch.cumsum(cap, 0) - cap
+        old = segment_positions(r["start"][grow], r["size"][grow])
+        self.pool[segment_positions(starts, r["size"][grow])] = self.pool[old]
+        r["start"][grow], r["cap"][grow] = starts, cap
+        self._pool_end += int(cap.sum())
+
+    def _compact(self, urow: torch.Tensor, counts: torch.Tensor) -> None:
+        """Rewrite the pool densely, each used row with room for its pending ``counts`` plus a quarter."""
+        r = self.rows
+        used = torch.tensor(sorted(self._row_of.values()), dtype=torch.int64, device=self.device)
+        extra = torch.zeros(self.max_chunks, dtype=torch.int64, device=self.device)
+        extra[urow] = counts
+        want = r["size"][used] + extra[used]
+        cap = want + want // 4
+        starts = torch.cumsum(cap, 0) - cap
+        pool = torch.zeros_like(self.pool)
+        pool[segment_positions(starts, r["size"][used])] = self.pool[
+            segment_positions(r["start"][used], r["size"][used])
+        ]
+        self.pool = pool
+        r["start"][used], r["cap"][used] = starts, cap
+        self._pool_end = int(cap.sum())
+
+    def remove(self, removed: torch.Tensor, count: int, fields: dict[str, torch.Tensor]):
+        """Unindex points ``removed`` (int64, sorted, distinct, < count) and plan the arrays' swap-remove.
+
+        ``fields`` are the point arrays (not yet moved). The affected chunks' AABB, largest radius and
+        newest last_seen are recomputed from their remaining members, so the table is a function of
+        the stored points alone (a memory rebuilt from a snapshot gets the same one). Returns (holes,
+        movers): the caller moves point ``movers[i]``'s arrays to ``holes[i]``; this index already
+        reflects the move.
+        """
+        provenance = fields["provenance"][removed]
+        r = self.rows
+        c = self.point_chunk[removed].long()
+        p = self.point_pos[removed].long()
+        ucs, kc = torch.unique(c, return_counts=True)
+        new_size = r["size"][ucs] - kc
+        new_size_of = torch.zeros(self.max_chunks, dtype=torch.int64, device=self.device)
+        new_size_of[ucs] = new_size
+        removed_at = r["start"][c] + p
+        tails = segment_positions(r["start"][ucs] + new_size, kc)  # each chunk's last kc entries
+        holes_at = torch.sort(removed_at[p < new_size_of[c]]).values
+        movers_at = torch.sort(tails[~torch.isin(tails, removed_at)]).values  # same chunks, same counts
+        moved = self.pool[movers_at].long()
+        self.pool[holes_at] = self.pool[movers_at]
+        self.point_pos[moved] = (holes_at - r["start"][self.point_chunk[moved].long()]).to(torch.int32)
+        r["size"][ucs] = new_size
+        r["provenance"].view(-1).index_add_(
+            0, c * 4 + provenance.long(), torch.full_like(c, -1, dtype=torch.int32)
+        )
+        for row in ucs[new_size == 0].tolist():
+            self._free_row(row)
+        self._refresh(ucs[new_size > 0], fields)
+        # the point arrays: the last live points fill the holes below the new count
+        new_count = count - removed.numel()
+        holes = removed[removed < new_count]
+        keep = torch.ones(count - new_count, dtype=torch.bool, device=self.device)
+        keep[removed[removed >= new_count] - new_count] = False
+        movers = torch.arange(new_count, count, device=self.device)[keep]
+        mc, mp = self.point_chunk[movers], self.point_pos[movers]
+        self.pool[r["start"][mc.long()] + mp.long()] = holes.to(torch.int32)
+        self.point_chunk[holes], self.point_pos[holes] = mc, mp
+        return holes, movers
+
+    def _refresh(self, rows: torch.Tensor, fields: dict[str, torch.Tensor]) -> None:
+        """Recompute the member-derived columns of ``rows`` from their members' arrays."""
+        r = self.rows
+        sizes = r["size"][rows]
+        points = self.pool[segment_positions(r["start"][rows], sizes)].long()
+        target = torch.repeat_interleave(rows, sizes)
+        xyz, by_row = fields["xyz"][points], target[:, None].expand(-1, 3)
+        r["lo"][rows], r["hi"][rows], r["rmax"][rows], r["last_seen"][rows] = (
+            float("inf"),
+            float("-inf"),
+            0.0,
+            -1,
+        )
+        r["lo"].scatter_reduce_(0, by_row, xyz, "amin")
+        r["hi"].scatter_reduce_(0, by_row, xyz, "amax")
+        r["rmax"].scatter_reduce_(0, target, fields["radius"][points], "amax")
+        r["last_seen"].scatter_reduce_(0, target, fields["last_seen"][points], "amax")
+
+    def _free_row(self, row: int) -> None:
+        del self._row_of[int(self.rows["key"][row])]
+        self._used = None
+        for name, _, _, empty in _ROW_FIELDS:
+            self.rows[name][row] = empty
+        self._free.append(row)
+
+    def touch(self, points: torch.Tensor, frame_index: int) -> None:
+        """Record that ``points`` were seen at ``frame_index`` (their chunks' newest last_seen)."""
+        if points.numel():
+            row = self.point_chunk[points].long()  # may repeat: every write of a row is the same value
+            last = self.rows["last_seen"]
+            last[row] = last[row].clamp(min=int(frame_index))
+
+    # -- queries ---------------------------------------------------------------------------------
+    def used_rows(self) -> torch.Tensor:
+        """Rows in use, in ascending key order (not row order: rows are handed out by history)."""
+        if self._used is None:
+            rows = [self._row_of[k] for k in sorted(self._row_of)]
+            self._used = torch.tensor(rows, dtype=torch.int64, device=self.device)
+        return self._used
+
+    def in_frustum(self, camera: Camera, near: float, max_radius_px: float) -> torch.Tensor:
+        """Used rows (int64, ascending) whose AABB meets the pyramid the splat kernel can draw from."""
+        rows = self.used_rows()
+        if rows.numel() == 0:
+            return rows
+        k = camera.intrinsics
+        e = max(float(max_radius_px), 0.5) + _FRUSTUM_MARGIN_PX
+        normals = np.array(  # camera frame, pointing inside; planes through the eye, then the near plane
+            [[k.fx, 0.0, k.cx + e], [-k.fx, 0.0, k.width - 1 + e - k.cx],
+             [0.0, k.fy, k.cy + e], [0.0, -k.fy, k.height - 1 + e - k.cy], [0.0, 0.0, 1.0]]
+        )  # fmt: skip
+        offsets = np.array([0.0, 0.0, 0.0, 0.0, -near * (1.0 - _NEAR_SLACK)])
+        rot, eye = camera.cam_to_world[:3, :3], camera.cam_to_world[:3, 3]
+        n_world = normals @ rot.T  # [5, 3]
+        d_world = offsets - n_world @ eye
+        lo = self.rows["lo"][rows].to(torch.float64)
+        hi = self.rows["hi"][rows].to(torch.float64)
+        n = torch.as_tensor(n_world, device=self.device)
+        corner = torch.where(n[None] > 0, hi[:, None], lo[:, None])  # [C, 5, 3]: the box's farthest-in corner
+        inside = ((corner * n[None]).sum(-1) + torch.as_tensor(d_world, device=self.device) >= 0).all(1)
+        return rows[inside]
+
+    def members(self, rows: torch.Tensor, count: int | None = None) -> torch.Tensor:
+        """Point indices (int64, ascending) of the chunks ``rows`` (``count``: points stored, if known)."""
+        at = segment_positions(self.rows["start"][rows], self.rows["size"][rows])
+        points = self.pool[at].long()
+        if count is not None and 8 * points.numel() >= count:  # many: a mask of count bytes beats a sort
+            mask = torch.zeros(count, dtype=torch.bool, device=self.device)
+            mask[points] = True
+            return mask.nonzero().squeeze(1)
+        return torch.sort(points).values
+
+    def eviction_order(self, exclude: torch.Tensor, rank_of: dict[int, int], eye: np.ndarray) -> torch.Tensor:
+        """Used rows not in ``exclude``, least relevant first (ties in key order).
+
+        Relevance: the most valuable provenance present (rank_of), then newest last_seen, then nearness
+        of the chunk's centre to the camera position ``eye`` [3] (where the trajectory is now).
+        """
+        rows = self.used_rows()
+        rows = rows[~torch.isin(rows, exclude)]
+        if rows.numel() == 0:
+            return rows
+        r = self.rows
+        rank = torch.zeros(rows.numel(), dtype=torch.int64, device=self.device)
+        counts = r["provenance"][rows]
+        for prov, value in rank_of.items():
+            rank = torch.where(counts[:, prov] > 0, torch.clamp(rank, min=value), rank)
+        seen = r["last_seen"][rows].to(torch.int64).clamp(0, 2**31 - 1)
+        centre = ((r["lo"][rows] + r["hi"][rows]) / 2).to(torch.float64)
+        dist = (centre - torch.as_tensor(eye, dtype=torch.float64, device=self.device)).norm(dim=1)
+        far = (dist / self.chunk_size_m).clamp(0, 2**15 - 1).to(torch.int64)
+        key = (rank << 56) | (seen << 16) | (2**15 - 1 - far)
+        return rows[torch.argsort(key, stable=True)]
+
+    def sizes(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.rows["size"][rows]
