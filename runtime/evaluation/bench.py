@@ -1,0 +1,344 @@
+"""`mirage bench`: speed and memory figures over loopback gRPC and in-process, side by side.
+
+Per size: an embedded server on a free port and the real async client; memory is seeded with a few
+Panda3D observations, then an out-and-back path is streamed in generate mode, lock-step (send a pose,
+wait for its frame), so latency is clean. The same seeds and poses then run in-process (a `Session`
+built with the server's GeneratorHost and MemoryConfig, `step_pose` called directly), so the gRPC
+overhead reads as a ratio. Then memory render+ingest cost against memory size (`bench_memory`) and an
+RSS soak over a long exploring path with a small budget, so pruning runs. Prints a table; writes JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from plugin_bridge.client import AsyncMirageClient
+from plugin_bridge.wire import observation_message, pose_from_matrix
+from runtime import wire
+from runtime.config import RuntimeConfig
+from runtime.demo import seed_poses_for
+from runtime.evaluation.bench_memory import exploring_path, memory_scaling, rss_mib
+from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
+from runtime.scenes.paths import out_and_back
+from runtime.server import run_server, stop_server
+from runtime.session import Session
+from runtime.types import PoseInput
+
+MiB = 2**20
+STAGES = ("decode", "render", "generate", "compose", "ingest", "encode", "transport")
+"""Keys of stages_ms (medians, ms, over gRPC). render..encode: the server's StageTimings of the timed pose
+frames; decode: of the seed observations (a pose carries no image); transport: client-measured latency
+minus the server's span (server_sent_us - server_received_us): serialisation, HTTP/2, client decoding."""
+RSS_EVERY = 50
+"""Soak frames between RSS samples."""
+
+
+@dataclass
+class BenchConfig:
+    """What `mirage bench` measures; the defaults are the CLI's."""
+
+    sizes: tuple[int, ...] = (128, 256)
+    """Square frame sizes in pixels (multiples of 8), each measured over gRPC and in-process."""
+    frames: int = 200
+    """Timed frames per size and path (after the warm-up)."""
+    soak_frames: int = 2000
+    """Generate-mode frames of the RSS soak over gRPC, at the smallest size (0 skips it)."""
+    json_path: str = ""
+    """Also write the figures to this JSON file ("" writes none)."""
+    warmup: int = 10
+    """Untimed frames streamed first (the same poses on both paths)."""
+    soak_budget_mib: int = 64
+    """Memory budget of the soak session, MiB: small, so that pruning is exercised."""
+    soak_observe_every: int = 4
+    """The soak also sends an engine RGB-D observation every this many frames (0: poses only)."""
+    scene: str = "garden"
+    """Panda3D arrangement for the seed observations and the scaling test's visible set."""
+    seed: int = 0
+    """Seed for paths, sessions and synthetic content."""
+    seed_observations: int = 6
+    """Engine RGB-D observations sent before each timed stream."""
+    scaling_reps: int = 20
+    """Timed render+ingest repetitions per memory size in the scaling test."""
+
+    def validate(self) -> None:
+        if not self.sizes or any(int(s) < 8 or int(s) % 8 for s in self.sizes):
+            raise ValueError(f"sizes={self.sizes}: give square sizes that are positive multiples of 8")
+        if self.frames < 1 or self.warmup < 0 or self.soak_frames < 0:
+            raise ValueError("frames must be >= 1, warmup and soak_frames >= 0")
+        if self.soak_budget_mib < 2:
+            raise ValueError(f"soak_budget_mib={self.soak_budget_mib}: use at least 2 MiB")
+
+
+def _median(values) -> float:
+    return float(np.median(values)) if len(values) else 0.0
+
+
+def _percentiles(values) -> tuple[float, float, float]:
+    p50, p95, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95, 99])
+    return float(p50), float(p95), float(p99)
+
+
+async def _bench_grpc(client, servicer, scene, path, observations, config: BenchConfig, bar) -> tuple:
+    """Seed, then stream ``path`` lock-step; returns (row figures, session spec)."""
+    info = await client.open_session(scene.intrinsics, seed=config.seed)
+    spec = servicer.sessions[info.session_id].spec
+    stream = client.stream(info.session_id)
+    decode_ms: list[float] = []
+    try:
+        for msg in observations:
+            await stream.send_observation(msg)
+            decode_ms.append((await stream.next_frame()).timings_ms["decode_ms"])
+        poses = [pose_from_matrix(p) for p in path]
+        latency, server, stages = [], [], {s: [] for s in (*STAGES, "server_other")}
+        started = 0.0
+        for i, pose in enumerate(poses):
+            if i == config.warmup:
+                started = time.perf_counter()
+            t0 = time.perf_counter()
+            frame = await stream.step(pose)
+            lat = (time.perf_counter() - t0) * 1e3
+            bar.update(1)
+            if i < config.warmup:
+                continue
+            t = frame.timings_ms
+            server_ms = (frame.server_sent_us - frame.server_received_us) / 1e3
+            latency.append(lat)
+            server.append(server_ms)
+            for s in ("render", "generate", "compose", "ingest", "encode"):
+                stages[s].append(t[f"{s}_ms"])
+            stages["transport"].append(max(lat - server_ms, 0.0))
+            stages["server_other"].append(max(server_ms - t["total_ms"], 0.0))
+        seconds = time.perf_counter() - started
+        await stream.close()
+    finally:
+        await client.close_session(info.session_id)
+    p50, p95, p99 = _percentiles(latency)
+    medians = {s: _median(v) for s, v in stages.items()}
+    medians["decode"] = _median(decode_ms)
+    figures = {
+        "fps_grpc": len(latency) / seconds,
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "server_ms": _median(server),
+        "stages_ms": {s: medians[s] for s in STAGES},
+        "server_other_ms": medians["server_other"],
+    }
+    return figures, spec
+
+
+def _bench_inprocess(spec, generator, memory_config, path, observations, warmup: int, bar) -> dict:
+    """The same seeds and poses through a Session built directly (no gRPC, no encoding)."""
+    session = Session(spec, generator, memory_config)
+    try:
+        for msg in observations:
+            session.step_observation(wire.observation_from_proto(msg, spec))
+        latency = []
+        started = 0.0
+        for i, pose in enumerate(path):
+            if i == warmup:
+                started = time.perf_counter()
+            t0 = time.perf_counter()
+            session.step_pose(PoseInput(sequence=i + 1, client_timestamp_us=0, cam_to_world=pose))
+            latency.append((time.perf_counter() - t0) * 1e3)
+            bar.update(1)
+        seconds = time.perf_counter() - started
+    finally:
+        session.close()
+    timed = latency[warmup:]
+    return {"fps_inprocess": len(timed) / seconds, "inprocess_p50_ms": _percentiles(timed)[0]}
+
+
+async def _bench_size(client, servicer, memory_config, size: int, config: BenchConfig) -> dict:
+    total = config.warmup + config.frames
+    n_out = math.ceil(total / 2)
+    path = out_and_back(n_out, seed=config.seed)[:total]
+    scene = PandaSceneSource(SceneConfig(name=config.scene, width=size, height=size, seed=config.seed))
+    try:
+        observations = []
+        for k, pose in enumerate(seed_poses_for(path, n_out, config.seed_observations)):
+            rgb, depth = scene.render(pose)
+            msg = observation_message(10_000_000 + k, pose_from_matrix(pose), rgb, depth, return_frame=True)
+            observations.append(msg)
+        with tqdm(total=2 * total, desc=f"bench {size}x{size}", unit="frame", leave=False) as bar:
+            bar.set_postfix_str("gRPC")
+            grpc_figures, spec = await _bench_grpc(client, servicer, scene, path, observations, config, bar)
+            bar.set_postfix_str("in-process")
+            generator = servicer.load_generator(spec.generator)
+            inproc = await asyncio.to_thread(
+                _bench_inprocess, spec, generator, memory_config, path, observations, config.warmup, bar
+            )
+    finally:
+        scene.close()
+    row = {"size": int(size), **grpc_figures, **inproc}
+    row["overhead_ratio"] = row["fps_inprocess"] / row["fps_grpc"]
+    return row
+
+
+async def _soak(client, config: BenchConfig) -> dict:
+    """Stream soak_frames generate-mode frames along an exploring path (an engine observation every
+    soak_observe_every frames, so memory keeps growing into its budget); sample RSS every RSS_EVERY."""
+    size = min(config.sizes)
+    budget = config.soak_budget_mib * MiB
+    every = config.soak_observe_every
+    scene = PandaSceneSource(SceneConfig(name=config.scene, width=size, height=size, seed=config.seed))
+    info = await client.open_session(scene.intrinsics, seed=config.seed, budget_bytes=budget)
+    stream = client.stream(info.session_id)
+    rss = [rss_mib()]
+    max_bytes = points = pruned = observations = 0
+    latency: list[float] = []
+    try:
+        started = time.perf_counter()
+        with tqdm(exploring_path(config.soak_frames, seed=config.seed), desc="soak", unit="frame") as bar:
+            for i, pose in enumerate(bar):
+                message = pose_from_matrix(pose)
+                if every > 0 and i % every == 0:
+                    rgb, depth = scene.render(pose)
+                    await stream.send_observation(observation_message(20_000_000 + i, message, rgb, depth))
+                    observations += 1
+                t0 = time.perf_counter()
+                frame = await stream.step(message)
+                latency.append((time.perf_counter() - t0) * 1e3)
+                max_bytes = max(max_bytes, frame.memory.bytes_used)
+                points, pruned = frame.memory.points, frame.memory.points_pruned_total
+                if (i + 1) % RSS_EVERY == 0:
+                    rss.append(rss_mib())
+                    bar.set_postfix(rss_mib=f"{rss[-1]:.0f}", mem_mib=f"{max_bytes / MiB:.1f}", points=points)
+        seconds = time.perf_counter() - started
+        rss.append(rss_mib())
+        await stream.close()
+    finally:
+        scene.close()
+        await client.close_session(info.session_id)
+    return {
+        "frames": int(config.soak_frames),
+        "size": int(size),
+        "peak_rss_mb": max(rss),
+        "start_rss_mb": rss[0],
+        "end_rss_mb": rss[-1],
+        "rss_samples": len(rss),
+        "budget_mb": float(config.soak_budget_mib),
+        "max_bytes_used_mb": max_bytes / MiB,
+        "max_bytes_used": int(max_bytes),
+        "points_end": int(points),
+        "points_pruned": int(pruned),
+        "observations": int(observations),
+        "fps": config.soak_frames / seconds,
+        "last_quarter_p50_ms": _median(latency[-max(1, len(latency) // 4) :]),
+    }
+
+
+async def _scaling(config: BenchConfig) -> dict:
+    """Memory render+ingest against memory size, at the largest size (in-process, no gRPC)."""
+    size = max(config.sizes)
+    with PandaSceneSource(SceneConfig(name=config.scene, width=size, height=size, seed=config.seed)) as scene:
+        reps = 2 * (config.scaling_reps + 3)
+        with tqdm(total=reps, desc=f"memory scaling {size}x{size}", unit="rep", leave=False) as bar:
+            return await asyncio.to_thread(
+                memory_scaling, scene, reps=config.scaling_reps, seed=config.seed, progress=bar.update
+            )
+
+
+async def _run(config: BenchConfig) -> dict:
+    runtime_config = RuntimeConfig()
+    runtime_config.server.port = 0
+    server, port = await run_server(runtime_config)
+    servicer = server.mirage_servicer
+    soak = {
+        "frames": 0,
+        "peak_rss_mb": 0.0,
+        "budget_mb": float(config.soak_budget_mib),
+        "max_bytes_used_mb": 0.0,
+    }
+    try:
+        async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
+            rows = [
+                await _bench_size(client, servicer, runtime_config.memory, s, config) for s in config.sizes
+            ]
+            scaling = await _scaling(config)
+            if config.soak_frames > 0:
+                soak = await _soak(client, config)
+            else:
+                soak["peak_rss_mb"] = rss_mib()
+    finally:
+        await stop_server(server, 1.0)
+    return {"sizes": rows, "memory_scaling": scaling, "soak": soak}
+
+
+def format_report(report: dict) -> str:
+    rows = report["sizes"]
+    lines = [
+        f"{'size':>7} {'fps gRPC':>9} {'fps in-proc':>12} {'overhead':>9} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'in-proc p50':>12}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['size']:>3}x{r['size']:<3} {r['fps_grpc']:>9.1f} {r['fps_inprocess']:>12.1f} "
+            f"{r['overhead_ratio']:>8.2f}x {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{r['inprocess_p50_ms']:>12.1f}"
+        )
+    lines += ["", "stage split over gRPC, median ms (decode: seed observations; pose frames carry no image):"]
+    lines.append(f"{'size':>7} " + " ".join(f"{s:>9}" for s in STAGES) + f" {'srv other':>9}")
+    for r in rows:
+        stages = " ".join(f"{r['stages_ms'][s]:>9.2f}" for s in STAGES)
+        lines.append(f"{r['size']:>3}x{r['size']:<3} {stages} {r['server_other_ms']:>9.2f}")
+    lines.append(
+        "  transport = client latency - (server_sent - server_received); srv other = server span - "
+        "frame-loop total (executor hops, stats)"
+    )
+    m = report["memory_scaling"]
+    lines += [
+        "",
+        f"memory scaling at {m['size']}x{m['size']} (fixed camera, hidden content added; generate-mode "
+        "render+ingest, median):",
+        f"  1x  {m['points_1x']:>9} points: {m['render_ingest_ms']:8.2f} ms "
+        f"(render {m['render_ms']:.2f}, ingest {m['ingest_ms']:.2f}; {m['in_view_1x']} in view)",
+        f"  10x {m['points_10x']:>9} points: {m['render_ingest_ms_10x']:8.2f} ms "
+        f"(render {m['render_ms_10x']:.2f}, ingest {m['ingest_ms_10x']:.2f}; {m['in_view_10x']} in view)",
+        f"  ratio_10x {m['ratio_10x']:.2f} (1.0 = cost follows what is visible)",
+    ]
+    s = report["soak"]
+    if s["frames"]:
+        lines.append(
+            f"\nsoak: {s['frames']} frames at {s['size']}x{s['size']} over gRPC, budget {s['budget_mb']:.0f} MiB: "
+            f"peak RSS {s['peak_rss_mb']:.0f} MiB (start {s['start_rss_mb']:.0f}, end {s['end_rss_mb']:.0f}), "
+            f"max bytes_used {s['max_bytes_used']} B (<= {int(s['budget_mb'] * MiB)} B); "
+            f"{s['observations']} observations sent, "
+            f"{s['points_end']} points at the end, {s['points_pruned']} pruned; {s['fps']:.1f} frames/s overall, "
+            f"pose->frame p50 {s['last_quarter_p50_ms']:.0f} ms over the last quarter"
+        )
+    else:
+        lines.append("\nsoak: skipped (--soak-frames 0)")
+    e = report["environment"]
+    dirty = " (+ local changes)" if e.get("git_dirty") else ""
+    lines.append(
+        f"\n{e['cpu']}, {e['threads']} CPUs, {e['torch_threads']} torch threads, commit {e['git_commit']}{dirty}"
+    )
+    return "\n".join(lines)
+
+
+def run_bench(config: BenchConfig) -> dict:
+    """Run every measurement, print the table, write JSON when asked; returns the report."""
+    config.validate()
+    report = asyncio.run(_run(config))
+    # imported after the soak: report pulls in matplotlib, which would add to the RSS measured
+    from runtime.evaluation.report import clean_json, environment
+
+    report["environment"] = {**environment(), "torch_threads": torch.get_num_threads()}
+    report = clean_json(report)
+    print(format_report(report), flush=True)
+    if config.json_path:
+        path = Path(config.json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        print(f"wrote {path}")
+    return report
