@@ -17,5 +17,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PYTHON="${PYTHON:-python3}"
-"$PYTHON" -m pip install --quiet --upgrade pip
 "$PYTHON" -m pip install --quiet -e ".[dev]"
