@@ -32,6 +32,9 @@ class MemoryConfig:
     """Relative depth band in which two surfaces count as the same (z-buffer ties, matching)."""
     max_splat_radius_px: int = 4
     """Largest half-size, in pixels, a point's square splat may take when seen up close."""
+    generated_depth_bias: float = 0.3
+    """Generated points meet depth tests as if this fraction farther: a guess never hides an observed
+    surface it is less than 30% in front of (observed content beats generated content)."""
     near: float = 0.05
     """Points nearer than this (metres, camera z) are not rendered or carved."""
     far: float = 1000.0
@@ -55,6 +58,10 @@ class MemoryConfig:
             )
         if not 0.0 < self.depth_tolerance < 1.0:
             raise ValueError(f"depth_tolerance={self.depth_tolerance}: use a fraction in (0, 1), e.g. 0.02")
+        if not 0.0 <= self.generated_depth_bias <= 10.0:
+            raise ValueError(
+                f"generated_depth_bias={self.generated_depth_bias}: use a fraction >= 0, e.g. 0.3 (0 disables)"
+            )
         if not 0 <= self.max_splat_radius_px <= 64:
             raise ValueError(f"max_splat_radius_px={self.max_splat_radius_px}: use 0..64 pixels")
         if not 0.0 < self.near < self.far:

@@ -22,12 +22,17 @@ def reference_splat(
     near: float,
     max_radius_px: int,
     depth_tolerance: float,
+    depth_bias: torch.Tensor | None = None,
 ) -> SplatWinners:
     f32 = np.float32
     fx, fy, cx, cy, f_mean = (f32(c) for c in float32_constants(intrinsics))
     width, height = intrinsics.width, intrinsics.height
     xyz = xyz_cam.detach().cpu().to(torch.float32).numpy()
     rad = radius.detach().cpu().to(torch.float32).numpy()
+    n = xyz.shape[0]
+    bias = (
+        np.zeros(n, np.float32) if depth_bias is None else depth_bias.detach().cpu().to(torch.float32).numpy()
+    )
 
     # 1. project every point; keep those in front of the near plane whose square can reach the image
     projected = []  # (point index, u, v, z, half-size)
@@ -39,8 +44,9 @@ def reference_splat(
         v = y / z * fy + cy
         r = min(max(rad[i] * f_mean / z, f32(0.0)), f32(max_radius_px))
         half = max(r, f32(0.5))
+        zt = z if depth_bias is None else z * (bias[i] + f32(1.0))  # the depth the tests see
         if -half <= u <= half + f32(width - 1) and -half <= v <= half + f32(height - 1):
-            projected.append((i, u, v, z, half))
+            projected.append((i, u, v, z, zt, half))
 
     index = np.full((height, width), -1, dtype=np.int64)
     depth = np.zeros((height, width), dtype=np.float32)
@@ -49,16 +55,16 @@ def reference_splat(
         for px in range(width):
             # 2. every point whose square covers this pixel centre
             fragments = []
-            for i, u, v, z, half in projected:
+            for i, u, v, z, zt, half in projected:
                 dx, dy = f32(px) - u, f32(py) - v
                 if abs(dx) <= half and abs(dy) <= half:
                     quantised = int(dx * dx * f32(DIST_SCALE)) + int(dy * dy * f32(DIST_SCALE))
-                    fragments.append((z, quantised, i))
+                    fragments.append((zt, quantised, i, z))
             if not fragments:
                 continue
-            # 3. the nearest depth; 4. within tolerance of it, nearest centre, then lowest index
-            zmin = min(z for z, _, _ in fragments)
-            front = [(q, i, z) for z, q, i in fragments if z <= zmin * tolerance]
+            # 3. the nearest test depth; 4. within tolerance of it, nearest centre, then lowest index
+            zmin = min(zt for zt, _, _, _ in fragments)
+            front = [(q, i, z) for zt, q, i, z in fragments if zt <= zmin * tolerance]
             _, best, best_z = min(front)
             index[py, px] = best
             depth[py, px] = best_z

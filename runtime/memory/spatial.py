@@ -194,6 +194,7 @@ class SpatialMemory:
         cand = self._candidates(camera)
         self.last_touched = int(cand.numel())
         f = self._fields
+        generated = f["provenance"].index_select(0, cand) == PROVENANCE_GENERATED
         winners = splat_points(
             self._to_camera(camera, f["xyz"].index_select(0, cand)),
             f["radius"].index_select(0, cand),
@@ -201,6 +202,7 @@ class SpatialMemory:
             near=self.config.near,
             max_radius_px=self.config.max_splat_radius_px,
             depth_tolerance=self.config.depth_tolerance,
+            depth_bias=generated.to(torch.float32) * self.config.generated_depth_bias,
         )
         if cand.numel():
             winners.index = torch.where(winners.index >= 0, cand[winners.index.clamp(min=0)], -1)

@@ -7,7 +7,10 @@ implements the same rule with plain loops and the tests hold the two equal. The 
   has a pixel half-size r = radius f_mean / z, clamped to [0, max_radius_px];
 * it covers pixel (px, py) iff |px - u| <= max(r, 0.5) and |py - v| <= max(r, 0.5): a Chebyshev
   square that always holds the pixel containing the centre (pixel centres sit at integers);
-* per pixel, pass 1 finds the nearest fragment depth zmin; pass 2 picks, among fragments with depth
+* depth tests use zt = z (1 + bias) with a per-point bias >= 0 (0 by default): memory gives
+  generated points a bias so that a guess never hides an observed surface it is only a little in
+  front of (confidence-weighted z-test);
+* per pixel, pass 1 finds the nearest test depth zmin; pass 2 picks, among fragments with test depth
   <= zmin (1 + depth_tolerance), the one whose centre is nearest the pixel centre, ties to the lower
   point index. The distance is floor(dx^2 2^16) + floor(dy^2 2^16): squared pixel distance, each
   axis quantised to 2^-16 px^2, so that the key splits into a row part plus a column part. A point
@@ -81,6 +84,7 @@ def splat_points(
     near: float,
     max_radius_px: int,
     depth_tolerance: float,
+    depth_bias: torch.Tensor | None = None,  # [N] float32 >= 0: depth tests see z (1 + bias)
 ) -> SplatWinners:
     """Z-buffered square splats with the front-surface tie-break (see the module docstring)."""
     device = xyz_cam.device
@@ -89,6 +93,7 @@ def splat_points(
     pts = xyz_cam.to(torch.float32).T.contiguous()  # [3, N] (free if xyz_cam is a transposed [3, N])
     radius = radius.to(torch.float32)
     u, v, z, ext = _project(pts, radius, intrinsics, max_radius_px)
+    bias = None if depth_bias is None else depth_bias.to(torch.float32)
     in_view = (z > f32(near)) & (u >= -ext) & (u <= ext + float(width - 1))
     in_view &= (v >= -ext) & (v <= ext + float(height - 1))
     idx = in_view.nonzero().squeeze(1)  # [M] ascending: keeps the index order for ties
@@ -103,6 +108,8 @@ def splat_points(
         u, v, z, ext = _project(
             pts.index_select(1, idx), radius.index_select(0, idx), intrinsics, max_radius_px
         )
+        bias = None if bias is None else bias.index_select(0, idx)
+    zt = z if bias is None else z * (bias + 1.0)  # test depth
     local = torch.arange(idx.numel(), device=device)
 
     # bucket by footprint: half-size ext in [j/2, (j+1)/2) needs a window of j + 1 pixels a side
@@ -113,10 +120,10 @@ def splat_points(
         if count == 0:
             continue
         if count == idx.numel():
-            cols = (u, v, z, ext, local)
+            cols = (u, v, zt, ext, local)
         else:
             sel = (bucket == j).nonzero().squeeze(1)
-            cols = tuple(t.index_select(0, sel) for t in (u, v, z, ext, local))
+            cols = tuple(t.index_select(0, sel) for t in (u, v, zt, ext, local))
         fragments.append(_fragments(*cols, side=j + 1, width=width, height=height))
 
     # pass 1: nearest depth per pixel, on the float32 bits (monotone for positive floats, faster);

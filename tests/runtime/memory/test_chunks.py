@@ -112,7 +112,13 @@ def test_culled_render_equals_the_reference_over_all_points(seed):
         camera = random_camera(g, extent=6.0)
         render = memory.render(camera)
         rot, trans = world_to_cam_torch(camera, torch.device("cpu"))
-        slow = reference_splat((rot @ points["xyz"].T + trans[:, None]).T, points["radius"], INTR, **RULE)
+        slow = reference_splat(
+            (rot @ points["xyz"].T + trans[:, None]).T,
+            points["radius"],
+            INTR,
+            **RULE,
+            depth_bias=(points["provenance"] == 2).float() * memory.config.generated_depth_bias,
+        )
         assert torch.equal(render.point_index, slow.index)
         assert render.points_in_view == slow.points_in_view
         torch.testing.assert_close(render.depth, slow.depth, rtol=0, atol=0)
@@ -130,7 +136,10 @@ def test_culled_render_equals_the_unculled_kernel_on_many_chunks(seed):
         camera = random_camera(g, intrinsics, extent=10.0)
         render = memory.render(camera)
         rot, trans = world_to_cam_torch(camera, torch.device("cpu"))
-        full = splat_points((rot @ xyz.T + trans[:, None]).T, memory.points()["radius"], intrinsics, **RULE)
+        bias = (memory.points()["provenance"] == 2).float() * memory.config.generated_depth_bias
+        full = splat_points(
+            (rot @ xyz.T + trans[:, None]).T, memory.points()["radius"], intrinsics, **RULE, depth_bias=bias
+        )
         assert torch.equal(render.point_index, full.index) and torch.equal(render.depth, full.depth)
         assert render.points_in_view == full.points_in_view <= memory.last_touched < memory.num_points
 

@@ -55,6 +55,25 @@ def test_fast_equals_reference_on_random_scenes(seed, snap):
     assert (winners.index >= 0).any()
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_equals_reference_with_per_point_depth_bias(seed):
+    xyz, radius = random_scene(200 + seed, 200, snap=True)
+    bias = (torch.rand(xyz.shape[0], generator=torch.Generator().manual_seed(seed)) < 0.5).float() * 0.3
+    assert_same(xyz, radius, depth_bias=bias)
+
+
+def test_a_biased_point_yields_to_an_unbiased_one_slightly_behind_it():
+    # two points on the same pixel ray: the nearer one (10% in front) carries a 0.3 bias
+    xyz = torch.tensor([[0.0, 0.0, 1.8], [0.0, 0.0, 2.0]])
+    xyz[:, 0] = (8.0 - INTR.cx) / INTR.fx * xyz[:, 2]
+    xyz[:, 1] = (6.0 - INTR.cy) / INTR.fy * xyz[:, 2]
+    radius = torch.full((2,), 0.001)
+    plain = splat_points(xyz, radius, INTR, **RULE)
+    biased = splat_points(xyz, radius, INTR, **RULE, depth_bias=torch.tensor([0.3, 0.0]))
+    assert plain.index[6, 8] == 0 and biased.index[6, 8] == 1
+    assert biased.depth[6, 8] == pytest.approx(2.0)  # the reported depth is the true one
+
+
 @pytest.mark.parametrize("max_radius_px", [0, 1, 2, 6])
 def test_fast_equals_reference_for_other_splat_limits(max_radius_px):
     xyz, radius = random_scene(100 + max_radius_px, 150, snap=True, max_radius_px=max_radius_px)
@@ -157,7 +176,13 @@ def test_memory_render_gathers_the_reference_winners_attributes():
     render = memory.render(camera)
     points = memory.points()
     rot, trans = world_to_cam_torch(camera, torch.device("cpu"))
-    slow = reference_splat((rot @ points["xyz"].T + trans[:, None]).T, points["radius"], INTR, **RULE)
+    slow = reference_splat(
+        (rot @ points["xyz"].T + trans[:, None]).T,
+        points["radius"],
+        INTR,
+        **RULE,
+        depth_bias=(points["provenance"] == 2).float() * memory.config.generated_depth_bias,
+    )
     assert torch.equal(render.point_index, slow.index) and render.points_in_view == slow.points_in_view
     has = slow.index >= 0
     assert has.float().mean() > 0.9
