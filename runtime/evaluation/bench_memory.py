@@ -95,43 +95,52 @@ def _wall_frame(k: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray
     return pose, rgb, depth
 
 
-def _time_render_ingest(
-    memory: SpatialMemory,
-    camera: Camera,
-    fill: tuple[np.ndarray, np.ndarray],
-    frame_index: int,
-    reps: int,
-    warmup: int,
-    progress: Callable[[int], None] | None,
-) -> tuple[float, float, int]:
-    """Median render ms and ingest ms of generate-mode frame loops at ``camera``; returns the next frame index."""
+def _step(memory: SpatialMemory, camera: Camera, fill, frame_index: int) -> tuple[float, float]:
+    """One generate-mode frame loop at ``camera`` without a generator (uncovered pixels take ``fill``,
+    the fixed camera's own observation); returns (render ms, ingest ms)."""
     obs_rgb, obs_depth = fill
-    render_ms, ingest_ms = [], []
-    for rep in range(warmup + reps):
-        t0 = time.perf_counter()
-        render = memory.render(camera)
-        t1 = time.perf_counter()
-        covered = render.coverage.numpy() >= 0.5  # what Session.step_pose keeps from memory
-        rgb = np.where(covered[..., None], np.rint(render.rgb.numpy() * 255.0), obs_rgb).astype(np.uint8)
-        depth = np.where(covered, render.depth.numpy(), obs_depth).astype(np.float32)
-        t2 = time.perf_counter()
+    t0 = time.perf_counter()
+    render = memory.render(camera)
+    t1 = time.perf_counter()
+    covered = render.coverage.numpy() >= 0.5  # what Session.step_pose keeps from memory
+    rgb = np.where(covered[..., None], np.rint(render.rgb.numpy() * 255.0), obs_rgb).astype(np.uint8)
+    depth = np.where(covered, render.depth.numpy(), obs_depth).astype(np.float32)
+    t2 = time.perf_counter()
+    memory.ingest(
+        camera,
+        rgb,
+        depth,
+        provenance=PROVENANCE_GENERATED,
+        frame_index=frame_index,
+        mask=torch.from_numpy(~covered),
+        render=render,
+    )
+    return (t1 - t0) * 1e3, (time.perf_counter() - t2) * 1e3
+
+
+def _grow(memory: SpatialMemory, intrinsics, goal: int, frame_index: int, seed: int) -> tuple[int, int]:
+    """Ingest synthetic walls behind the fixed camera until ``goal`` points; returns (walls, frame index)."""
+    size = intrinsics.width
+    rng = np.random.default_rng(seed)
+    wall = 0
+    while memory.num_points < goal:
+        pose, rgb, depth = _wall_frame(wall, size, rng)
+        mask = np.zeros(size * size, dtype=bool)
+        mask[: goal - memory.num_points] = True  # the last wall lands exactly on the goal
+        before = memory.num_points
         memory.ingest(
-            camera,
+            Camera(intrinsics, pose),
             rgb,
             depth,
-            provenance=PROVENANCE_GENERATED,
+            provenance=PROVENANCE_OBSERVED,
             frame_index=frame_index,
-            mask=torch.from_numpy(~covered),
-            render=render,
+            mask=mask.reshape(size, size),
         )
-        t3 = time.perf_counter()
+        if memory.num_points <= before:
+            raise RuntimeError(f"synthetic wall {wall} added no points: the growth would never finish")
         frame_index += 1
-        if rep >= warmup:
-            render_ms.append((t1 - t0) * 1e3)
-            ingest_ms.append((t3 - t2) * 1e3)
-        if progress is not None:
-            progress(1)
-    return float(np.median(render_ms)), float(np.median(ingest_ms)), frame_index
+        wall += 1
+    return wall, frame_index
 
 
 def memory_scaling(
@@ -146,69 +155,55 @@ def memory_scaling(
 ) -> dict:
     """Render+ingest median at a fixed camera with memory at 1x and at ``growth`` x (hidden content added).
 
-    Visible set: ``visible_views`` engine observations from the fixed camera and small offsets of it.
-    Growth: synthetic walls behind the camera, the last one masked so the total lands on ``growth`` x the
-    1x point count. The budget is large enough that nothing is pruned, so both figures see the same
-    visible set (``in_view_1x`` / ``in_view_10x``: points that passed the frustum test, to check it).
+    Two memories get the same visible set (``visible_views`` engine observations from the fixed camera
+    and small offsets of it) and one settling frame loop at the camera; the second then grows to
+    ``growth`` x the first's point count with synthetic walls behind the camera. Their frame loops are
+    timed alternately (1x, 10x, 1x, ...), so a busy machine slows both alike and the ratio holds. The
+    budget is large enough that nothing is pruned: both see the same visible set (``in_view_1x`` /
+    ``in_view_10x``: points that passed the view test, to check it).
     """
     k = scene.intrinsics
-    size = k.width
-    memory = SpatialMemory(MemoryConfig(budget_bytes=4096 * MiB))
+    memories = [SpatialMemory(MemoryConfig(budget_bytes=4096 * MiB)) for _ in range(2)]
     target = np.asarray(SCALING_TARGET)
     offsets = [(0.0, 0.0), (-0.4, 0.0), (0.4, 0.0), (0.0, 0.25), (0.0, -0.25), (-0.8, 0.1), (0.8, -0.1)]
-    frame_index = 0
-    fill = None
+    views = []
     for dx, dz in offsets[: max(1, visible_views)]:
         pose = look_at(np.asarray(SCALING_EYE) + np.array([dx, 0.0, dz]), target)
-        rgb, depth = scene.render(pose)
-        fill = fill or (rgb, depth)  # the first view is the fixed camera's own
-        memory.ingest(Camera(k, pose), rgb, depth, provenance=PROVENANCE_OBSERVED, frame_index=frame_index)
-        frame_index += 1
+        views.append((pose, *scene.render(pose)))
+    fill = views[0][1:]  # the first view is the fixed camera's own
     camera = Camera(k, look_at(np.asarray(SCALING_EYE), target))
-    render_1x, ingest_1x, frame_index = _time_render_ingest(
-        memory, camera, fill, frame_index, reps, warmup, progress
-    )
-    points_1x = memory.num_points
-    in_view_1x = memory.render(camera).points_in_view
+    frames = [0, 0]
+    for m, memory in enumerate(memories):
+        for pose, rgb, depth in views:
+            memory.ingest(Camera(k, pose), rgb, depth, provenance=PROVENANCE_OBSERVED, frame_index=frames[m])
+            frames[m] += 1
+        _step(memory, camera, fill, frames[m])  # settle: uncovered pixels filled once
+        frames[m] += 1
+    walls, frames[1] = _grow(memories[1], k, growth * memories[0].num_points, frames[1], seed)
 
-    rng = np.random.default_rng(seed)
-    goal = growth * points_1x
-    wall = 0
-    while memory.num_points < goal:
-        pose, rgb, depth = _wall_frame(wall, size, rng)
-        mask = np.zeros(size * size, dtype=bool)
-        mask[: goal - memory.num_points] = True
-        before = memory.num_points
-        memory.ingest(
-            Camera(k, pose),
-            rgb,
-            depth,
-            provenance=PROVENANCE_OBSERVED,
-            frame_index=frame_index,
-            mask=mask.reshape(size, size),
-        )
-        if memory.num_points <= before:
-            raise RuntimeError(f"synthetic wall {wall} added no points: the growth would never finish")
-        frame_index += 1
-        wall += 1
-    render_nx, ingest_nx, frame_index = _time_render_ingest(
-        memory, camera, fill, frame_index, reps, warmup, progress
-    )
-    in_view_nx = memory.render(camera).points_in_view
-    points_nx = memory.num_points
-    ri_1x, ri_nx = render_1x + ingest_1x, render_nx + ingest_nx
+    times: list[list[tuple[float, float]]] = [[], []]
+    for rep in range(warmup + reps):
+        for m, memory in enumerate(memories):
+            step = _step(memory, camera, fill, frames[m])
+            frames[m] += 1
+            if rep >= warmup:
+                times[m].append(step)
+            if progress is not None:
+                progress(1)
+    (render_1x, ingest_1x), (render_nx, ingest_nx) = (np.median(np.asarray(t), axis=0) for t in times)
+    ri_1x, ri_nx = float(render_1x + ingest_1x), float(render_nx + ingest_nx)
     return {
-        "size": int(size),
-        "points_1x": int(points_1x),
-        "points_10x": int(points_nx),
+        "size": int(k.width),
+        "points_1x": int(memories[0].num_points),
+        "points_10x": int(memories[1].num_points),
         "render_ingest_ms": ri_1x,
         "render_ingest_ms_10x": ri_nx,
         "ratio_10x": ri_nx / ri_1x if ri_1x > 0 else 0.0,
-        "render_ms": render_1x,
-        "ingest_ms": ingest_1x,
-        "render_ms_10x": render_nx,
-        "ingest_ms_10x": ingest_nx,
-        "in_view_1x": int(in_view_1x),
-        "in_view_10x": int(in_view_nx),
-        "hidden_frames": wall,
+        "render_ms": float(render_1x),
+        "ingest_ms": float(ingest_1x),
+        "render_ms_10x": float(render_nx),
+        "ingest_ms_10x": float(ingest_nx),
+        "in_view_1x": int(memories[0].render(camera).points_in_view),
+        "in_view_10x": int(memories[1].render(camera).points_in_view),
+        "hidden_frames": walls,
     }
