@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plugin_bridge.camera import Camera, Intrinsics
+from plugin_bridge.conventions import look_at
 from runtime.memory import MemoryConfig, SpatialMemory
 from runtime.memory.reference import reference_splat
 from runtime.memory.splat import splat_points, world_to_cam_torch
@@ -16,16 +17,6 @@ from runtime.memory.splat import splat_points, world_to_cam_torch
 MiB = 2**20
 INTR = Intrinsics(fx=14.0, fy=13.0, cx=7.5, cy=5.5, width=16, height=12)
 RULE = {"near": 0.05, "max_radius_px": 4, "depth_tolerance": 0.02}
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    eye, target = np.asarray(eye, float), np.asarray(target, float)
-    forward = (target - eye) / np.linalg.norm(target - eye)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(forward, right), forward, eye
-    return pose
 
 
 def random_camera(g: np.random.Generator, intrinsics: Intrinsics = INTR, extent: float = 20.0) -> Camera:

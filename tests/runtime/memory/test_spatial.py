@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plugin_bridge.camera import Camera, Intrinsics
+from plugin_bridge.conventions import look_at
 from runtime.memory import MemoryConfig, SpatialMemory
 
 MiB = 2**20
@@ -20,17 +21,6 @@ SKY = np.array([110, 160, 230], dtype=np.uint8)
 # -- an analytic scene, ray cast with numpy (planes and axis-aligned boxes, world z up) -------------
 Plane = namedtuple("Plane", "point normal colour")
 Box = namedtuple("Box", "lo hi colour")  # axis-aligned: lower and upper corners
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """Camera-to-world pose (OpenCV axes: x right, y down, z forward) at ``eye`` looking at ``target``."""
-    eye, target = np.asarray(eye, float), np.asarray(target, float)
-    forward = (target - eye) / np.linalg.norm(target - eye)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(forward, right), forward, eye
-    return pose
 
 
 def ray_cast(camera: Camera, scene: list) -> tuple[np.ndarray, np.ndarray]:
