@@ -1,4 +1,4 @@
-"""`mirage` command line: serve, demo, eval, bench."""
+"""`mirage` command line: serve, demo, eval, bench, train, export."""
 
 from __future__ import annotations
 
@@ -53,6 +53,27 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from runtime.training.train import TrainConfig, train
+
+    config = TrainConfig(seed=args.seed, max_minutes=args.max_minutes)
+    if args.run:
+        config.run_dir = args.run
+    if args.steps:
+        config.steps = args.steps
+    if args.train_examples:
+        config.data.examples = {**config.data.examples, "train": args.train_examples}
+    run = train(config)
+    print(f"run folder: {run}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from runtime.generator.export import run_export
+
+    return run_export(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mirage", description="Mirage: video generation with persistent spatial memory"
@@ -91,6 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--soak-frames", type=int, default=2000, help="frames of the RSS soak (0 skips it)")
     bench.add_argument("--json", default="", help="also write the figures to this JSON file")
     bench.set_defaults(func=_bench)
+
+    tr = sub.add_parser(
+        "train",
+        help="train the learned generator on Panda3D-rendered data (CPU; resumes from its checkpoint)",
+    )
+    tr.add_argument("--run", default="", help="run folder (default ~/.cache/mirage/runs/learned_v1)")
+    tr.add_argument("--steps", type=int, default=0, help="optimiser steps (default: the shipped model's)")
+    tr.add_argument(
+        "--train-examples", type=int, default=0, help="training examples to render (default 10000)"
+    )
+    tr.add_argument("--max-minutes", type=float, default=0.0, help="stop with a checkpoint after this long")
+    tr.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and batches")
+    tr.set_defaults(func=_train)
+
+    from runtime.generator.export import REGISTRY, add_arguments
+
+    ex = sub.add_parser("export", help="export a generator to ONNX with a parity check and write its card")
+    ex.add_argument("name", choices=sorted(REGISTRY), help="registered model to export")
+    add_arguments(ex)
+    ex.set_defaults(func=_export)
     return parser
 
 

@@ -89,3 +89,15 @@ def synthetic_rgbd(width: int = 64, height: int = 64, depth_m: float = 3.0, seed
     depth[h0:h1, w0:w1] = depth_m * 0.6
     rgb[h0:h1, w0:w1] = (200, 40, 40)
     return rgb, depth
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A tiny engine-rendered generator dataset (64x64), built once: (folder, DatasetConfig, cache root)."""
+    from runtime.training.dataset import DatasetConfig, build_dataset
+
+    tiny = DatasetConfig(
+        size=64, examples={"train": 6, "val": 3, "test": 4}, per_arrangement=3, context_views=(1, 3)
+    )
+    root = tmp_path_factory.mktemp("mirage-cache")
+    return build_dataset(tiny, root, progress=False), tiny, root

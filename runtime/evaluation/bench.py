@@ -4,8 +4,10 @@ Per size: an embedded server on a free port and the real async client; memory is
 Panda3D observations, then an out-and-back path is streamed in generate mode, lock-step (send a pose,
 wait for its frame), so latency is clean. The same seeds and poses then run in-process (a `Session`
 built with the server's GeneratorHost and MemoryConfig, `step_pose` called directly), so the gRPC
-overhead reads as a ratio. Then memory render+ingest cost against memory size (`bench_memory`) and an
-RSS soak over a long exploring path with a small budget, so pruning runs. Prints a table; writes JSON.
+overhead reads as a ratio. Every shipped generator is then timed alone (onnxruntime, median) and in
+the frame loop over gRPC at each size, side by side. Then memory render+ingest cost against memory size
+(`bench_memory`) and an RSS soak over a long exploring path with a small budget, so pruning runs.
+Prints a table; writes JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from runtime import wire
 from runtime.config import RuntimeConfig
 from runtime.demo import seed_poses_for
 from runtime.evaluation.bench_memory import exploring_path, memory_scaling, rss_mib
+from runtime.evaluation.generators import time_generator
+from runtime.generator.host import available_models
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 from runtime.scenes.paths import out_and_back
 from runtime.server import run_server, stop_server
@@ -68,6 +72,8 @@ class BenchConfig:
     """Engine RGB-D observations sent before each timed stream."""
     scaling_reps: int = 20
     """Timed render+ingest repetitions per memory size in the scaling test."""
+    generators: tuple[str, ...] = ()
+    """Generators to compare; empty: the runtime's default first, then every other shipped model."""
 
     def validate(self) -> None:
         if not self.sizes or any(int(s) < 8 or int(s) % 8 for s in self.sizes):
@@ -87,9 +93,11 @@ def _percentiles(values) -> tuple[float, float, float]:
     return float(p50), float(p95), float(p99)
 
 
-async def _bench_grpc(client, servicer, scene, path, observations, config: BenchConfig, bar) -> tuple:
+async def _bench_grpc(
+    client, servicer, scene, path, observations, config: BenchConfig, bar, generator: str = ""
+) -> tuple:
     """Seed, then stream ``path`` lock-step; returns (row figures, session spec)."""
-    info = await client.open_session(scene.intrinsics, seed=config.seed)
+    info = await client.open_session(scene.intrinsics, seed=config.seed, generator=generator)
     spec = servicer.sessions[info.session_id].spec
     stream = client.stream(info.session_id)
     decode_ms: list[float] = []
@@ -158,7 +166,9 @@ def _bench_inprocess(spec, generator, memory_config, path, observations, warmup:
     return {"fps_inprocess": len(timed) / seconds, "inprocess_p50_ms": _percentiles(timed)[0]}
 
 
-async def _bench_size(client, servicer, memory_config, size: int, config: BenchConfig) -> dict:
+async def _bench_size(
+    client, servicer, memory_config, size: int, config: BenchConfig, generators: list[str]
+) -> dict:
     total = config.warmup + config.frames
     n_out = math.ceil(total / 2)
     path = out_and_back(n_out, seed=config.seed)[:total]
@@ -177,9 +187,33 @@ async def _bench_size(client, servicer, memory_config, size: int, config: BenchC
             inproc = await asyncio.to_thread(
                 _bench_inprocess, spec, generator, memory_config, path, observations, config.warmup, bar
             )
+            by_generator = {
+                spec.generator: {
+                    "generator_ms": time_generator(generator, size),
+                    "fps_grpc": grpc_figures["fps_grpc"],
+                    "p50_ms": grpc_figures["p50_ms"],
+                }
+            }
+            for name in generators:
+                if name in by_generator:
+                    continue
+                bar.set_postfix_str(f"gRPC, {name}")
+                bar.total += total
+                figures, _ = await _bench_grpc(client, servicer, scene, path, observations, config, bar, name)
+                by_generator[name] = {
+                    "generator_ms": time_generator(servicer.load_generator(name), size),
+                    "fps_grpc": figures["fps_grpc"],
+                    "p50_ms": figures["p50_ms"],
+                }
     finally:
         scene.close()
-    row = {"size": int(size), **grpc_figures, **inproc}
+    row = {
+        "size": int(size),
+        "generator": spec.generator,
+        **grpc_figures,
+        **inproc,
+        "generators": by_generator,
+    }
     row["overhead_ratio"] = row["fps_inprocess"] / row["fps_grpc"]
     return row
 
@@ -261,8 +295,14 @@ async def _run(config: BenchConfig) -> dict:
     }
     try:
         async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
+            default = runtime_config.generator.name
+            generators = list(config.generators) or [
+                default,
+                *(n for n in available_models() if n != default),
+            ]
             rows = [
-                await _bench_size(client, servicer, runtime_config.memory, s, config) for s in config.sizes
+                await _bench_size(client, servicer, runtime_config.memory, s, config, generators)
+                for s in config.sizes
             ]
             scaling = await _scaling(config)
             if config.soak_frames > 0:
@@ -295,6 +335,23 @@ def format_report(report: dict) -> str:
         "  transport = client latency - (server_sent - server_received); srv other = server span - "
         "frame-loop total (executor hops, stats)"
     )
+    names = list(rows[0].get("generators", {})) if rows else []
+    if names:
+        lines += [
+            "",
+            "generators side by side (alone: onnxruntime median ms; loop: frames/s and p50 over gRPC):",
+        ]
+        lines.append(f"{'generator':>14} " + " ".join(
+            f"{str(r['size']) + ' alone':>10} {str(r['size']) + ' fps':>9} {str(r['size']) + ' p50':>9}" for r in rows
+        ))  # fmt: skip
+        for name in names:
+            cells = []
+            for r in rows:
+                g = r["generators"][name]
+                cells.append(f"{g['generator_ms']:>10.2f} {g['fps_grpc']:>9.1f} {g['p50_ms']:>9.1f}")
+            mark = "*" if name == rows[0]["generator"] else " "
+            lines.append(f"{name + mark:>14} " + " ".join(cells))
+        lines.append("  * the runtime's default (the rows above)")
     m = report["memory_scaling"]
     lines += [
         "",

@@ -57,12 +57,18 @@ async def run_cycle(
     seed_poses: list[np.ndarray],
     seed: int = 0,
     budget_bytes: int = 0,
+    generator: str = "",
     progress: Callable[[int], None] | None = None,
 ) -> CycleRun:
-    """Seed memory with engine observations at `seed_poses`, then stream `path` in generate mode."""
+    """Seed memory with engine observations at `seed_poses`, then stream `path` in generate mode
+    (``generator``: exported model name; empty for the server's default)."""
     started = time.perf_counter()
     info = await client.open_session(
-        scene.intrinsics, window_frames=METHOD_WINDOWS[method], seed=seed, budget_bytes=budget_bytes
+        scene.intrinsics,
+        window_frames=METHOD_WINDOWS[method],
+        seed=seed,
+        budget_bytes=budget_bytes,
+        generator=generator,
     )
     stream = client.stream(info.session_id)
     try:

@@ -191,7 +191,8 @@ async def run_fidelity(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> list[dict]:
-    """Fidelity rows (mirage, warp_nearest) for one scene."""
+    """Fidelity rows (mirage, warp_nearest) for one scene, both with ``generator`` (a GeneratorHost:
+    the session is opened with the same model by name)."""
     tick = progress or (lambda _n: None)
     n_out = spec.observations * spec.stride
     path = out_and_back(n_out, seed=seed)[:n_out]
@@ -201,7 +202,7 @@ async def run_fidelity(
         observed.append((path[i], rgb, depth))
     targets = held_out_poses(path, spec.views, seed=seed, margin=spec.stride // 2)
     k = scene.intrinsics
-    info = await client.open_session(k, window_frames=0, seed=seed)
+    info = await client.open_session(k, window_frames=0, seed=seed, generator=generator.name)
     scores: dict[str, list[ViewScores]] = {m: [] for m in FIDELITY_METHODS}
     try:
         stream = client.stream(info.session_id)
@@ -221,4 +222,4 @@ async def run_fidelity(
             tick(1)
     finally:
         await client.close_session(info.session_id)
-    return [summarise(scene_name, m, scores[m]) for m in FIDELITY_METHODS]
+    return [{**summarise(scene_name, m, scores[m]), "generator": generator.name} for m in FIDELITY_METHODS]

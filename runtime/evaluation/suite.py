@@ -1,8 +1,10 @@
-"""`mirage eval`: cycle tests, memory persistence and fidelity, all through the real gRPC path.
+"""`mirage eval`: cycle tests, memory persistence, fidelity and generators side by side.
 
 An embedded runtime on a free port, the real async client and the Panda3D scene source (as in
 `mirage demo`). Writes OUT/report.json (layout stable for scripts), OUT/report.md and PNG plots, and
-prints the markdown tables. What each suite runs is the one table ``SUITES`` below.
+prints the markdown tables. What each suite runs is the one table ``SUITES`` below. Every generator
+in ``EvalConfig.generators`` (the runtime's default first) runs mirage's cycle tests and the fidelity
+test, and is scored on the held-out generator test split (``runtime.evaluation.generators``).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from runtime.demo import seed_poses_for, write_contact_sheet
 from runtime.evaluation import report as R
 from runtime.evaluation.cycle import METHOD_WINDOWS, CycleRun, run_cycle
 from runtime.evaluation.fidelity import FidelitySpec, run_fidelity
+from runtime.evaluation.generators import compare_generators
 from runtime.evaluation.metrics import PSNR_CAP_DB, context_loss_reduction, memory_persistence, psnr
-from runtime.generator.host import GeneratorConfig, GeneratorHost
+from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 from runtime.scenes.paths import abc_loop, out_and_back, revisit_pairs
 from runtime.server import run_server, stop_server
+from runtime.training.dataset import DatasetConfig, Split, build_dataset
 
 BASELINES: tuple[str, ...] = tuple(m for m in METHOD_WINDOWS if m != "mirage")
 """The memory baselines mirage's context-loss reduction is reported against."""
@@ -49,6 +53,8 @@ class SuiteSpec:
     """Engine RGB-D observations sent at the start of every cycle session (first quarter of the path)."""
     fidelity: FidelitySpec = field(default_factory=FidelitySpec)
     """Observe-mode fidelity against the engine's render, per scene."""
+    generator_data: DatasetConfig = field(default_factory=DatasetConfig)
+    """Dataset whose held-out ``test`` split (courtyard + held-out arrangements) scores the generators."""
 
     @property
     def persistence_scene(self) -> str:
@@ -61,6 +67,9 @@ SUITES: dict[str, SuiteSpec] = {
         scenes={"garden": SceneRuns(64, (4,), 3), "courtyard": SceneRuns(64, (4,), 3)},
         seed_observations=2,
         fidelity=FidelitySpec(observations=6, stride=2, views=3),
+        generator_data=DatasetConfig(
+            size=64, examples={"train": 0, "val": 0, "test": 4}, per_arrangement=2, context_views=(1, 3)
+        ),
     ),
     # under 5 minutes on 2 CPU cores: courtyard only at N=100 (persistence and plots use garden)
     "quick": SuiteSpec(
@@ -92,11 +101,16 @@ class EvalConfig:
     """Seed for the camera paths, held-out poses and sessions (deterministic replay)."""
     progress: bool = True
     """Show a tqdm progress bar over the whole run."""
+    generators: tuple[str, ...] = ()
+    """Exported models to compare; empty: the runtime's default first, then every other shipped model."""
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
             raise ValueError(f"unknown suite {self.suite!r}; valid: {', '.join(SUITES)}")
         self.out = Path(self.out)
+        if not self.generators:
+            default = RuntimeConfig().generator.name
+            self.generators = (default, *(n for n in available_models() if n != default))
 
     @property
     def spec(self) -> SuiteSpec:
@@ -125,11 +139,17 @@ def path_frames(kind: str, param: int) -> int:
     return 2 * param if kind == "out_and_back" else 3 * param + 1
 
 
-def total_frames(spec: SuiteSpec) -> int:
+def total_frames(spec: SuiteSpec, generators: int = 1) -> int:
     """Progress units: every streamed cycle frame, every fidelity observation and held-out view."""
-    cycle = sum(path_frames(kind, p) for _, kind, _, p in cycle_plan(spec)) * len(METHOD_WINDOWS)
+    runs = len(METHOD_WINDOWS) + generators - 1  # mirage once per generator
+    cycle = sum(path_frames(kind, p) for _, kind, _, p in cycle_plan(spec)) * runs
     fid = spec.fidelity
-    return cycle + len(spec.scenes) * (fid.observations + fid.views)
+    return cycle + len(spec.scenes) * (fid.observations + fid.views) * generators
+
+
+def method_label(method: str, generator: str, default: str) -> str:
+    """Row label: the method, with the generator when it is not the default one."""
+    return method if generator == default else f"{method} ({generator})"
 
 
 def pair_psnr(run: CycleRun) -> list[float]:
@@ -205,7 +225,8 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _
     runtime_config = RuntimeConfig()
     runtime_config.server.port = 0
     server, port = await run_server(runtime_config)
-    generator = GeneratorHost.load(GeneratorConfig())  # the warp baseline's hole filler
+    hosts = [GeneratorHost.load(GeneratorConfig(name=name)) for name in config.generators]
+    default = runtime_config.generator.name
     show_scene = spec.persistence_scene
     show_n = max(spec.scenes[show_scene].out_and_back)
     showcase = _Showcase(frames=show_n)
@@ -226,8 +247,10 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _
                         seeds = seed_poses_for(path, param, spec.seed_observations)
                         showcase_group = (scene_name, kind, frames) == (show_scene, "out_and_back", show_n)
                         runs = []
-                        for method in METHOD_WINDOWS:
-                            bar.set_postfix_str(f"{scene_name} {kind} N={frames} {method}")
+                        plan = [(m, default) for m in METHOD_WINDOWS]
+                        plan[1:1] = [("mirage", g) for g in config.generators if g != default]
+                        for method, gen in plan:
+                            bar.set_postfix_str(f"{scene_name} {kind} N={frames} {method} {gen}")
                             run = await run_cycle(
                                 client,
                                 scene,
@@ -236,10 +259,12 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _
                                 method=method,
                                 seed_poses=seeds,
                                 seed=config.seed,
+                                generator=gen,
                                 progress=bar.update,
                             )
+                            run.method = method_label(method, gen, default)
                             if showcase_group:
-                                showcase.return_psnr[method] = pair_psnr(run)
+                                showcase.return_psnr[run.method] = pair_psnr(run)
                             else:
                                 run.frames_rgb.clear()  # scored already: keep memory flat
                             runs.append(run)
@@ -251,16 +276,17 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _
                             showcase.memory_bytes = list(mirage.memory_bytes)
                             for run in runs:
                                 run.frames_rgb.clear()
-                    bar.set_postfix_str(f"{scene_name} fidelity")
-                    fidelity += await run_fidelity(
-                        client,
-                        scene,
-                        scene_name,
-                        generator,
-                        spec.fidelity,
-                        seed=config.seed,
-                        progress=bar.update,
-                    )
+                    for host in hosts:
+                        bar.set_postfix_str(f"{scene_name} fidelity {host.name}")
+                        fidelity += await run_fidelity(
+                            client,
+                            scene,
+                            scene_name,
+                            host,
+                            spec.fidelity,
+                            seed=config.seed,
+                            progress=bar.update,
+                        )
     finally:
         await stop_server(server, 1.0)
     return rows, fidelity, showcase
@@ -284,9 +310,15 @@ def run_eval(config: EvalConfig) -> dict:
     started = time.perf_counter()
     spec = config.spec
     with tqdm(
-        total=total_frames(spec), desc=f"eval {config.suite}", unit="frame", disable=not config.progress
+        total=total_frames(spec, len(config.generators)),
+        desc=f"eval {config.suite}",
+        unit="frame",
+        disable=not config.progress,
     ) as bar:
         rows, fidelity, showcase = asyncio.run(_run(config, bar))
+    data = spec.generator_data
+    split = Split(build_dataset(data, progress=config.progress, splits=("test",)) / "test")
+    generators = compare_generators(list(config.generators), split, data.fov_x_deg, seed=config.seed)
     report = {
         "suite": config.suite,
         "seed": config.seed,
@@ -295,6 +327,9 @@ def run_eval(config: EvalConfig) -> dict:
         "persistence_scene": spec.persistence_scene,
         "persistence": persistence(rows, spec.persistence_scene),
         "fidelity": fidelity,
+        "generators": generators,
+        "generator_default": RuntimeConfig().generator.name,
+        "generator_test_split": {"examples": len(split), "dataset": data.key(), "size": data.size},
         "environment": R.environment(),
         "plan": {
             "scenes": {

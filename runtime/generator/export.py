@@ -1,10 +1,14 @@
 """Export a registered generator to ONNX, check torch vs onnxruntime parity, write its card.
 
     python -m runtime.generator.export pushpull_v1 [--out exported_models]
+    mirage export learned_v1 --weights RUN/model.safetensors [--evaluate]
 
 One self-contained ``.onnx`` file (legacy TorchScript exporter, opset 17, dynamic H and W), then a
 parity check on random inputs with random holes, then ``NAME.card.json`` with the file's sha256 and
-the measured parity figure. A learned model registers a builder in ``REGISTRY``.
+the measured parity figure. A learned model registers a builder in ``REGISTRY`` that takes its
+trained weights (safetensors, never pickle); its card also records the training run (command, data,
+seed, steps, wall time, validation) read from the weights file's metadata, and with ``--evaluate``
+the held-out comparison against push-pull.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ class ExportError(RuntimeError):
 class ModelSpec:
     """How to build and describe a generator for export."""
 
-    build: Callable[[], torch.nn.Module]
+    build: Callable[[str | None], torch.nn.Module]
+    """Builds the module; gets the weights path (None for models without learned weights)."""
     inputs: tuple[str, ...]
     """Contract inputs the model's forward takes, in order."""
     kind: str
@@ -52,10 +57,22 @@ class ModelSpec:
     license: str = "Apache-2.0"
 
 
-def _build_pushpull() -> torch.nn.Module:
+def _build_pushpull(weights: str | None) -> torch.nn.Module:
     from runtime.generator.pushpull import PushPullFiller
 
+    if weights:
+        raise ExportError("pushpull_v1 has no learned weights; drop --weights")
     return PushPullFiller()
+
+
+def _build_learned(weights: str | None) -> torch.nn.Module:
+    from runtime.training.train import load_weights
+
+    if not weights:
+        raise ExportError(
+            "learned_v1 needs its trained weights: --weights RUN_DIR/model.safetensors (train with `mirage train`)"
+        )
+    return load_weights(weights)
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -70,6 +87,19 @@ REGISTRY: dict[str, ModelSpec] = {
             "surrounding memory colour and depth (depth only from pixels with known depth > 0). It does not "
             "hallucinate new content: large holes come out as blurry blends of their borders, and with "
             "nothing covered it returns mid-grey (0.5) and depth 0."
+        ),
+    ),
+    "learned_v1": ModelSpec(
+        build=_build_learned,
+        inputs=("memory_rgb", "memory_depth", "memory_coverage", "ray_dirs", "noise"),
+        kind="learned multi-scale encoder-decoder (trained on Panda3D renders of Mirage memory)",
+        description=(
+            "Completes a memory render: holes are first filled by the push-pull pyramid, then a small "
+            "encoder-decoder (space-to-depth, 1/2-1/4-1/8 resolution with a dilated context block, skips fused "
+            "at every scale, depth-to-space) predicts a residual colour and inverse depth on top, from memory "
+            "colour, inverse depth, coverage, the fill, its edges, camera rays and a noise channel. Pixels "
+            "memory covers (coverage >= 0.999) are returned exactly. Predicted inverse depth below 1e-3 is "
+            "returned as +inf (sky: the runtime puts it in the environment map). See runtime/generator/learned.py."
         ),
     ),
 }
@@ -112,7 +142,9 @@ def random_inputs(names: Sequence[str], h: int, w: int, seed: int) -> dict[str, 
 def parity_check(
     module: torch.nn.Module, onnx_bytes: bytes, names: Sequence[str], sizes=PARITY_SIZES, seed: int = 0
 ) -> float:
-    """Largest |torch - onnxruntime| over all outputs and sizes."""
+    """Largest |torch - onnxruntime| over all sizes, of colour and of inverse depth 1 / (1 + depth)
+    (depth compared on a bounded scale: far depths, up to thousands of metres, are exact only to float32
+    relative precision); outputs must be finite."""
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     worst = 0.0
     for i, (h, w) in enumerate(sizes):
@@ -121,13 +153,24 @@ def parity_check(
             expected = module(*(torch.from_numpy(feeds[n]) for n in names))
         got = session.run(list(CONTRACT_OUTPUTS), feeds)
         for e, g in zip(expected, got, strict=True):
+            e = e.numpy().astype(np.float64)
+            g = g.astype(np.float64)
             if tuple(e.shape) != g.shape or not np.isfinite(g).all():
                 raise ExportError(f"onnxruntime output at {h}x{w} has shape {g.shape} or non-finite values")
-            worst = max(worst, float(np.abs(e.numpy() - g).max()))
+            if e.shape[1] == 1:  # depth
+                e, g = 1.0 / (1.0 + e), 1.0 / (1.0 + g)
+            worst = max(worst, float(np.abs(e - g).max()))
     return worst
 
 
-def export_model(name: str, out_dir: str | Path | None = None, *, verbose: bool = True) -> ExportResult:
+def export_model(
+    name: str,
+    out_dir: str | Path | None = None,
+    *,
+    weights: str | None = None,
+    evaluation: dict | None = None,
+    verbose: bool = True,
+) -> ExportResult:
     if name not in REGISTRY:
         raise ExportError(f"unknown model {name!r}; registered: {', '.join(sorted(REGISTRY))}")
     spec = REGISTRY[name]
@@ -140,7 +183,10 @@ def export_model(name: str, out_dir: str | Path | None = None, *, verbose: bool 
     tmp_path = out / f".{name}.onnx.tmp"
 
     torch.manual_seed(0)
-    module = spec.build().eval()
+    module = spec.build(weights).eval()
+    training = dict(spec.training)
+    if weights:
+        training = training_record(weights)
     h, w = spec.native_resolution
     example = random_inputs(spec.inputs, h, w, seed=0)
     outputs = list(CONTRACT_OUTPUTS)
@@ -179,16 +225,18 @@ def export_model(name: str, out_dir: str | Path | None = None, *, verbose: bool 
         size_rule=f"H and W multiples of {spec.size_multiple}",
         size_multiple=spec.size_multiple,
         opset=OPSET,
-        training=dict(spec.training),
+        training=training,
         export={
-            "command": f"python -m runtime.generator.export {name}",
+            "command": f"mirage export {name}"
+            + (" --weights RUN_DIR/model.safetensors --evaluate" if weights else ""),
             "exporter": "torch.onnx.export(dynamo=False), single file, dynamic H and W",
             "torch": torch.__version__,
             "onnxruntime": ort.__version__,
             "parity_max_abs_diff": float(f"{parity:.3g}"),
+            "parity_metric": "max |torch - onnxruntime| of rgb and of inverse depth 1/(1+depth), random inputs",
             "parity_sizes_hw": [list(s) for s in PARITY_SIZES],
         },
-        evaluation=dict(spec.evaluation),
+        evaluation=dict(evaluation) if evaluation else dict(spec.evaluation),
         license=spec.license,
         created=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
     )
@@ -200,15 +248,92 @@ def export_model(name: str, out_dir: str | Path | None = None, *, verbose: bool 
     return ExportResult(name, onnx_path, card_path, digest, parity, size)
 
 
+def training_record(weights: str | Path) -> dict:
+    """The card's ``training`` block, from the metadata ``mirage train`` writes into model.safetensors."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if "config" not in meta:
+        raise ExportError(f"{weights}: no training metadata; export weights written by `mirage train`")
+    config, history = json.loads(meta["config"]), json.loads(meta.get("history", "{}"))
+    data = config["data"]
+    val = history.get("val", [])
+    return {
+        "command": "mirage train" + (f" --steps {config['steps']}" if config.get("steps") else ""),
+        "data": (
+            f"{sum(data['examples'].values())} examples rendered by Panda3D through Mirage's own memory at "
+            f"{data['size']}x{data['size']} (train {data['examples']['train']}: random arrangements of the wheel's "
+            f"models plus jittered garden variants; val {data['examples']['val']}: held-out random arrangements; "
+            f"test {data['examples']['test']}: the courtyard scene, never trained on, and held-out arrangements); "
+            f"K = {data['context_views'][0]}-{data['context_views'][1]} context views; target kinds small, turn, "
+            "close, back, far, empty (runtime/training/dataset.py)"
+        ),
+        "dataset_config": data,
+        "seed": config["seed"],
+        "steps": int(meta.get("step", 0)),
+        "batch": config["batch"],
+        "crop": config["crop"],
+        "losses": config["loss"],
+        "wall_minutes": round(float(history.get("seconds", 0.0)) / 60.0, 1),
+        "hardware": "2 CPU cores (torch threads = 2)",
+        "validation_first": val[0] if val else None,
+        "validation_last": val[-1] if val else None,
+        "checkpoint_format": "safetensors",
+    }
+
+
+def evaluate_export(name: str, models_dir: Path, baseline: str = "pushpull_v1") -> dict:
+    """Held-out comparison (test split: courtyard + held-out arrangements) of ``name`` and ``baseline``."""
+    from runtime.evaluation.generators import compare_generators
+    from runtime.training.dataset import DatasetConfig, Split, build_dataset
+
+    data = DatasetConfig()
+    split = Split(build_dataset(data, splits=("test",)) / "test")
+    names = [name] if name == baseline else [name, baseline]
+    dirs = {n: str(models_dir) if (models_dir / f"{n}{CARD_SUFFIX}").is_file() else None for n in names}
+    rows = []
+    for n in names:
+        rows.extend(compare_generators([n], split, data.fov_x_deg, models_dir=dirs[n]))
+    return {
+        "test_split": f"{len(split)} held-out examples (courtyard scene + held-out random arrangements), "
+        f"dataset {data.key()}",
+        "command": f"mirage export {name} --weights RUN_DIR/model.safetensors --evaluate",
+        "rows": rows,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.generator.export", description=__doc__.splitlines()[0]
     )
     parser.add_argument("name", choices=sorted(REGISTRY), help="registered model to export")
-    parser.add_argument("--out", default=None, help="output directory (default: exported_models/)")
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    return run_export(args)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=None, help="output directory (default: exported_models/)")
+    parser.add_argument("--weights", default=None, help="trained weights (safetensors) for learned models")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="score the export against pushpull_v1 on the held-out test split and write it into the card",
+    )
+
+
+def run_export(args: argparse.Namespace) -> int:
     try:
-        export_model(args.name, args.out)
+        result = export_model(args.name, args.out, weights=args.weights)
+        if args.evaluate:
+            evaluation = evaluate_export(args.name, result.onnx_path.parent)
+            card = ModelCard.load(result.card_path)
+            card.evaluation = evaluation
+            card.write(result.card_path)
+            print(f"{args.name}: held-out evaluation written into {result.card_path.name}")
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1

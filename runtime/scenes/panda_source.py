@@ -28,6 +28,7 @@ from plugin_bridge.camera import Intrinsics
 from plugin_bridge.conventions import Convention, canonical_to_engine_matrix
 
 __all__ = [
+    "RANDOM",
     "CALIBRATION",
     "CALIBRATION_MARKER",
     "CALIBRATION_MARKER_RADIUS",
@@ -50,7 +51,12 @@ CALIBRATION_MARKER = (1.5, -20.0, 0.8)
 CALIBRATION_MARKER_RADIUS = 0.3
 """Radius (metres) of the calibration marker sphere."""
 
-_ALL_SCENES = (*SCENES, CALIBRATION)
+RANDOM = "random"
+"""Random arrangements (not in SCENES): the island with 8-14 of the wheel's models placed, turned,
+scaled and coloured at random on the lawn, under a random sun; ``SceneConfig.seed`` picks one.
+Training data comes from these (and garden variants); the courtyard is never trained on."""
+
+_ALL_SCENES = (*SCENES, RANDOM, CALIBRATION)
 _SKY = (0.62, 0.78, 0.95, 1.0)
 _PRC = """
 load-display p3headlessgl
@@ -84,7 +90,8 @@ class SceneConfig:
     far: float = 200.0
     """Far clipping plane in metres; nothing drawn (sky) reads back as depth inf."""
     seed: int = 0
-    """Arrangement jitter (object placements) for random variants; 0 keeps the documented spots."""
+    """Arrangement jitter (object placements) for random variants; 0 keeps the documented spots. For
+    RANDOM it picks the arrangement itself."""
     principal_point: tuple[float, float] | None = None
     """(cx, cy) in pixels, OpenCV convention; None for the centre ((W - 1) / 2, (H - 1) / 2)."""
 
@@ -291,6 +298,58 @@ _ARRANGEMENTS = {
 }
 
 
+# model -> (smallest, largest) uniform scale that gives it a plausible 0.5-3 m size on the lawn
+_RANDOM_MODELS = {
+    "teapot": (0.15, 0.3),
+    "box": (0.5, 1.6),
+    "panda-model": (0.0012, 0.0026),
+    "smiley": (0.4, 0.9),
+    "frowney": (0.4, 0.9),
+    "jack": (0.4, 0.9),
+    "misc/rgbCube": (0.5, 1.5),
+    "misc/sphere": (0.3, 0.8),
+}
+
+
+def random_arrangement(seed: int) -> tuple[tuple[_Prop, ...], tuple, tuple, tuple]:
+    """(props, sun direction, sun colour, ambient colour) of random arrangement ``seed``.
+
+    8-14 props anywhere on the open lawn (x in [-10, 10], y in [-12, 19]); a third get a flat random
+    colour; one in four arrangements also has a short wall. Deterministic from ``seed``.
+    """
+    rng = np.random.default_rng([int(seed), 0xA11A])
+    names = sorted(_RANDOM_MODELS)
+    props = []
+    for _ in range(int(rng.integers(8, 15))):
+        name = names[int(rng.integers(len(names)))]
+        lo, hi = _RANDOM_MODELS[name]
+        scale = float(rng.uniform(lo, hi))
+        colour = tuple(float(c) for c in rng.uniform(0.15, 0.95, size=3)) if rng.random() < 0.33 else None
+        lift = (
+            float(rng.uniform(0.3, 1.2))
+            if name in ("misc/sphere", "smiley", "frowney") and rng.random() < 0.3
+            else 0.0
+        )
+        xy = (round(float(rng.uniform(-10, 10)), 3), round(float(rng.uniform(-12, 19)), 3))
+        props.append(_Prop(name, xy, float(rng.uniform(-180, 180)), scale, colour, lift, jitter=False))
+    if rng.random() < 0.25:
+        props.extend(
+            _wall(float(rng.uniform(-180, 180)), float(rng.uniform(8.5, 11.0)), int(rng.integers(2, 6)))
+        )
+    azimuth = rng.uniform(0, 2 * math.pi)
+    elevation = rng.uniform(0.35, 1.2)
+    direction = (
+        -math.cos(elevation) * math.cos(azimuth),
+        -math.cos(elevation) * math.sin(azimuth),
+        -math.sin(elevation),
+    )
+    warm = float(rng.uniform(0.0, 0.2))
+    sun = (0.95, 0.95 - warm * 0.5, 0.9 - warm)
+    amb = float(rng.uniform(0.3, 0.48))
+    ambient = (amb, amb + 0.02, amb + 0.06)
+    return tuple(props), direction, sun, ambient
+
+
 def _add_prop(eng: _Engine, root, prop: _Prop, rng: np.random.Generator | None) -> None:
     p3d = eng.p3d
     pivot = root.attachNewNode(prop.model)
@@ -356,9 +415,12 @@ def _build_scene(eng: _Engine, root, config: SceneConfig) -> None:
     if config.name == CALIBRATION:
         _build_calibration(eng, root)
         return
-    props, direction, sun, ambient = _ARRANGEMENTS[config.name]
+    if config.name == RANDOM:
+        props, direction, sun, ambient = random_arrangement(config.seed)
+    else:
+        props, direction, sun, ambient = _ARRANGEMENTS[config.name]
     _build_environment(eng, root)
-    rng = np.random.default_rng(config.seed) if config.seed else None
+    rng = np.random.default_rng(config.seed) if config.seed and config.name != RANDOM else None
     for prop in props:
         _add_prop(eng, root, prop, rng)
     _build_lights(eng, root, direction, sun, ambient)

@@ -229,3 +229,15 @@ def test_long_walks_keep_clear_of_objects_and_see_scenery(name: str, seed: int) 
             finite = np.isfinite(depth)
             assert finite.mean() > 0.3
             assert depth[finite].min() > 0.5
+
+
+def test_random_arrangements_are_seeded():
+    from runtime.scenes.panda_source import random_arrangement
+
+    a, b, c = random_arrangement(7), random_arrangement(7), random_arrangement(8)
+    assert a == b and a != c
+    props = a[0]
+    assert len(props) >= 8
+    for p in props[:8]:  # the random props (walls, when drawn, come after them)
+        x, y = p.xy
+        assert -11.0 <= x <= 11.0 and -13.0 <= y <= 20.0

@@ -1,0 +1,190 @@
+"""Generators side by side on held-out dataset examples (``runtime.training.dataset``).
+
+For each example, the memory render (colour, depth, coverage) goes through a generator; the pixels
+memory covered are kept, the rest come from the generator, exactly as the session composes a frame.
+Scores against the engine's own frame at the target pose:
+
+- ``psnr_filled``: PSNR over the filled pixels (memory coverage < 0.5), averaged over examples;
+- ``ssim_all``: SSIM of the whole composed frame;
+- ``gradient_ratio``: image-gradient energy of the filled pixels over that of the truth at the same
+  pixels (``metrics.gradient_energy``, means over examples first): 1 is as sharp as the engine,
+  near 0 is a smooth blur.
+- ``ms_128`` / ``ms_256``: the generator alone in onnxruntime, median of repeated runs (when timed).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from plugin_bridge.camera import Intrinsics
+from runtime.evaluation.metrics import PSNR_CAP_DB, gradient_energy, psnr, ssim
+from runtime.generator.host import ray_directions
+
+FEED_NAMES = ("memory_rgb", "memory_depth", "memory_coverage", "ray_dirs", "noise")
+
+
+def _feeds(split, idx: np.ndarray, rays: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    n = len(idx)
+    h, w = split["memory_depth"].shape[1:3]
+    rgb = np.asarray(split["memory_rgb"][idx], dtype=np.float32) / 255.0
+    return {
+        "memory_rgb": np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)),
+        "memory_depth": np.asarray(split["memory_depth"][idx], dtype=np.float32)[:, None],
+        "memory_coverage": np.asarray(split["memory_coverage"][idx], dtype=np.float32)[:, None] / 255.0,
+        "ray_dirs": np.ascontiguousarray(np.broadcast_to(rays[None], (n, 3, h, w))),
+        "noise": rng.standard_normal((n, 1, h, w), dtype=np.float32),
+    }
+
+
+def score_examples(
+    run: Callable[[dict[str, np.ndarray]], np.ndarray],
+    split,
+    fov_x_deg: float,
+    *,
+    seed: int = 0,
+    batch: int = 16,
+    keep: Callable[[dict], bool] | None = None,
+) -> dict:
+    """Score ``run`` (feeds [N,C,H,W] -> rgb [N,3,H,W] on 0..1) over a split's examples."""
+    h, w = split["memory_depth"].shape[1:3]
+    rays = ray_directions(Intrinsics.from_fov(w, h, fov_x_deg))
+    rng = np.random.default_rng([seed, 0xE7A1])
+    chosen = np.array([i for i, m in enumerate(split.meta) if keep is None or keep(m)], dtype=np.int64)
+    psnrs, ssims, e_out, e_true = [], [], [], []
+    for start in range(0, len(chosen), batch):
+        idx = chosen[start : start + batch]
+        feeds = _feeds(split, idx, rays, rng)
+        out = run(feeds)
+        for j, i in enumerate(idx):
+            covered = split["memory_coverage"][i] >= 128
+            gen = np.clip(np.rint(out[j].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+            frame = np.where(covered[..., None], split["memory_rgb"][i], gen)
+            truth = np.asarray(split["truth_rgb"][i])
+            ssims.append(ssim(frame, truth))
+            filled = ~covered
+            if filled.sum() >= 16:
+                psnrs.append(min(psnr(frame, truth, filled), PSNR_CAP_DB))
+                eo, et = gradient_energy(frame, filled), gradient_energy(truth, filled)
+                if math.isfinite(eo) and math.isfinite(et):
+                    e_out.append(eo)
+                    e_true.append(et)
+    return {
+        "examples": int(len(chosen)),
+        "psnr_filled": float(np.mean(psnrs)) if psnrs else math.nan,
+        "ssim_all": float(np.mean(ssims)) if ssims else math.nan,
+        "gradient_ratio": float(np.mean(e_out) / np.mean(e_true)) if e_true else math.nan,
+    }
+
+
+def host_runner(host) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """Run a GeneratorHost's onnxruntime session one example at a time on batched feeds."""
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        outs = []
+        for j in range(feeds["memory_rgb"].shape[0]):
+            one = {name: feeds[name][j : j + 1] for name in host.input_names}
+            outs.append(host.session.run(["rgb"], one)[0][0])
+        return np.stack(outs)
+
+    return run
+
+
+def time_generator(host, size: int, repeats: int = 30, seed: int = 0) -> float:
+    """Median ms of one onnxruntime run at size x size on realistic holes (40% uncovered)."""
+    rng = np.random.default_rng(seed)
+    cov = (rng.random((1, 1, size, size)) > 0.4).astype(np.float32)
+    pool = {
+        "memory_rgb": rng.random((1, 3, size, size), dtype=np.float32) * cov,
+        "memory_depth": (rng.random((1, 1, size, size), dtype=np.float32) * 20.0) * cov,
+        "memory_coverage": cov,
+        "ray_dirs": ray_directions(Intrinsics.from_fov(size, size, 60.0))[None],
+        "noise": rng.standard_normal((1, 1, size, size), dtype=np.float32),
+    }
+    feeds = {n: pool[n] for n in host.input_names}
+    for _ in range(5):
+        host.session.run(["rgb", "depth"], feeds)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        host.session.run(["rgb", "depth"], feeds)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def compare_generators(names: list[str], split, fov_x_deg: float, *, seed: int = 0, timing: bool = True,
+                       models_dir: str | None = None) -> list[dict]:  # fmt: skip
+    """One row per generator: scores over ``split`` (also per scene: held-out scene vs arrangements)."""
+    from runtime.generator.host import GeneratorConfig, GeneratorHost
+
+    rows = []
+    for name in names:
+        host = GeneratorHost.load(GeneratorConfig(name=name, models_dir=models_dir))
+        run = host_runner(host)
+        row = {"generator": name, **score_examples(run, split, fov_x_deg, seed=seed)}
+        for label, test in (("courtyard", lambda m: m["scene"] == "courtyard"),
+                            ("arrangements", lambda m: m["scene"] != "courtyard")):  # fmt: skip
+            sub = score_examples(run, split, fov_x_deg, seed=seed, keep=test)
+            row[label] = sub
+        if timing:
+            row["ms_128"] = round(time_generator(host, 128), 2)
+            row["ms_256"] = round(time_generator(host, 256), 2)
+        row["model_bytes"] = host.path.stat().st_size
+        rows.append(row)
+    return rows
+
+
+def contact_sheet(names: list[str], split, fov_x_deg: float, path, *, count: int = 8, seed: int = 0,
+                  models_dir: str | None = None) -> list[int]:  # fmt: skip
+    """PNG grid of held-out examples, one row each: memory render (holes magenta), each generator's
+    composed frame, the engine's truth. Examples are spread over the split (every kind, both the held-out
+    scene and arrangements). Returns the example indices shown."""
+    from PIL import Image, ImageDraw
+
+    from runtime.generator.host import GeneratorConfig, GeneratorHost
+
+    h, w = split["memory_depth"].shape[1:3]
+    rays = ray_directions(Intrinsics.from_fov(w, h, fov_x_deg))
+    by_kind: dict[tuple[str, bool], list[int]] = {}  # (kind, held-out scene?) -> examples
+    for i, m in enumerate(split.meta):
+        if 0.05 < m["coverage"] < 0.97 or m["kind"] == "empty":
+            by_kind.setdefault((m["kind"], m["scene"] == "courtyard"), []).append(i)
+    chosen: list[int] = []
+    while len(chosen) < count and any(by_kind.values()):
+        for kind in sorted(by_kind):
+            if by_kind[kind] and len(chosen) < count:
+                chosen.append(by_kind[kind].pop(len(by_kind[kind]) // 2))
+    chosen.sort()
+    idx = np.array(chosen, dtype=np.int64)
+    feeds = _feeds(split, idx, rays, np.random.default_rng([seed, 0xC0A7]))
+    columns = []
+    holes = split["memory_coverage"][idx] < 128
+    mem = np.asarray(split["memory_rgb"][idx]).copy()
+    mem[holes] = (255, 0, 255)
+    columns.append(("memory render", mem))
+    for name in names:
+        host = GeneratorHost.load(GeneratorConfig(name=name, models_dir=models_dir))
+        out = host_runner(host)(feeds)
+        gen = np.clip(np.rint(out.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
+        columns.append((name, np.where(holes[..., None], gen, split["memory_rgb"][idx])))
+    columns.append(("truth (Panda3D)", np.asarray(split["truth_rgb"][idx])))
+    scale, pad, head = max(1, 128 // w), 4, 18
+    tile_w, tile_h = w * scale, h * scale
+    sheet = Image.new(
+        "RGB", (len(columns) * (tile_w + pad) + pad, head + len(idx) * (tile_h + pad) + pad), "white"
+    )
+    draw = ImageDraw.Draw(sheet)
+    for c, (label, images) in enumerate(columns):
+        x = pad + c * (tile_w + pad)
+        draw.text((x, 3), label, fill="black")
+        for r, img in enumerate(images):
+            tile = Image.fromarray(img).resize((tile_w, tile_h), Image.NEAREST)
+            sheet.paste(tile, (x, head + pad + r * (tile_h + pad)))
+    for r, i in enumerate(idx):
+        m = split.meta[int(i)]
+        draw.text((pad + 2, head + pad + r * (tile_h + pad) + 2), f"{m['scene']} {m['kind']}", fill="white")
+    sheet.save(path)
+    return [int(i) for i in idx]

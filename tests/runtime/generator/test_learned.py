@@ -1,0 +1,113 @@
+"""The learned generator: contract properties, export with parity and a true card, the host runs it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.generator.card import ModelCard
+from runtime.generator.export import ExportError, export_model, random_inputs
+from runtime.generator.host import GeneratorConfig, GeneratorHost, sha256_file
+from runtime.generator.learned import (
+    FAR_INV,
+    INPUTS,
+    LearnedConfig,
+    LearnedFiller,
+    depth_from_inverse,
+    inverse_depth,
+)
+from runtime.generator.pushpull import PushPullFiller
+from runtime.training.train import FINAL, TrainConfig, train
+
+SMALL = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2))
+
+
+def _inputs(h: int, w: int, seed: int) -> list[torch.Tensor]:
+    feeds = random_inputs(INPUTS, h, w, seed)
+    return [torch.from_numpy(feeds[n]) for n in INPUTS]
+
+
+def _randomised(config: LearnedConfig = SMALL) -> LearnedFiller:
+    torch.manual_seed(1)
+    model = LearnedFiller(config)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return model.eval()
+
+
+def test_covered_pixels_come_back_exactly():
+    rgb, depth, cov, rays, noise = _inputs(40, 48, seed=3)
+    with torch.no_grad():
+        out_rgb, out_depth = _randomised()(rgb, depth, cov, rays, noise)
+    keep = cov >= 0.999
+    assert torch.equal(out_rgb[keep.expand_as(rgb)], rgb[keep.expand_as(rgb)])
+    assert torch.equal(out_depth[keep], depth[keep])
+    assert ((out_rgb >= 0) & (out_rgb <= 1)).all() and (out_depth >= 0).all()
+    assert not torch.equal(out_rgb, rgb)  # and the holes were filled with something else
+
+
+def test_untrained_model_is_the_push_pull_fill():
+    # the head starts at zero: before training the model returns exactly push-pull's colour
+    rgb, depth, cov, rays, noise = _inputs(32, 32, seed=5)
+    with torch.no_grad():
+        ours = LearnedFiller(SMALL).eval()(rgb, depth, cov, rays, noise)
+        base = PushPullFiller()(rgb, depth, cov)
+    torch.testing.assert_close(ours[0], base[0], atol=1e-6, rtol=0)
+
+
+def test_inverse_depth_round_trip_and_infinity():
+    z = torch.tensor([0.0, 0.5, 2.0, 80.0, float("inf"), float("nan")])
+    inv = inverse_depth(z)
+    torch.testing.assert_close(inv, torch.tensor([0.0, 1 / 1.5, 1 / 3.0, 1 / 81.0, 0.0, 0.0]))
+    back = depth_from_inverse(torch.tensor([1 / 1.5, 1 / 3.0, FAR_INV * 0.5, 0.0]))
+    torch.testing.assert_close(back[:2], torch.tensor([0.5, 2.0]))
+    assert torch.equal(back[2:], torch.full((2,), back[2].item())) and back[2] > 1000.0  # beyond memory far
+
+
+def test_noise_changes_only_generated_pixels():
+    rgb, depth, cov, rays, noise = _inputs(32, 32, seed=7)
+    model = _randomised()
+    with torch.no_grad():
+        a = model(rgb, depth, cov, rays, noise)[0]
+        b = model(rgb, depth, cov, rays, torch.randn_like(noise))[0]
+    keep = (cov >= 0.999).expand_as(a)
+    assert torch.equal(a[keep], b[keep]) and not torch.equal(a[~keep], b[~keep])
+
+
+def test_export_needs_weights(tmp_path):
+    with pytest.raises(ExportError, match="--weights"):
+        export_model("learned_v1", tmp_path, verbose=False)
+
+
+def test_trained_weights_export_with_parity_and_a_true_card(tiny_dataset, tmp_path, monkeypatch):
+    _, data, root = tiny_dataset
+    monkeypatch.setattr("runtime.training.dataset.default_cache_dir", lambda: root)
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), data=data, model=SMALL, steps=2, batch=2, crop=32,
+                      val_every=2, checkpoint_every=2, progress=False)  # fmt: skip
+    run = train(cfg)
+    out = tmp_path / "models"
+    result = export_model("learned_v1", out, weights=str(run / FINAL), verbose=False)
+    card = ModelCard.load(result.card_path)
+    assert card.sha256 == sha256_file(result.onnx_path)
+    assert card.export["parity_max_abs_diff"] <= 1e-4
+    assert tuple(card.input_names) == INPUTS and card.opset == 17
+    assert card.training["steps"] == 2 and card.training["seed"] == 0
+    assert (
+        card.training["command"].startswith("mirage train")
+        and card.training["checkpoint_format"] == "safetensors"
+    )
+    assert card.training["validation_last"]["step"] == 2
+    host = GeneratorHost.load(GeneratorConfig(name="learned_v1", models_dir=str(out)))
+    from plugin_bridge.camera import Intrinsics
+
+    k = Intrinsics.from_fov(64, 48, 60.0)
+    rng = np.random.default_rng(0)
+    cov = (rng.random((48, 64)) > 0.5).astype(np.float32)
+    mem_rgb = rng.random((48, 64, 3), dtype=np.float32) * cov[..., None]
+    mem_depth = (rng.random((48, 64), dtype=np.float32) * 10) * cov
+    rgb, depth = host.generate(mem_rgb, mem_depth, cov, intrinsics=k, seed=4)
+    again = host.generate(mem_rgb, mem_depth, cov, intrinsics=k, seed=4)
+    assert np.array_equal(rgb, again[0])  # the noise comes from the seed: deterministic replay
+    np.testing.assert_array_equal(rgb[cov >= 0.999], mem_rgb[cov >= 0.999])
+    assert rgb.shape == (48, 64, 3) and depth.shape == (48, 64) and not np.isnan(depth).any()
