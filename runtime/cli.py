@@ -39,6 +39,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.suite == "budget":
+        from runtime.evaluation.budget import BudgetConfig, run_budget
+
+        config = BudgetConfig(out=Path(args.out), seed=args.seed)
+        if args.budgets:
+            config.budgets_mib = tuple(int(b) for b in args.budgets.split(","))
+        if args.frames:
+            config.frames = tuple(int(n) for n in args.frames.split(","))
+        run_budget(config)
+        return 0
     from runtime.evaluation.suite import EvalConfig, run_eval
 
     run_eval(EvalConfig(suite=args.suite, out=Path(args.out), seed=args.seed))
@@ -101,7 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     ev = sub.add_parser("eval", help="cycle, persistence and fidelity evaluation through the real gRPC path")
-    ev.add_argument("--suite", choices=("tiny", "quick", "full"), default="quick", help="how much to run")
+    ev.add_argument(
+        "--suite",
+        choices=("tiny", "quick", "full", "budget"),
+        default="quick",
+        help="how much to run; budget: memory persistence against the byte budget",
+    )
+    ev.add_argument(
+        "--budgets", default="", help="budget suite: comma-separated budgets in MiB (default 8,32,128)"
+    )
+    ev.add_argument(
+        "--frames",
+        default="",
+        help="budget suite: comma-separated outbound lengths N (default 300,1000,3000,10000)",
+    )
     ev.add_argument("--out", default="eval_out", help="folder for report.json, report.md and plots")
     ev.add_argument("--seed", type=int, default=0, help="seed for paths and sessions")
     ev.set_defaults(func=_eval)

@@ -25,6 +25,7 @@ from mirage.v1 import mirage_pb2 as pb
 from mirage.v1 import mirage_pb2_grpc as pb_grpc
 
 from runtime import wire
+from runtime.allocator import tune_malloc
 from runtime.config import RuntimeConfig
 from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models
 from runtime.session import Session, SessionClosedError
@@ -376,6 +377,7 @@ class MirageServicer(pb_grpc.MirageServicer):
 async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Server, int]:
     """Build, bind and start the server; returns it with the bound port (config.server.port 0: free port)."""
     config = config or RuntimeConfig()
+    tune_malloc()  # flat resident memory over long sessions (runtime/allocator.py)
     torch.set_num_threads(config.server.torch_threads)
     executor = ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="mirage-worker")
     server = grpc.aio.server(options=grpc_options(config))

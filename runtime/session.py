@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from plugin_bridge.camera import Camera, Intrinsics
+from runtime import allocator
 from runtime.generator.host import GeneratorHost
 from runtime.memory import MemoryConfig, MemoryRender, MemoryStats, SpatialMemory
 from runtime.types import FrameResult, ObservationInput, PoseInput, SessionSpec
@@ -113,7 +114,8 @@ class Session:
             if commit:
                 self.frame_index += 1
             self.last_used = time.monotonic()
-            return result
+        allocator.frame_done()
+        return result
 
     def step_observation(self, obs: ObservationInput) -> FrameResult:
         """Observe mode: ingest the client's frame as the truth (carving free space)."""
@@ -152,7 +154,8 @@ class Session:
             )
             self.frame_index += 1
             self.last_used = time.monotonic()
-            return result
+        allocator.frame_done()
+        return result
 
     # -- queries ---------------------------------------------------------------------------------
     def render_view(self, cam_to_world: np.ndarray, intrinsics: Intrinsics | None = None) -> RenderView:

@@ -290,6 +290,8 @@ def memory_stats_to_proto(stats: MemoryStats) -> pb.MemoryStats:
         environment_texels=stats.environment_texels,
         window_frames=stats.window_frames,
         chunks=stats.chunks,
+        chunks_evicted_total=stats.chunks_evicted_total,
+        points_refined_total=stats.points_refined_total,
     )
 
 

@@ -101,3 +101,35 @@ def tiny_dataset(tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("mirage-cache")
     return build_dataset(tiny, root, progress=False), tiny, root
+
+
+@pytest.fixture(scope="session")
+def tiny_learned_models(tiny_dataset, tmp_path_factory):
+    """A models folder holding a learned_v1 trained for 2 steps on the tiny dataset (small widths)."""
+    from runtime.generator.export import export_model
+    from runtime.generator.learned import LearnedConfig
+    from runtime.training import dataset as ds
+    from runtime.training.train import FINAL, TrainConfig, train
+
+    _, data, root = tiny_dataset
+    saved = ds.default_cache_dir
+    ds.default_cache_dir = lambda: root
+    try:
+        run = train(
+            TrainConfig(
+                run_dir=str(tmp_path_factory.mktemp("learned-run")),
+                data=data,
+                model=LearnedConfig(widths=(8, 8, 16), dilations=(1, 2)),
+                steps=2,
+                batch=2,
+                crop=32,
+                val_every=2,
+                checkpoint_every=2,
+                progress=False,
+            )
+        )
+    finally:
+        ds.default_cache_dir = saved
+    out = tmp_path_factory.mktemp("learned-models")
+    export_model("learned_v1", out, weights=str(run / FINAL), verbose=False)
+    return out

@@ -21,6 +21,7 @@ PLOTS: dict[str, str] = {
     "return_psnr": "revisit_psnr_return.png",
     "contact_sheet": "contact_sheet.png",
     "memory": "memory_mirage.png",
+    "generator_contact_sheet": "generator_contact_sheet.png",
 }
 """Plot name -> file name inside the output folder."""
 
@@ -313,6 +314,8 @@ def markdown(report: dict) -> str:
         f"({report.get('persistence_scene', '')}, largest N)",
         f"- [Contact sheet: outbound vs return frames per method]({PLOTS['contact_sheet']})",
         f"- [Mirage memory points and bytes over the run]({PLOTS['memory']})",
+        f"- [Generators on held-out examples: memory render (holes magenta), each model, the engine's truth]"
+        f"({PLOTS['generator_contact_sheet']})",
         "",
     ]
     return "\n".join(lines)

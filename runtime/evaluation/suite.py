@@ -23,7 +23,7 @@ from runtime.demo import seed_poses_for, write_contact_sheet
 from runtime.evaluation import report as R
 from runtime.evaluation.cycle import METHOD_WINDOWS, CycleRun, run_cycle
 from runtime.evaluation.fidelity import FidelitySpec, run_fidelity
-from runtime.evaluation.generators import compare_generators
+from runtime.evaluation.generators import compare_generators, contact_sheet
 from runtime.evaluation.metrics import PSNR_CAP_DB, context_loss_reduction, memory_persistence, psnr
 from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
@@ -319,6 +319,11 @@ def run_eval(config: EvalConfig) -> dict:
     data = spec.generator_data
     split = Split(build_dataset(data, progress=config.progress, splits=("test",)) / "test")
     generators = compare_generators(list(config.generators), split, data.fov_x_deg, seed=config.seed)
+    config.out.mkdir(parents=True, exist_ok=True)
+    contact_sheet(
+        list(config.generators), split, data.fov_x_deg, config.out / R.PLOTS["generator_contact_sheet"],
+        seed=config.seed,
+    )  # fmt: skip
     report = {
         "suite": config.suite,
         "seed": config.seed,

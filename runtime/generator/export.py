@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -278,7 +279,7 @@ def training_record(weights: str | Path) -> dict:
         "crop": config["crop"],
         "losses": config["loss"],
         "wall_minutes": round(float(history.get("seconds", 0.0)) / 60.0, 1),
-        "hardware": "2 CPU cores (torch threads = 2)",
+        "hardware": f"this machine: {os.cpu_count()} CPU cores, no GPU (torch threads = {config['threads']})",
         "validation_first": val[0] if val else None,
         "validation_last": val[-1] if val else None,
         "checkpoint_format": "safetensors",

@@ -304,27 +304,39 @@ class ChunkIndex:
             return mask.nonzero().squeeze(1)
         return torch.sort(points).values
 
-    def eviction_order(self, exclude: torch.Tensor, rank_of: dict[int, int], eye: np.ndarray) -> torch.Tensor:
-        """Used rows not in ``exclude``, least relevant first (ties in key order).
+    def relevance(self, rows: torch.Tensor, trajectory: torch.Tensor, now: int, weights) -> torch.Tensor:
+        """Relevance score (float64 [len(rows)], higher is kept longer) of chunk ``rows``.
 
-        Relevance: the most valuable provenance present (rank_of), then newest last_seen, then nearness
-        of the chunk's centre to the camera position ``eye`` [3] (where the trajectory is now).
+        A weighted sum of three terms in [0, 1]:
+        - nearness to the recent trajectory: exp(-d / trajectory_scale_m), d the distance from the
+          chunk's centre to the nearest camera position in ``trajectory`` [T, 3] (where the user has
+          been is where they come back to; the newest sample is the current camera);
+        - recency: 1 / (1 + age / recency_frames), age = frames since a member was last seen;
+        - provenance: the share of observed members (imported count half; generated none).
         """
+        r = self.rows
+        centre = ((r["lo"][rows] + r["hi"][rows]) / 2).to(torch.float64)
+        if trajectory.shape[0]:
+            d = torch.cdist(centre, trajectory.to(torch.float64)).min(dim=1).values
+            near = torch.exp(-d / weights.trajectory_scale_m)
+        else:
+            near = torch.zeros(rows.numel(), dtype=torch.float64, device=self.device)
+        age = (float(now) - r["last_seen"][rows].to(torch.float64)).clamp(min=0.0)
+        recent = 1.0 / (1.0 + age / weights.recency_frames)
+        counts = r["provenance"][rows].to(torch.float64)
+        size = counts.sum(dim=1).clamp(min=1.0)
+        observed = (counts[:, 1] + 0.5 * counts[:, 3]) / size
+        return weights.trajectory * near + weights.recency * recent + weights.provenance * observed
+
+    def eviction_order(
+        self, exclude: torch.Tensor, trajectory: torch.Tensor, now: int, weights
+    ) -> torch.Tensor:
+        """Used rows not in ``exclude``, least relevant first (``relevance``; ties in key order)."""
         rows = self.used_rows()
         rows = rows[~torch.isin(rows, exclude)]
         if rows.numel() == 0:
             return rows
-        r = self.rows
-        rank = torch.zeros(rows.numel(), dtype=torch.int64, device=self.device)
-        counts = r["provenance"][rows]
-        for prov, value in rank_of.items():
-            rank = torch.where(counts[:, prov] > 0, torch.clamp(rank, min=value), rank)
-        seen = r["last_seen"][rows].to(torch.int64).clamp(0, 2**31 - 1)
-        centre = ((r["lo"][rows] + r["hi"][rows]) / 2).to(torch.float64)
-        dist = (centre - torch.as_tensor(eye, dtype=torch.float64, device=self.device)).norm(dim=1)
-        far = (dist / self.chunk_size_m).clamp(0, 2**15 - 1).to(torch.int64)
-        key = (rank << 56) | (seen << 16) | (2**15 - 1 - far)
-        return rows[torch.argsort(key, stable=True)]
+        return rows[torch.argsort(self.relevance(rows, trajectory, now, weights), stable=True)]
 
     def sizes(self, rows: torch.Tensor) -> torch.Tensor:
         return self.rows["size"][rows]

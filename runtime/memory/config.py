@@ -47,6 +47,23 @@ class MemoryConfig:
     """Points allocated up front; storage then grows geometrically, never past the budget."""
     chunk_size_m: float = 2.0
     """Edge of the world-space voxels (chunks) that render, carving and eviction cull by, metres."""
+    trajectory_step_m: float = 0.5
+    """A camera position joins the remembered trajectory once it is this far from the last one kept."""
+    trajectory_samples: int = 1024
+    """Trajectory positions remembered for relevance (oldest forgotten first)."""
+    trajectory_scale_m: float = 6.0
+    """Relevance nearness term: exp(-distance to the trajectory / this)."""
+    recency_frames: float = 600.0
+    """Relevance recency term: 1 / (1 + frames since last seen / this)."""
+    trajectory: float = 2.0
+    """Weight of nearness to the recent trajectory in a chunk's relevance."""
+    recency: float = 1.0
+    """Weight of recency in a chunk's relevance."""
+    provenance: float = 1.0
+    """Weight of the observed share in a chunk's relevance (observed beats generated)."""
+    refine: bool = True
+    """Multi-scale refinement: an observed frame retires a coarse point (half-size over 1.5 px in its view)
+    whose whole footprint it confirms and stores with finer points (see `SpatialMemory.ingest`)."""
 
     def validate(self) -> None:
         """Raise ValueError naming the field to fix when a value makes no sense."""
@@ -72,6 +89,12 @@ class MemoryConfig:
             raise ValueError(f"chunk_size_m={self.chunk_size_m}: use 0.05..1000 metres, e.g. 2.0")
         if self.initial_capacity < 1:
             raise ValueError(f"initial_capacity={self.initial_capacity}: use a positive point count")
+        if not (self.trajectory_step_m > 0 and self.trajectory_scale_m > 0 and self.recency_frames > 0):
+            raise ValueError("trajectory_step_m, trajectory_scale_m and recency_frames must be > 0")
+        if self.trajectory_samples < 1:
+            raise ValueError(f"trajectory_samples={self.trajectory_samples}: keep at least 1 position")
+        if min(self.trajectory, self.recency, self.provenance) < 0:
+            raise ValueError("relevance weights (trajectory, recency, provenance) must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -90,6 +113,8 @@ class IngestStats:
     """New points not stored because the budget had no room left for them."""
     env_texels_written: int
     """Environment texels whose colour this frame set."""
+    refined: int = 0
+    """Coarse points retired because this observed frame stored their whole footprint with finer points."""
 
 
 @dataclass(frozen=True)
@@ -106,3 +131,7 @@ class MemoryStats:
     window_frames: int
     chunks: int = 0
     """World-space chunks holding points (see `MemoryConfig.chunk_size_m`)."""
+    chunks_evicted_total: int = 0
+    """Whole chunks the budget evicted so far (least relevant first)."""
+    points_refined_total: int = 0
+    """Coarse points retired so far because closer observations refined their whole footprint."""

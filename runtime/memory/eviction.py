@@ -1,13 +1,14 @@
-"""Which points to evict when memory is over budget: whole out-of-view chunks first, cheapest first.
+"""Which points to evict when memory is over budget: whole out-of-view chunks first, least relevant first.
 
 Cost follows what is evicted (plus the chunk table), never the total stored: chunks outside the
-current view are ranked by `ChunkIndex.eviction_order` and taken whole; the first chunk only partly
-needed loses its least relevant points; only then do in-view points the render did not show go.
+current view are ranked by `ChunkIndex.relevance` (nearness to the recent camera trajectory, recency,
+provenance; weights in `MemoryConfig`) and taken whole; the first chunk only partly needed loses its
+least relevant points; only then do in-view points the render did not show go. What the current
+render shows is never evicted.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from runtime.memory.chunks import ChunkIndex
@@ -21,13 +22,15 @@ def choose_victims(
     chunks: ChunkIndex,
     fields: dict[str, torch.Tensor],  # the live points' arrays
     in_view: torch.Tensor,  # chunk rows in the current camera's frustum
-    eye: np.ndarray,  # [3] current camera position
+    trajectory: torch.Tensor,  # [T, 3] recent camera positions, newest last
+    now: int,  # current frame index
+    weights,  # MemoryConfig: the relevance weights
     k: int,
     rows: int,
     protect: torch.Tensor,  # points the current render showed: never evicted
 ) -> torch.Tensor:
     """Distinct points (int64) to remove: at least ``k`` of them (when there are), emptying ``rows`` chunks."""
-    order = chunks.eviction_order(in_view, EVICTION_RANK, eye)
+    order = chunks.eviction_order(in_view, trajectory, now, weights)
     total = torch.cumsum(chunks.sizes(order), 0)
     whole = max(int((total <= k).sum()), min(rows, order.numel()))
     victims = [chunks.members(order[:whole])]

@@ -41,7 +41,7 @@ from runtime.memory.spatial import SCHEMA, SpatialMemory
 MAGIC = b"MIRAGEMEM"
 FORMAT_MAJOR = 1
 """Bumped when a reader of the previous major could misread a snapshot; readers refuse newer majors."""
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 """Bumped for additions an older reader of the same major may ignore (extra header keys)."""
 FORMAT_NAME = "mirage.memory.snapshot"
 PREFIX = struct.Struct("<9sHHI")  # magic, major, minor, header length in bytes
@@ -76,6 +76,9 @@ _HEADER_KEYS = {
     "trail",
 }
 _COUNTER_KEYS = ("points", "points_pruned_total", "points_carved_total", "frames_ingested")
+_COUNTER_KEYS_1_1 = ("chunks_evicted_total", "points_refined_total")
+"""Totals added in format 1.1, under their own header key ``counters_1_1`` (a 1.0 reader ignores the key,
+as the minor-version rule promises; a 1.0 snapshot restores them as 0)."""
 
 
 class SnapshotError(ValueError):
@@ -143,11 +146,8 @@ def _config_json(config: MemoryConfig) -> dict:
 
 
 def _trail_of(memory: SpatialMemory) -> np.ndarray:
-    """The recent camera positions eviction weighs (float64 [K, 3]; empty where memory keeps none)."""
-    trail = getattr(memory, "_trail", None) or []
-    if not trail:
-        return np.zeros((0, 3), dtype=np.float64)
-    return np.stack([np.asarray(p, dtype=np.float64).reshape(3) for p in trail])
+    """The recent camera positions eviction weighs (float64 [K, 3], oldest first)."""
+    return memory.trajectory().numpy().astype(np.float64).reshape(-1, 3)
 
 
 # -- writer --------------------------------------------------------------------------------------
@@ -197,6 +197,10 @@ def _capture(memory: SpatialMemory, copy: bool, created_unix: float | None) -> _
             "points_pruned_total": int(memory._pruned_total),
             "points_carved_total": int(memory._carved_total),
             "frames_ingested": int(memory._frames),
+        },
+        "counters_1_1": {
+            "chunks_evicted_total": int(memory._chunks_evicted_total),
+            "points_refined_total": int(memory._refined_total),
         },
         "schema": _schema_json(),
         "environment": {"width": env.width, "height": env.height, "texels": texels, "filled": env_filled},
@@ -459,6 +463,11 @@ def _check_layout(header: dict, config: MemoryConfig) -> tuple[dict, list[dict]]
         raise SnapshotError(f"snapshot header: counters must hold exactly {', '.join(_COUNTER_KEYS)}")
     for key in _COUNTER_KEYS:
         _check_int(counters[key], f"counters.{key}")
+    later = header.get("counters_1_1", {})
+    if not isinstance(later, dict) or not set(later) <= set(_COUNTER_KEYS_1_1):
+        raise SnapshotError(f"snapshot header: counters_1_1 may hold only {', '.join(_COUNTER_KEYS_1_1)}")
+    for key in _COUNTER_KEYS_1_1:
+        counters[key] = _check_int(later.get(key, 0), f"counters_1_1.{key}")
     env = header["environment"]
     texels = config.env_width * config.env_height
     expected_env = {"width": config.env_width, "height": config.env_height, "texels": texels}
@@ -657,8 +666,9 @@ def _build(config: MemoryConfig, counters: dict, arrays: dict[str, np.ndarray], 
     env.rgb.copy_(torch.from_numpy(arrays["env/rgb"].copy()))
     env.last_seen.copy_(torch.from_numpy(arrays["env/last_seen"].astype(np.int32)))
     env.filled_count = int((env.last_seen >= 0).sum())
-    if hasattr(memory, "_trail"):
-        memory._trail = [row.copy() for row in arrays["state/trail"].astype(np.float64)]
+    memory.restore_trajectory(torch.from_numpy(arrays["state/trail"].astype(np.float64)))
+    memory._chunks_evicted_total = counters.get("chunks_evicted_total", 0)
+    memory._refined_total = counters.get("points_refined_total", 0)
     memory._pruned_total = counters["points_pruned_total"]
     memory._carved_total = counters["points_carved_total"]
     memory._frames = counters["frames_ingested"]

@@ -3,8 +3,9 @@
 Points live in a struct of arrays (torch tensors with spare capacity, grown geometrically but never
 past the byte budget), indexed by world-space chunk (`runtime.memory.chunks`). `render` splats the
 points of the chunks in the camera's frustum (`runtime.memory.splat`); `ingest` takes a frame back:
-observed frames are the truth (carve free space, refresh matching points, add the rest), generated
-frames only add what memory did not cover. Removal is a swap-remove (the last points fill the holes),
+observed frames are the truth (carve free space, refresh matching points, add the rest, retire coarse
+points whose whole footprint the frame stored finer: multi-scale refinement), generated frames only add
+what memory did not cover. Removal is a swap-remove (the last points fill the holes),
 so indices change on every removal. The budget holds after every call (`runtime.memory.eviction`).
 """
 
@@ -56,6 +57,7 @@ NEW_CONFIDENCE = {PROVENANCE_OBSERVED: 0.75, PROVENANCE_GENERATED: 0.5, PROVENAN
 EVICTION_HEADROOM = 64  # evicting frees 1/64 of capacity beyond the need, so evictions are rare
 BUDGET_BYTES_PER_CHUNK_ROW = 4096  # the chunk table has a row per 4 KiB of budget (2% of it)
 MATCH_MAX_RADIUS_PX = 1.5  # a matched point must be at least this fine in the current view
+REFINE_MAX_SLOPE = 1.0  # refinement accepts depth varying across a footprint as on a plane up to 45 deg
 _HALF_DIAGONAL = 0.5 * math.sqrt(2.0)
 
 
@@ -79,6 +81,9 @@ class SpatialMemory:
         self.env = EnvironmentMap(self.config.env_width, self.config.env_height, self.device)
         self.chunks = ChunkIndex(self.config.chunk_size_m, max_chunks, self.device)
         self.last_touched = 0  # points whose arrays the last render / ingest read (culling at work)
+        self._trajectory = torch.zeros(self.config.trajectory_samples, 3, dtype=torch.float64)
+        self._trajectory_len = 0  # positions kept, in a ring: newest at (_trajectory_next - 1)
+        self._trajectory_next = 0
         self._version = 0  # bumped whenever point indices may change: older renders are refused
         self.reset()
 
@@ -87,12 +92,14 @@ class SpatialMemory:
         """(bytes a point costs, bytes fixed up front, chunk table rows) of a memory with ``config``.
 
         A budget holds (budget_bytes - fixed) // bytes_per_point points; the fixed part is the
-        environment map plus the chunk table (a row per 4 KiB of budget, at least 256).
+        environment map, the chunk table (a row per 4 KiB of budget, at least 256) and the remembered
+        trajectory.
         """
         per_point = BYTES_PER_POINT + sum(d.itemsize * math.prod(s) for _, d, s in SCHEMA)
         max_chunks = max(256, config.budget_bytes // BUDGET_BYTES_PER_CHUNK_ROW)
         env_bytes = EnvironmentMap.nbytes_for(config.env_width, config.env_height)
-        return per_point, env_bytes + max_chunks * BYTES_PER_CHUNK, max_chunks
+        trajectory_bytes = config.trajectory_samples * 3 * 8
+        return per_point, env_bytes + max_chunks * BYTES_PER_CHUNK + trajectory_bytes, max_chunks
 
     # -- storage ---------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -103,6 +110,38 @@ class SpatialMemory:
         self.env.clear()
         self._version += 1
         self._pruned_total = self._carved_total = self._frames = 0
+        self._chunks_evicted_total = self._refined_total = 0
+        self._trajectory_len = self._trajectory_next = 0
+
+    def _remember_position(self, eye) -> None:
+        """Add the camera position to the trajectory once it moved trajectory_step_m from the last kept."""
+        eye = torch.as_tensor(eye, dtype=torch.float64)
+        if self._trajectory_len:
+            last = self._trajectory[(self._trajectory_next - 1) % self._trajectory.shape[0]]
+            if float((eye - last).norm()) < self.config.trajectory_step_m:
+                return
+        self._trajectory[self._trajectory_next] = eye
+        self._trajectory_next = (self._trajectory_next + 1) % self._trajectory.shape[0]
+        self._trajectory_len = min(self._trajectory_len + 1, self._trajectory.shape[0])
+
+    def trajectory(self, eye=None) -> torch.Tensor:
+        """Remembered camera positions [T, 3] (float64, oldest first), plus ``eye`` when given (the
+        current camera, last)."""
+        n, size = self._trajectory_len, self._trajectory.shape[0]
+        order = torch.arange(self._trajectory_next - n, self._trajectory_next) % size
+        kept = self._trajectory[order]
+        if eye is None:
+            return kept
+        return torch.cat([kept, torch.as_tensor(eye, dtype=torch.float64)[None]])
+
+    def restore_trajectory(self, positions) -> None:
+        """Replace the remembered trajectory with ``positions`` [K, 3] (oldest first; the newest
+        trajectory_samples are kept), as a snapshot restores it."""
+        pos = torch.as_tensor(positions, dtype=torch.float64).reshape(-1, 3)[-self._trajectory.shape[0] :]
+        self._trajectory.zero_()
+        self._trajectory[: pos.shape[0]] = pos
+        self._trajectory_len = pos.shape[0]
+        self._trajectory_next = pos.shape[0] % self._trajectory.shape[0]
 
     @property
     def num_points(self) -> int:
@@ -113,9 +152,13 @@ class SpatialMemory:
         return self._fields["xyz"].shape[0]
 
     def bytes_used(self) -> int:
-        """All storage held: point capacity (live or spare), the chunk index, the environment map."""
+        """All storage held: point capacity (live or spare), the chunk index, the environment map, the
+        remembered trajectory."""
         return (
-            self.capacity * (self.bytes_per_point - BYTES_PER_POINT) + self.chunks.nbytes() + self.env.nbytes
+            self.capacity * (self.bytes_per_point - BYTES_PER_POINT)
+            + self.chunks.nbytes()
+            + self.env.nbytes
+            + self._trajectory.numel() * self._trajectory.element_size()
         )
 
     def points(self) -> dict[str, torch.Tensor]:
@@ -133,6 +176,8 @@ class SpatialMemory:
             environment_texels=self.env.filled_count,
             window_frames=self.config.window_frames,
             chunks=self.chunks.num_chunks,
+            chunks_evicted_total=self._chunks_evicted_total,
+            points_refined_total=self._refined_total,
         )
 
     def _allocate(self, capacity: int) -> dict[str, torch.Tensor]:
@@ -237,10 +282,12 @@ class SpatialMemory:
 
         Observed: points in front of the observed surface are removed; points the render shows at the
         observed depth and at least as fine as 1.5 px are refreshed; every other valid pixel in
-        ``mask`` becomes a point. Generated / imported: the render's points are marked seen and only
-        ``mask`` pixels are added; nothing is carved. Pixels at infinity go to the environment map
-        (observed colours overwrite it, others fill only empty texels). Then the budget is enforced
-        and, in window mode, content older than the window is dropped.
+        ``mask`` becomes a point; then coarser points the frame confirmed are retired where it stored
+        their whole footprint finer (`_retire_coarse`, unless ``config.refine`` is off). Generated /
+        imported: the render's points are marked seen and only ``mask`` pixels are added; nothing is
+        carved or retired. Pixels at infinity go to the environment map (observed colours overwrite
+        it, others fill only empty texels). Then the budget is enforced and, in window mode, content
+        older than the window is dropped.
         """
         check_camera(camera)
         frame = check_frame(
@@ -250,17 +297,19 @@ class SpatialMemory:
             render = self._render(camera)
         else:
             check_render(render, self._version, camera)
-        carved = updated = 0
+        carved = updated = refined = 0
         moved = None  # (removed, holes, movers) once carving renumbered points
+        coarse = None  # observed: coarse points the frame confirmed (render numbering)
 
         def protect() -> torch.Tensor:  # what the render showed, now (only eviction needs it)
             shown = _shown(render)
             return shown if moved is None else _remap(shown, *moved)
 
         self.last_touched = 0
+        self._remember_position(camera.position)
         add = frame.mask & (frame.depth > 0) & torch.isfinite(frame.depth)
         if provenance == PROVENANCE_OBSERVED:
-            matched_pixels, updated, confirmed = self._match(camera, frame, render, frame_index)
+            matched_pixels, updated, confirmed, coarse = self._match(camera, frame, render, frame_index)
             add &= ~matched_pixels
             cand = self._candidates(camera)  # carving reads only the chunks in the frustum
             self.last_touched = int(cand.numel())
@@ -275,7 +324,18 @@ class SpatialMemory:
             moved = (carve, *self._remove(carve))
         else:
             self._touch(render, frame_index)
-        added, pruned, dropped = self._add_points(camera, frame, add, protect, provenance, frame_index)
+        added, pruned, dropped, added_pixels, evicted = self._add_points(
+            camera, frame, add, protect, provenance, frame_index
+        )
+        if coarse is not None and coarse.numel() and self.config.refine:
+            # after `_add_points`: only pixels that really got a point count, so a pixel dropped for
+            # the budget keeps every coarse point over it; the carve and the eviction renumbered points
+            coarse = _remap(coarse, *moved)
+            if evicted is not None:
+                coarse = _remap(coarse, *evicted)
+            refined_pixels = matched_pixels.clone()
+            refined_pixels[added_pixels] = True
+            refined = self._retire_coarse(camera, frame, coarse, refined_pixels)
         at_infinity = (frame.depth == float("inf")) & frame.mask
         observed = provenance == PROVENANCE_OBSERVED
         env_written = self.env.write_view(camera, frame.rgb, at_infinity, frame_index, overwrite=observed)
@@ -289,10 +349,15 @@ class SpatialMemory:
         self._frames += 1
         self._carved_total += carved
         self._pruned_total += pruned
-        return IngestStats(added, updated, carved, pruned, dropped, env_written)
+        self._refined_total += refined
+        return IngestStats(added, updated, carved, pruned, dropped, env_written, refined)
 
     def _match(self, camera: Camera, frame: IngestFrame, render: MemoryRender, frame_index: int):
-        """Refresh points the observation confirms; returns (matched pixels, count, confirmed points)."""
+        """Refresh points the observation confirms.
+
+        Returns (matched pixels, count, confirmed points, coarse points): the last are the confirmed
+        points coarser than MATCH_MAX_RADIUS_PX in this view (not refreshed; `_retire_coarse` input).
+        """
         tol = self.config.depth_tolerance
         winner = render.point_index.reshape(-1)
         z_mem = render.depth.reshape(-1)
@@ -308,11 +373,12 @@ class SpatialMemory:
         # only points at least as fine as this view's pixels take its colour (a closer view refines)
         fx, fy, cx, cy, f_mean = float32_constants(camera.intrinsics)
         fine = self._fields["radius"][points] * f_mean / z_mem[pix] <= MATCH_MAX_RADIUS_PX
+        coarse = torch.unique(points[~fine])
         pix, points = pix[fine], points[fine]
         matched_px = torch.zeros_like(confirmed_px)
         matched_px[pix] = True
         if pix.numel() == 0:
-            return matched_px, 0, confirmed
+            return matched_px, 0, confirmed, coarse
         # several pixels may match one point: it takes the pixel nearest its projected centre
         cam = self._to_camera(camera, self._fields["xyz"][points])
         width = camera.intrinsics.width
@@ -331,26 +397,96 @@ class SpatialMemory:
         f["hit_count"][hit] += 1
         if frame.object_ids is not None:
             f["object_id"][hit] = frame.object_ids[src]
-        return matched_px, int(hit.numel()), confirmed
+        return matched_px, int(hit.numel()), confirmed, coarse
+
+    def _retire_coarse(
+        self, camera: Camera, frame: IngestFrame, coarse: torch.Tensor, refined_px: torch.Tensor
+    ) -> int:
+        """Remove the ``coarse`` points (distinct, current numbering) this observed frame refined.
+
+        A coarse point (unclamped pixel half-size r = radius f_mean / z > MATCH_MAX_RADIUS_PX) retires
+        when, in this view, its footprint (the pixels from round(u - r) to round(u + r) across and the
+        same down: every pixel the square of half-size r about its projection (u, v) overlaps) lies in
+        the image; its centre pixel's observed depth matches it within depth_tolerance (as `_match`
+        tests); every footprint pixel has a valid observed depth in the band below; and every footprint
+        pixel ends this ingest with a fine point (``refined_px``: matched fine or newly added, so a
+        pixel dropped for the budget keeps the point). The finer points then cover the whole surface
+        patch the coarse point stood for; kept, it would only cost bytes and, its splat clamped to
+        max_splat_radius_px, win pixels from them. Vectorised: the refined test sums an integral
+        image, the depth test reads a sparse table of box minima / maxima (both O(1) a point).
+
+        Depth band: depth_tolerance alone would keep coarse points on slanted surfaces, whose observed
+        depth drifts away from the centre's across the footprint. On a plane whose normal is at angle
+        t from the line of sight, tilted along an image axis, the relative drift at a footprint pixel
+        (at most r + 1/2 px from the centre) is about tan(t) (r + 1/2) / f_mean, so the band is
+        max(depth_tolerance, REFINE_MAX_SLOPE (r + 1/2) / f_mean): planes up to about 45 degrees pass
+        whatever the footprint, steeper ones only where the drift stays in the band. A larger depth
+        step (an edge, a thin thing in front) keeps the coarse point: a kept point costs bytes only,
+        a wrongly retired one could leave a hole seen from elsewhere. Returns the number retired.
+        """
+        k = camera.intrinsics
+        height, width = k.height, k.width
+        fx, fy, cx, cy, f_mean = float32_constants(k)
+        f = self._fields
+        cam = self._to_camera(camera, f["xyz"].index_select(0, coarse))
+        z = cam[:, 2]
+        r = f["radius"].index_select(0, coarse) * f_mean / z
+        u, v = cam[:, 0] / z * fx + cx, cam[:, 1] / z * fy + cy
+        x0, x1 = torch.floor(u - r + 0.5), torch.floor(u + r + 0.5)
+        y0, y1 = torch.floor(v - r + 0.5), torch.floor(v + r + 0.5)
+        ok = (z > self.config.near) & (r > MATCH_MAX_RADIUS_PX)
+        ok &= (x0 >= 0) & (y0 >= 0) & (x1 <= width - 1) & (y1 <= height - 1)
+        depth = frame.depth.reshape(height, width)
+        tol = self.config.depth_tolerance
+        sel = ok.nonzero().squeeze(1)
+        if sel.numel() == 0:
+            return 0
+        coarse, z, r = coarse[sel], z[sel], r[sel]
+        x0, x1, y0, y1 = (t[sel].long() for t in (x0, x1, y0, y1))
+        centre = depth[torch.floor(v[sel] + 0.5).long(), torch.floor(u[sel] + 0.5).long()]
+        ok = (centre > 0) & torch.isfinite(centre) & ((z - centre).abs() <= tol * centre)
+        # every footprint pixel refined: integral image of the refined mask
+        area = torch.zeros(height + 1, width + 1, dtype=torch.int32, device=self.device)
+        area[1:, 1:] = refined_px.reshape(height, width).to(torch.int32).cumsum(0).cumsum(1)
+        count = area[y1 + 1, x1 + 1] - area[y0, x1 + 1] - area[y1 + 1, x0] + area[y0, x0]
+        ok &= count == (x1 - x0 + 1) * (y1 - y0 + 1)
+        # every footprint pixel's depth in the band: |z_obs - z| <= band z_obs, i.e. z_obs in
+        # [z / (1 + band), z / (1 - band)]; unknown depth (0) and infinity fail it
+        lo, hi = _square_min_max(depth, x0, x1, y0, y1)
+        band = torch.clamp(REFINE_MAX_SLOPE * (r + 0.5) / f_mean, min=tol, max=0.5)
+        ok &= (lo >= z / (1.0 + band)) & (hi <= z / (1.0 - band))
+        retire = coarse[ok]
+        self._remove(retire)
+        return int(retire.numel())
 
     def _add_points(
         self, camera, frame: IngestFrame, add, protect: Callable[[], torch.Tensor], provenance, frame_index
     ):
-        """A point per ``add`` pixel, evicting or dropping to stay in budget: (added, pruned, dropped)."""
+        """A point per ``add`` pixel, evicting or dropping to stay in budget.
+
+        Returns (added, pruned, dropped, pixels that got a point (int64), eviction): eviction is
+        (victims, holes, movers) when the budget removed points (see `_remap`), else None.
+        """
         pix = add.nonzero().squeeze(1)
         z = frame.depth[pix]
         xyz = unproject_pixels(camera, pix, z)
         room = self.max_points - self._count
         rows_short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
         pruned = dropped = 0
+        evicted = None
         if pix.numel() > room or rows_short > 0:
             k = max(pix.numel() - room, 0)
             shown = protect()
             k = min(k + self.max_points // EVICTION_HEADROOM if k else 0, self._count - shown.numel())
             rows = rows_short + self.chunks.max_chunks // EVICTION_HEADROOM if rows_short > 0 else 0
             in_view = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
-            victims = choose_victims(self.chunks, self.points(), in_view, camera.position, k, rows, shown)
-            self._remove(victims)
+            before = self.chunks.num_chunks
+            victims = choose_victims(
+                self.chunks, self.points(), in_view, self.trajectory(camera.position), frame_index,
+                self.config, k, rows, shown,
+            )  # fmt: skip
+            evicted = (victims, *self._remove(victims))
+            self._chunks_evicted_total += max(before - self.chunks.num_chunks, 0)
             pruned = int(victims.numel())
             room = self.max_points - self._count
             if pix.numel() > room:  # still no room: keep the nearest new points
@@ -364,7 +500,7 @@ class SpatialMemory:
             dropped = int(add.sum()) - pix.numel()
         m = pix.numel()
         if m == 0:
-            return 0, pruned, dropped
+            return 0, pruned, dropped, pix, evicted
         f_mean = (camera.intrinsics.fx + camera.intrinsics.fy) / 2.0
         ids = frame.object_ids[pix] if frame.object_ids is not None else torch.zeros(m, dtype=torch.int32)
 
@@ -384,13 +520,42 @@ class SpatialMemory:
                 "frame_added": full(frame_index, torch.int32),
             }
         )
-        return m, pruned, dropped
+        return m, pruned, dropped, pix, evicted
 
 
 def _shown(render: MemoryRender) -> torch.Tensor:
     """Distinct points (int64, ascending) that won a pixel of ``render``."""
     index = render.point_index.reshape(-1)
     return torch.unique(index[index >= 0])
+
+
+def _square_min_max(grid: torch.Tensor, x0, x1, y0, y1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum and maximum of ``grid`` [H, W] over each box [y0, y1] x [x0, x1] (inclusive, int64 [N],
+    inside the grid, sides differing by at most one pixel), O(1) a box.
+
+    A sparse table: level j holds the min / max over the 2^j x 2^j block at each pixel; a box of
+    sides s and s + 1 is the union of the four level-floor(log2 s) blocks at its corners.
+    """
+    side = torch.minimum(x1 - x0, y1 - y0) + 1
+    level = torch.frexp(side.to(torch.float32)).exponent.long() - 1  # floor(log2(side)), exact
+    lo, hi = [grid], [grid]
+    for j in range(1, int(level.max()) + 1):
+        s = 1 << (j - 1)
+        for table, op in ((lo, torch.minimum), (hi, torch.maximum)):
+            rows = table[-1].clone()
+            rows[:-s] = op(table[-1][:-s], table[-1][s:])
+            block = rows.clone()
+            block[:, :-s] = op(rows[:, :-s], rows[:, s:])
+            table.append(block)
+    height, width = grid.shape
+    lo_t, hi_t = torch.stack(lo).reshape(-1), torch.stack(hi).reshape(-1)
+    step = 1 << level
+    base = level * (height * width)
+    corners = [(y0, x0), (y0, x1 - step + 1), (y1 - step + 1, x0), (y1 - step + 1, x1 - step + 1)]
+    flat = [base + y * width + x for y, x in corners]
+    low = torch.stack([lo_t[i] for i in flat]).amin(0)
+    high = torch.stack([hi_t[i] for i in flat]).amax(0)
+    return low, high
 
 
 def _remap(points: torch.Tensor, removed: torch.Tensor, holes: torch.Tensor, movers: torch.Tensor):

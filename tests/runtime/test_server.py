@@ -341,3 +341,14 @@ def test_latest_wins_drops_stale_poses_and_reports_them(client, session):
     assert sorted(frames + dropped) == sent
     assert frames[-1] == sent[-1]  # the latest pose is always answered
     assert frames == sorted(frames)
+
+
+def test_stats_on_the_wire_carry_every_memory_figure(client, session, mirage_server):
+    import dataclasses
+
+    rgb, depth = synthetic_rgbd(seed=5)
+    observe(client, session.session_id, rgb, depth)
+    wire_stats = client.stats(session.session_id)
+    domain = dataclasses.asdict(mirage_server.servicer.sessions[session.session_id].stats())
+    assert set(domain) <= {f.name for f in wire_stats.DESCRIPTOR.fields}
+    assert {name: getattr(wire_stats, name) for name in domain} == domain

@@ -157,7 +157,7 @@ class DepthImage(_message.Message):
     def __init__(self, encoding: _Optional[_Union[DepthEncoding, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class MemoryStats(_message.Message):
-    __slots__ = ("points", "bytes_used", "budget_bytes", "points_pruned_total", "points_carved_total", "frames_ingested", "environment_texels", "window_frames", "chunks")
+    __slots__ = ("points", "bytes_used", "budget_bytes", "points_pruned_total", "points_carved_total", "frames_ingested", "environment_texels", "window_frames", "chunks", "chunks_evicted_total", "points_refined_total")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     BYTES_USED_FIELD_NUMBER: _ClassVar[int]
     BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,8 @@ class MemoryStats(_message.Message):
     ENVIRONMENT_TEXELS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_EVICTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    POINTS_REFINED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     points: int
     bytes_used: int
     budget_bytes: int
@@ -176,7 +178,9 @@ class MemoryStats(_message.Message):
     environment_texels: int
     window_frames: int
     chunks: int
-    def __init__(self, points: _Optional[int] = ..., bytes_used: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., points_pruned_total: _Optional[int] = ..., points_carved_total: _Optional[int] = ..., frames_ingested: _Optional[int] = ..., environment_texels: _Optional[int] = ..., window_frames: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
+    chunks_evicted_total: int
+    points_refined_total: int
+    def __init__(self, points: _Optional[int] = ..., bytes_used: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., points_pruned_total: _Optional[int] = ..., points_carved_total: _Optional[int] = ..., frames_ingested: _Optional[int] = ..., environment_texels: _Optional[int] = ..., window_frames: _Optional[int] = ..., chunks: _Optional[int] = ..., chunks_evicted_total: _Optional[int] = ..., points_refined_total: _Optional[int] = ...) -> None: ...
 
 class MemoryOptions(_message.Message):
     __slots__ = ("budget_bytes", "window_frames")

@@ -111,3 +111,27 @@ def test_trained_weights_export_with_parity_and_a_true_card(tiny_dataset, tmp_pa
     assert np.array_equal(rgb, again[0])  # the noise comes from the seed: deterministic replay
     np.testing.assert_array_equal(rgb[cov >= 0.999], mem_rgb[cov >= 0.999])
     assert rgb.shape == (48, 64, 3) and depth.shape == (48, 64) and not np.isnan(depth).any()
+
+
+def test_a_pose_only_stream_builds_memory_from_the_learned_model(tiny_learned_models):
+    # with nothing in memory, push-pull returns depth 0 (nothing to ingest); the learned model predicts
+    # depth, so the very first generated frame already leaves points (and sky) in memory
+    from plugin_bridge.camera import Intrinsics
+    from plugin_bridge.conventions import Convention, look_at
+    from runtime.memory import MemoryConfig
+    from runtime.session import Session
+    from runtime.types import DepthEncoding, FrameEncoding, PoseInput, SessionSpec
+
+    host = GeneratorHost.load(GeneratorConfig(name="learned_v1", models_dir=str(tiny_learned_models)))
+    k = Intrinsics.from_fov(64, 48, 60.0)
+    spec = SessionSpec(Convention.OPENCV, 1.0, k, FrameEncoding.RAW_RGB8, DepthEncoding.FLOAT16_METERS, 0,
+                       "learned_v1", 8 * 2**20, 0, 3, False)  # fmt: skip
+    session = Session(spec, host, MemoryConfig(budget_bytes=8 * 2**20))
+    pose = look_at((0.0, 0.0, 1.5), (5.0, 0.0, 1.2))
+    frame = session.step_pose(PoseInput(sequence=1, client_timestamp_us=0, cam_to_world=pose))
+    stats = session.stats()
+    assert frame.coverage == 0.0 and frame.rgb.shape == (48, 64, 3)
+    assert stats.points + stats.environment_texels > 0
+    # and what it generated is what memory now shows from the same pose
+    again = session.step_pose(PoseInput(sequence=2, client_timestamp_us=0, cam_to_world=pose), commit=False)
+    assert again.coverage > 0.5

@@ -91,7 +91,8 @@ def test_bytes_are_counted():
     assert env.nbytes == EnvironmentMap.nbytes_for(512, 256) == 512 * 256 * 7
     memory = SpatialMemory(MemoryConfig(initial_capacity=1000))
     table = memory.chunks.max_chunks * BYTES_PER_CHUNK  # the chunk table is allocated up front
-    assert memory.bytes_used() == 1000 * memory.bytes_per_point + table + env.nbytes
+    trajectory = memory.config.trajectory_samples * 3 * 8  # remembered camera positions, float64
+    assert memory.bytes_used() == 1000 * memory.bytes_per_point + table + env.nbytes + trajectory
 
 
 def project(camera: Camera, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -286,7 +286,7 @@ def test_loading_never_unpickles(payload, monkeypatch):
 
 def test_header_is_documented_json(payload, memory):
     magic, major, minor, length = struct.unpack_from("<9sHHI", payload)
-    assert (magic, major, minor) == (b"MIRAGEMEM", 1, 0)
+    assert (magic, major, minor) == (b"MIRAGEMEM", 1, 1)
     header = json.loads(payload[17 : 17 + length].decode("utf-8"))
     assert header["counters"]["points"] == memory.num_points
     assert header["schema"][0] == {"name": "xyz", "dtype": "float32", "shape": [3]}
@@ -297,7 +297,12 @@ def test_header_is_documented_json(payload, memory):
         "filled": memory.env.filled_count,
     }
     assert header["config"]["budget_bytes"] == MiB
-    assert header["trail"] == len(getattr(memory, "_trail", []))
+    assert header["trail"] == memory.trajectory().shape[0] > 0
+    stats = memory.stats()
+    assert header["counters_1_1"] == {
+        "chunks_evicted_total": stats.chunks_evicted_total,
+        "points_refined_total": stats.points_refined_total,
+    }
     data_start = -(-(17 + length) // 8) * 8
     assert len(payload) == data_start + header["data_length"] + 32
     xyz = header["sections"][0]

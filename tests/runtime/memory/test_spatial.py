@@ -268,15 +268,20 @@ def test_with_nothing_to_evict_the_farthest_new_points_are_dropped():
     assert memory.bytes_used() <= MiB
 
 
-def test_eviction_takes_generated_before_observed_and_the_oldest_first():
-    walls = ROOM[:4]
-    room_for = 4 * 64 * 48 + 1000  # four full frames and a bit
+def _memory_holding(points: int) -> SpatialMemory:
+    """A memory whose budget holds exactly ``points`` points."""
     budget = MiB
-    for _ in range(5):  # the chunk table grows with the budget: settle the budget holding room_for points
+    for _ in range(5):  # the chunk table grows with the budget: settle the budget holding the points
         per_point, fixed, _ = SpatialMemory.layout(MemoryConfig(budget_bytes=budget))
-        budget = fixed + per_point * room_for
+        budget = fixed + per_point * points
     memory = SpatialMemory(MemoryConfig(budget_bytes=budget))
-    assert memory.max_points == room_for
+    assert memory.max_points == points
+    return memory
+
+
+def test_eviction_takes_generated_before_observed():
+    walls = ROOM[:4]
+    memory = _memory_holding(4 * 64 * 48 + 1000)  # four full frames and a bit
     for frame in range(4):  # four disjoint views: two observed, then two generated
         camera = heading_camera(frame)
         rgb, depth = ray_cast(camera, walls)
@@ -289,7 +294,36 @@ def test_eviction_takes_generated_before_observed_and_the_oldest_first():
     need, headroom = 64 * 48 - 1000, memory.max_points // 64  # evictions free a little extra room
     assert stats.added == 64 * 48 and stats.pruned == need + headroom and stats.dropped == 0
     added = torch.bincount(memory.points()["frame_added"].long(), minlength=5).tolist()
-    assert added == [3072, 3072, 3072 - stats.pruned, 3072, 3072]  # the oldest generated frame paid
+    # observed frames and the current view keep everything; the generated frames paid (which of their
+    # chunks went first is the relevance order: farthest from the trajectory, then oldest)
+    assert added[:2] == [3072, 3072] and added[4] == 3072
+    assert added[2] + added[3] == 2 * 3072 - stats.pruned
+    assert memory.stats().chunks_evicted_total > 0  # whole out-of-view chunks went first
+
+
+def test_eviction_keeps_what_lies_along_the_trajectory():
+    # X: a block 2 m from O, where the camera stood. Y: a wall seen from O but far from it, 20 m north of
+    # P, where the camera then stands. Both generated in the same frame. P is 40 m east of O.
+    # Distance from the current camera alone would evict X (40 m from P) before Y (20 m from P); the
+    # trajectory (O and P) keeps X (2 m from O) and lets Y (20 m from both) go first.
+    wall_x = Box((1.2, 0.8, 0.0), (2.2, 1.3, 1.6), (200, 60, 50))
+    wall_y = Box((5.0, 20.0, 0.0), (45.0, 20.5, 20.0), (60, 60, 200))
+    see_both = cam((0.0, 0.0, 1.0), (20.0, 20.0, 3.0), Intrinsics.from_fov(64, 48, 90.0))
+    rgb, depth = ray_cast(see_both, [wall_x, wall_y])
+    walls = int(np.isfinite(depth).sum())
+    memory = _memory_holding(64 * 48 + walls - 300)  # the frame at P needs 300 points evicted
+    generate(memory, see_both, rgb, depth, 0)
+    pts = memory.points()["xyz"].numpy()
+    on_x, on_y = int((pts[:, 1] < 2.0).sum()), int((pts[:, 1] > 19.0).sum())
+    assert on_x > 300 and on_y > 300 and on_x + on_y == walls
+    down = cam((40.0, 0.0, 1.0), (40.3, 0.0, 0.0))  # at P, looking at fresh ground
+    _, stats = generate(memory, down, *ray_cast(down, [GROUND]), 1)
+    assert stats.pruned >= 300 and stats.dropped == 0
+    pts = memory.points()["xyz"].numpy()
+    left_x = int(((pts[:, 1] < 2.0) & (pts[:, 0] < 3.0)).sum())  # the block, not the ground at P
+    left_y = int((pts[:, 1] > 19.0).sum())
+    assert left_y < on_y  # the far wall paid
+    assert left_x == on_x  # what lies along the trajectory was kept
 
 
 def test_budget_pruning_keeps_the_current_view():
