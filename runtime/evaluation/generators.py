@@ -40,6 +40,20 @@ def _feeds(split, idx: np.ndarray, rays: np.ndarray, rng: np.random.Generator) -
     }
 
 
+def calibration_feeds(
+    split, fov_x_deg: float, count: int, names, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """``count`` single-example feeds [1,C,H,W] spread over ``split`` (for int8 calibration)."""
+    h, w = split["memory_depth"].shape[1:3]
+    rays = ray_directions(Intrinsics.from_fov(w, h, fov_x_deg))
+    picks = np.linspace(0, len(split) - 1, num=min(count, len(split))).round().astype(np.int64)
+    out = []
+    for i in picks:
+        feeds = _feeds(split, np.array([i]), rays, np.random.default_rng([seed, int(i)]))
+        out.append({n: feeds[n] for n in names})
+    return out
+
+
 def score_examples(
     run: Callable[[dict[str, np.ndarray]], np.ndarray],
     split,

@@ -135,3 +135,29 @@ def test_a_pose_only_stream_builds_memory_from_the_learned_model(tiny_learned_mo
     # and what it generated is what memory now shows from the same pose
     again = session.step_pose(PoseInput(sequence=2, client_timestamp_us=0, cam_to_world=pose), commit=False)
     assert again.coverage > 0.5
+
+
+def test_int8_variant_is_written_with_its_own_card(tiny_dataset, tiny_learned_models, tmp_path, monkeypatch):
+    import shutil
+
+    from runtime.generator.export import export_int8
+
+    _, data, root = tiny_dataset
+    monkeypatch.setattr("runtime.training.dataset.default_cache_dir", lambda: root)
+    out = tmp_path / "models"
+    shutil.copytree(tiny_learned_models, out)
+    weights = next(p for p in tiny_learned_models.parent.glob("learned-run*/model.safetensors"))
+    result = export_int8("learned_v1", out, weights=str(weights), data=data, verbose=False)
+    card = ModelCard.load(result.card_path)
+    assert card.name == "learned_v1_int8" and card.sha256 == sha256_file(result.onnx_path)
+    assert card.export["quantization"]["weights"] == "int8 per channel"
+    assert 0.0 <= card.export["parity_max_abs_diff"] < 0.25  # int8: close to the fp32 model, not exact
+    host = GeneratorHost.load(GeneratorConfig(name="learned_v1_int8", models_dir=str(out)))
+    from plugin_bridge.camera import Intrinsics
+
+    cov = np.ones((32, 32), np.float32)
+    cov[:, 16:] = 0.0
+    rgb = np.full((32, 32, 3), 0.4, np.float32) * cov[..., None]
+    out_rgb, out_depth = host.generate(rgb, 3.0 * cov, cov, intrinsics=Intrinsics.from_fov(32, 32, 60.0))
+    np.testing.assert_array_equal(out_rgb[:, :16], rgb[:, :16])  # covered pixels kept, as in fp32
+    assert np.isfinite(out_depth).all()
