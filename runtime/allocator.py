@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ TRIM_THRESHOLD_BYTES = 4 * 1024 * 1024
 ARENA_MAX = 2
 """malloc arenas (the default is 8 per core; worker threads then each grow their own)."""
 
+DISABLE_ENV = "MIRAGE_MALLOC_TUNING"
+"""Set to 0 to leave malloc as it is (to measure the difference)."""
 TRIM_EVERY = 500
 """Frames (all sessions together) between calls to malloc_trim."""
 
@@ -53,7 +56,7 @@ def tune_malloc() -> bool:
     with _lock:
         if _state["tuned"] is not None:
             return bool(_state["tuned"])
-        libc = _libc()
+        libc = None if os.environ.get(DISABLE_ENV) == "0" else _libc()
         ok = False
         if libc is not None:
             ok = all(
@@ -67,7 +70,9 @@ def tune_malloc() -> bool:
         _state["tuned"] = ok
         _state["libc"] = libc
         if not ok:
-            log.info("malloc tuning not applied (not glibc); resident memory may creep on long sessions")
+            log.info(
+                "malloc tuning not applied (off, or not glibc); resident memory may creep on long sessions"
+            )
         return ok
 
 
