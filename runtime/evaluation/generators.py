@@ -143,6 +143,11 @@ def compare_generators(names: list[str], split, fov_x_deg: float, *, seed: int =
                             ("arrangements", lambda m: m["scene"] != "courtyard")):  # fmt: skip
             sub = score_examples(run, split, fov_x_deg, seed=seed, keep=test)
             row[label] = sub
+        kinds = sorted({m["kind"] for m in split.meta})
+        row["by_kind"] = {
+            kind: score_examples(run, split, fov_x_deg, seed=seed, keep=lambda m, k=kind: m["kind"] == k)
+            for kind in kinds
+        }
         if timing:
             row["ms_128"] = round(time_generator(host, 128), 2)
             row["ms_256"] = round(time_generator(host, 256), 2)

@@ -209,6 +209,13 @@ def generator_table(report: dict) -> list[str]:
                     f"{r['model_bytes'] / 1e6:.2f}" if label == "all" else "",
                 ]
             )
+    kinds = sorted({k for r in report.get("generators", []) for k in r.get("by_kind", {})})
+    for r in report.get("generators", []):
+        for kind in kinds:
+            sub = r.get("by_kind", {}).get(kind)
+            if sub:
+                rows.append([r["generator"], f"kind: {kind}", str(sub["examples"]), _f(sub["psnr_filled"], 2),
+                             _f(sub["ssim_all"], 3), _f(sub["gradient_ratio"], 2), "", "", ""])  # fmt: skip
     head = ["generator", "held-out set", "examples", "PSNR filled", "SSIM all", "gradient ratio",
             "ms 128", "ms 256", "MB"]  # fmt: skip
     return _table(head, rows, "llrrrrrrr")
