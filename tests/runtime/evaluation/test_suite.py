@@ -63,8 +63,12 @@ def test_tiny_report_json_has_every_required_key(tiny):
     expected = {(s, "out_and_back", n) for s, r in spec.scenes.items() for n in r.out_and_back}
     expected |= {(s, "abc_loop", 3 * r.abc_n_per_leg) for s, r in spec.scenes.items()}
     assert set(groups) == expected
+    # every memory method with the default generator, and mirage again with the push-pull baseline
     for rows in groups.values():
-        assert sorted(r["method"] for r in rows) == sorted(METHODS)
+        assert sorted(r["method"] for r in rows) == sorted([*METHODS, "mirage (pushpull_v1)"])
+    assert report["generator_default"] == "learned_v1"
+    assert {r["generator"] for r in report["generators"]} >= {"learned_v1", "pushpull_v1"}
+    assert {r["generator"] for r in report["fidelity"]} == {"learned_v1", "pushpull_v1"}
 
     assert set(report["persistence"]) == set(METHODS)
     for entry in report["persistence"].values():
