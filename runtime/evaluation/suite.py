@@ -3,7 +3,7 @@
 An embedded runtime on a free port, the real async client and the Panda3D scene source (as in
 `mirage demo`). Writes OUT/report.json (layout stable for scripts), OUT/report.md and PNG plots, and
 prints the markdown tables. What each suite runs is the one table ``SUITES`` below. Every generator
-in ``EvalConfig.generators`` (the runtime's default first, then the push-pull baseline) runs mirage's
+in ``EvalConfig.generators`` (the runtime's default first, then the other shipped float model) runs mirage's
 cycle tests and the fidelity test; every shipped model (``EvalConfig.table_generators``) is scored on
 the held-out generator test split (``runtime.evaluation.generators``).
 """
@@ -103,7 +103,8 @@ class EvalConfig:
     progress: bool = True
     """Show a tqdm progress bar over the whole run."""
     generators: tuple[str, ...] = ()
-    """Models that run the cycle and fidelity tests; empty: the runtime's default, then pushpull_v1."""
+    """Models that run the cycle and fidelity tests; empty: the runtime's default, then the other of
+    learned_v1 / pushpull_v1."""
     table_generators: tuple[str, ...] = ()
     """Models scored on the held-out generator test split; empty: every shipped model, default first."""
 
@@ -114,7 +115,10 @@ class EvalConfig:
         default = RuntimeConfig().generator.name
         shipped = available_models()
         if not self.generators:
-            self.generators = (default, *(n for n in ("pushpull_v1",) if n != default and n in shipped))
+            self.generators = (
+                default,
+                *(n for n in ("learned_v1", "pushpull_v1") if n != default and n in shipped),
+            )
         if not self.table_generators:
             self.table_generators = (default, *(n for n in shipped if n != default))
 
