@@ -283,7 +283,9 @@ class MirageServicer(pb_grpc.MirageServicer):
                     clean_end = True  # a refused message ends the stream, never the session
                     await context.abort(item.code, item.message)
                 if isinstance(item, _End):
-                    clean_end = True
+                    # the request stream ending without an EndOfStream message (a cancelled or vanished
+                    # client) is not a clean end: release_on_disconnect still applies
+                    clean_end = item.clean
                     yield pb.ServerMessage(
                         end=pb.StreamEnd(frames_sent=frames_sent, poses_dropped=poses_dropped)
                     )
