@@ -56,35 +56,6 @@ def depth_from_inverse(inv: torch.Tensor) -> torch.Tensor:
     return (1.0 / inv.clamp(FAR_INV, 1.0) - 1.0).clamp_min(0.0)
 
 
-ROW_LEVELS = 7
-"""Levels of the row-wise push-pull (a row mean tops them, so any width works)."""
-
-
-def row_fill(value: torch.Tensor, weight: torch.Tensor, empty: float) -> torch.Tensor:
-    """Push-pull along rows only (1x2 pooling): each row's holes take that row's nearby colours, so a
-    band the camera turned into continues the horizon, sky and ground sideways. ``empty`` where a row
-    has nothing at all."""
-    value = torch.where(weight > 0, value, torch.zeros_like(value))
-    values, weights = [value], [weight]
-    for _ in range(ROW_LEVELS):
-        v, w = values[-1], weights[-1]
-        num = F.avg_pool2d(v * w, (1, 2), (1, 2), ceil_mode=True, count_include_pad=False)
-        den = F.avg_pool2d(w, (1, 2), (1, 2), ceil_mode=True, count_include_pad=False)
-        values.append(num / den.clamp_min(1e-6))
-        weights.append((den * 2.0).clamp(0.0, 1.0))
-    top_v, top_w = values[-1], weights[-1]
-    total = top_w.sum(dim=3, keepdim=True)
-    mean = (top_v * top_w).sum(dim=3, keepdim=True) / total.clamp_min(1e-6)
-    filled = torch.where(total > 1e-6, mean, torch.full_like(mean, empty))
-    for level in range(ROW_LEVELS, -1, -1):
-        v, w = values[level], weights[level]
-        if level < ROW_LEVELS:
-            filled = F.interpolate(filled, scale_factor=(1.0, 2.0), mode="bilinear", align_corners=False)
-            filled = filled[:, :, :, : v.shape[3]]
-        filled = v * w + filled * (1.0 - w)
-    return filled
-
-
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
     pad = dilation * (k // 2)
     return nn.Sequential(
@@ -146,7 +117,7 @@ class LearnedFiller(nn.Module):
         far = cov * (1.0 - inv) ** 8
         back_rgb = push_pull(memory_rgb, far, EMPTY_RGB)
         # and one along rows only: a band the camera turned into continues the horizon sideways
-        rows = row_fill(torch.cat([memory_rgb, inv], dim=1), cov, EMPTY_RGB)
+        rows = push_pull(torch.cat([memory_rgb, inv], dim=1), cov, EMPTY_RGB, rows_only=True)
         x = torch.cat(
             [
                 memory_rgb * cov,

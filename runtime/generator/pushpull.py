@@ -21,34 +21,43 @@ EMPTY_RGB = 0.5
 EPS = 1e-6
 
 
-def _push(value: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One 2x2 step: weighted mean of the children, weight = sum of child weights clamped to 1."""
-    num = F.avg_pool2d(value * weight, 2, 2, ceil_mode=True, count_include_pad=False)
-    den = F.avg_pool2d(weight, 2, 2, ceil_mode=True, count_include_pad=False)
-    return num / den.clamp_min(EPS), (den * 4.0).clamp(0.0, 1.0)
+def _push(value: torch.Tensor, weight: torch.Tensor, rows_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step: weighted mean of the 2x2 (or, along rows only, 1x2) children; weight = sum of the
+    child weights clamped to 1."""
+    kernel, children = ((1, 2), 2.0) if rows_only else (2, 4.0)
+    num = F.avg_pool2d(value * weight, kernel, kernel, ceil_mode=True, count_include_pad=False)
+    den = F.avg_pool2d(weight, kernel, kernel, ceil_mode=True, count_include_pad=False)
+    return num / den.clamp_min(EPS), (den * children).clamp(0.0, 1.0)
 
 
-def _up(coarse: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Bilinear 2x upsampling (pixel centres aligned with 2x2 pooling), cropped to ``like``'s size."""
-    up = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False)
+def _up(coarse: torch.Tensor, like: torch.Tensor, rows_only: bool) -> torch.Tensor:
+    """Bilinear 2x upsampling (pixel centres aligned with the pooling), cropped to ``like``'s size."""
+    scale = (1.0, 2.0) if rows_only else 2.0
+    up = F.interpolate(coarse, scale_factor=scale, mode="bilinear", align_corners=False)
     return up[:, :, : like.shape[2], : like.shape[3]]
 
 
-def push_pull(value: torch.Tensor, weight: torch.Tensor, empty: float) -> torch.Tensor:
-    """Fill ``value`` [N,C,H,W] where ``weight`` [N,1,H,W] (in [0, 1]) is below 1; ``empty`` if none."""
+def push_pull(
+    value: torch.Tensor, weight: torch.Tensor, empty: float, rows_only: bool = False
+) -> torch.Tensor:
+    """Fill ``value`` [N,C,H,W] where ``weight`` [N,1,H,W] (in [0, 1]) is below 1; ``empty`` if none.
+
+    ``rows_only``: pool 1x2 along rows and top each row with its own mean, so holes take colours from
+    their own row only (``empty`` where a row has nothing at all)."""
     value = torch.where(weight > 0, value, torch.zeros_like(value))  # no 0 * inf or 0 * nan
     values, weights = [value], [weight]
     for _ in range(LEVELS):
-        v, w = _push(values[-1], weights[-1])
+        v, w = _push(values[-1], weights[-1], rows_only)
         values.append(v)
         weights.append(w)
     top_v, top_w = values[-1], weights[-1]
-    total = top_w.sum(dim=(2, 3), keepdim=True)
-    mean = (top_v * top_w).sum(dim=(2, 3), keepdim=True) / total.clamp_min(EPS)
+    dims = (3,) if rows_only else (2, 3)
+    total = top_w.sum(dim=dims, keepdim=True)
+    mean = (top_v * top_w).sum(dim=dims, keepdim=True) / total.clamp_min(EPS)
     filled = torch.where(total > EPS, mean, torch.full_like(mean, empty))
     for level in range(LEVELS, -1, -1):
         v, w = values[level], weights[level]
-        coarse = filled if level == LEVELS else _up(filled, v)
+        coarse = filled if level == LEVELS else _up(filled, v, rows_only)
         filled = v * w + coarse * (1.0 - w)
     return filled
 
