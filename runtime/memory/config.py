@@ -64,6 +64,12 @@ class MemoryConfig:
     refine: bool = True
     """Multi-scale refinement: an observed frame retires a coarse point (half-size over 1.5 px in its view)
     whose whole footprint it confirms and stores with finer points (see `SpatialMemory.ingest`)."""
+    freespace_keyframes: int = 64
+    """Observed views whose proven free space memory keeps (`runtime.memory.freespace`): generated points
+    that would stand in it move back along their rays. At most one per 128 KiB of budget; 0 disables."""
+    freespace_margin: float = 0.1
+    """A point is in observed free space when a keyframe saw it in front of its surface by more than this
+    fraction of that surface's depth."""
 
     def validate(self) -> None:
         """Raise ValueError naming the field to fix when a value makes no sense."""
@@ -95,6 +101,10 @@ class MemoryConfig:
             raise ValueError(f"trajectory_samples={self.trajectory_samples}: keep at least 1 position")
         if min(self.trajectory, self.recency, self.provenance) < 0:
             raise ValueError("relevance weights (trajectory, recency, provenance) must be >= 0")
+        if not 0 <= self.freespace_keyframes <= 4096:
+            raise ValueError(f"freespace_keyframes={self.freespace_keyframes}: use 0 (off) .. 4096, e.g. 64")
+        if not 0.0 <= self.freespace_margin < 1.0:
+            raise ValueError(f"freespace_margin={self.freespace_margin}: use a fraction in [0, 1), e.g. 0.1")
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,10 @@ class IngestStats:
     """Environment texels whose colour this frame set."""
     refined: int = 0
     """Coarse points retired because this observed frame stored their whole footprint with finer points."""
+    moved: int = 0
+    """Generated points moved back along their rays out of observed free space (`runtime.memory.freespace`)."""
+    refused: int = 0
+    """Generated points not stored: no place along their rays outside observed free space."""
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,16 @@ import torch
 
 from runtime.memory.config import PROVENANCES, MemoryConfig
 from runtime.memory.environment import EnvironmentMap
+from runtime.memory.freespace import KEYFRAME_FIELDS
 from runtime.memory.spatial import SCHEMA, SpatialMemory
 
 MAGIC = b"MIRAGEMEM"
-FORMAT_MAJOR = 1
-"""Bumped when a reader of the previous major could misread a snapshot; readers refuse newer majors."""
-FORMAT_MINOR = 1
+OLDEST_MAJOR = 1
+"""The oldest major version this runtime still reads (1.x: no free-space keyframes)."""
+FORMAT_MAJOR = 2
+"""Bumped when a reader of the previous major could misread or refuse a snapshot (2.0 added the keyframe
+sections); readers refuse newer majors and read every older one from OLDEST_MAJOR."""
+FORMAT_MINOR = 0
 """Bumped for additions an older reader of the same major may ignore (extra header keys)."""
 FORMAT_NAME = "mirage.memory.snapshot"
 PREFIX = struct.Struct("<9sHHI")  # magic, major, minor, header length in bytes
@@ -63,6 +67,7 @@ _DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
 _DTYPE_NAMES = {torch_dtype: name for name, (torch_dtype, _) in _DTYPES.items()}
 _ENV_SECTIONS = (("env/rgb", "uint8", (3,)), ("env/last_seen", "int32", ()))
 MAX_TRAIL = 4096  # recent camera positions a snapshot may carry (the memory keeps far fewer)
+MAX_KEYFRAMES = 4096  # free-space keyframes a snapshot may carry (MemoryConfig.freespace_keyframes' cap)
 PROBE_LIMIT_BYTES = 2**40  # budgets above this are not probed for the "bytes needed" figure
 _HEADER_KEYS = {
     "format",
@@ -106,18 +111,26 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def _section_specs(points: int, texels: int, trail: int) -> list[tuple[str, str, tuple[int, ...]]]:
-    """(name, dtype name, full shape) of every section, in payload order."""
+def _section_specs(
+    points: int, texels: int, trail: int, keyframes: int | None
+) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, dtype name, full shape) of every section, in payload order (``keyframes`` None: a 1.x
+    snapshot, which has no keyframe sections)."""
     specs = [(f"points/{name}", _DTYPE_NAMES[dtype], (points, *shape)) for name, dtype, shape in SCHEMA]
     specs += [(name, dtype, (texels, *shape)) for name, dtype, shape in _ENV_SECTIONS]
     specs.append(("state/trail", "float64", (trail, 3)))
+    if keyframes is not None:
+        specs += [
+            (f"state/keyframes/{name}", _DTYPE_NAMES[dtype], (keyframes, *shape))
+            for name, dtype, shape in KEYFRAME_FIELDS
+        ]
     return specs
 
 
-def _section_table(points: int, texels: int, trail: int) -> list[dict]:
+def _section_table(points: int, texels: int, trail: int, keyframes: int | None) -> list[dict]:
     """The header's section table: each section 8-aligned, in order, offsets from the data start."""
     table, offset = [], 0
-    for name, dtype, shape in _section_specs(points, texels, trail):
+    for name, dtype, shape in _section_specs(points, texels, trail, keyframes):
         length = math.prod(shape) * _DTYPES[dtype][1].itemsize
         table.append({"name": name, "dtype": dtype, "shape": list(shape), "offset": offset, "length": length})
         offset = _align(offset + length)
@@ -182,8 +195,11 @@ def _capture(memory: SpatialMemory, copy: bool, created_unix: float | None) -> _
     """Everything a snapshot of ``memory`` holds; ``copy`` detaches it from later mutations."""
     live, env = memory.points(), memory.env
     points, texels, trail = memory.num_points, env.width * env.height, _trail_of(memory)
-    table = _section_table(points, texels, len(trail))
+    keyframes = memory.freespace.ordered()
+    count = int(keyframes["frame"].shape[0])
+    table = _section_table(points, texels, len(trail), count)
     tensors = [live[name] for name, _, _ in SCHEMA] + [env.rgb, env.last_seen, torch.from_numpy(trail)]
+    tensors += [keyframes[name] for name, _, _ in KEYFRAME_FIELDS]
     arrays = [_le_array(t, spec["dtype"], copy) for t, spec in zip(tensors, table, strict=True)]
     for a, spec in zip(arrays, table, strict=True):  # the layout is derived from SCHEMA: must agree
         assert list(a.shape) == spec["shape"] and a.nbytes == spec["length"], spec["name"]
@@ -206,6 +222,7 @@ def _capture(memory: SpatialMemory, copy: bool, created_unix: float | None) -> _
         "environment": {"width": env.width, "height": env.height, "texels": texels, "filled": env_filled},
         "created_utc": created,
         "trail": len(trail),
+        "keyframes": count,
         "sections": table,
         "data_length": _data_length(table),
     }
@@ -451,7 +468,7 @@ def _config_from(header_config) -> MemoryConfig:
     return config
 
 
-def _check_layout(header: dict, config: MemoryConfig) -> tuple[dict, list[dict]]:
+def _check_layout(header: dict, config: MemoryConfig, major: int) -> tuple[dict, list[dict]]:
     """Counters and section table, checked against the schema and each other."""
     if header["schema"] != _schema_json():
         raise SnapshotError(
@@ -478,14 +495,19 @@ def _check_layout(header: dict, config: MemoryConfig) -> tuple[dict, list[dict]]
         )
     _check_int(env.get("filled"), "environment.filled", 0, texels)
     trail = _check_int(header["trail"], "trail", 0, MAX_TRAIL)
+    keyframes = None  # 1.x: no keyframe sections
+    if major >= 2:
+        if "keyframes" not in header:
+            raise SnapshotError("snapshot header lacks keyframes (format 2.x): the file is damaged")
+        keyframes = _check_int(header["keyframes"], "keyframes", 0, MAX_KEYFRAMES)
     if not isinstance(header["created_utc"], str):
         raise SnapshotError("snapshot header: created_utc must be a string")
     points = counters["points"]
-    expected = _section_table(points, texels, trail)
+    expected = _section_table(points, texels, trail, keyframes)
     if header["sections"] != expected:
         raise SnapshotError(
-            f"snapshot section table does not match {points} points, a {texels}-texel environment map "
-            f"and {trail} trail positions "
+            f"snapshot section table does not match {points} points, a {texels}-texel environment map, "
+            f"{trail} trail positions and {keyframes or 0} free-space keyframes "
             f"(dtypes, shapes, offsets and lengths must follow the documented layout): the file is damaged"
         )
     if header["data_length"] != _data_length(expected):
@@ -570,6 +592,13 @@ def _check_values(arrays: dict[str, np.ndarray], env_filled: int) -> None:
         problems.append("negative or non-finite radii")
     if not np.isfinite(arrays["state/trail"]).all():
         problems.append("non-finite trail positions")
+    if "state/keyframes/frame" in arrays:
+        k = {name: arrays[f"state/keyframes/{name}"] for name, _, _ in KEYFRAME_FIELDS}
+        finite = all(np.isfinite(k[n]).all() for n in ("w2c", "intrinsics", "position", "axis"))
+        if not finite or (k["frame"] < 0).any() or (k["size"] <= 0).any():
+            problems.append("keyframes with non-finite cameras, negative frames or empty sizes")
+        if np.isnan(k["depth"]).any() or (k["depth"] < 0).any():
+            problems.append("keyframe depths that are NaN or negative")
     last_seen = arrays["env/last_seen"]
     if (last_seen < -1).any():
         problems.append("environment last_seen below -1")
@@ -603,9 +632,10 @@ def load_snapshot(
                 f"snapshot format {major}.{minor} is newer than this runtime reads (format {FORMAT_MAJOR}.x, "
                 f"up to {FORMAT_MAJOR}.{FORMAT_MINOR}): upgrade Mirage to load it"
             )
-        if major < FORMAT_MAJOR:
+        if major < OLDEST_MAJOR:
             raise SnapshotError(
-                f"snapshot format {major}.{minor} is older than this runtime reads (format {FORMAT_MAJOR}.x)"
+                f"snapshot format {major}.{minor} is older than this runtime reads (formats "
+                f"{OLDEST_MAJOR}.x to {FORMAT_MAJOR}.x)"
             )
         if header_len > MAX_HEADER_BYTES:
             raise SnapshotError(
@@ -614,7 +644,7 @@ def load_snapshot(
         raw_header = reader.read(header_len, "the header")
         header = _parse_header(raw_header)
         config = _config_from(header["config"])
-        counters, table = _check_layout(header, config)
+        counters, table = _check_layout(header, config, major)
         config = _check_budget(counters["points"], config, budget_bytes)
         head_len = PREFIX.size + header_len
         pad = _align(head_len) - head_len
@@ -667,6 +697,19 @@ def _build(config: MemoryConfig, counters: dict, arrays: dict[str, np.ndarray], 
     env.last_seen.copy_(torch.from_numpy(arrays["env/last_seen"].astype(np.int32)))
     env.filled_count = int((env.last_seen >= 0).sum())
     memory.restore_trajectory(torch.from_numpy(arrays["state/trail"].astype(np.float64)))
+    if "state/keyframes/frame" in arrays:  # the newest the memory's budget keeps
+        total = len(arrays["state/keyframes/frame"])
+        first = total - min(total, memory.freespace.capacity)
+        memory.freespace.restore(
+            {
+                name: torch.from_numpy(
+                    arrays[f"state/keyframes/{name}"][first:].astype(
+                        _DTYPES[_DTYPE_NAMES[dtype]][1].newbyteorder("=")
+                    )
+                )
+                for name, dtype, _ in KEYFRAME_FIELDS
+            }
+        )
     memory._chunks_evicted_total = counters.get("chunks_evicted_total", 0)
     memory._refined_total = counters.get("points_refined_total", 0)
     memory._pruned_total = counters["points_pruned_total"]

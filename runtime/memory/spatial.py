@@ -4,8 +4,9 @@ Points live in a struct of arrays (torch tensors with spare capacity, grown geom
 past the byte budget), indexed by world-space chunk (`runtime.memory.chunks`). `render` splats the
 points of the chunks in the camera's frustum (`runtime.memory.splat`); `ingest` takes a frame back:
 observed frames are the truth (carve free space, refresh matching points, add the rest, retire coarse
-points whose whole footprint the frame stored finer: multi-scale refinement), generated frames only add
-what memory did not cover. Removal is a swap-remove (the last points fill the holes),
+points whose whole footprint the frame stored finer: multi-scale refinement, and keep the free space
+they prove), generated frames only add what memory did not cover, never inside space an observation
+proved empty (`runtime.memory.freespace`). Removal is a swap-remove (the last points fill the holes),
 so indices change on every removal. The budget holds after every call (`runtime.memory.eviction`).
 """
 
@@ -29,6 +30,7 @@ from runtime.memory.config import (
 )
 from runtime.memory.environment import EnvironmentMap
 from runtime.memory.eviction import choose_victims, lowest_k
+from runtime.memory.freespace import HALF_DIAGONAL, FreeSpaceKeyframes, keyframe_capacity
 from runtime.memory.ingest_frame import IngestFrame, check_frame
 from runtime.memory.splat import (
     MemoryRender,
@@ -58,7 +60,6 @@ EVICTION_HEADROOM = 64  # evicting frees 1/64 of capacity beyond the need, so ev
 BUDGET_BYTES_PER_CHUNK_ROW = 4096  # the chunk table has a row per 4 KiB of budget (2% of it)
 MATCH_MAX_RADIUS_PX = 1.5  # a matched point must be at least this fine in the current view
 REFINE_MAX_SLOPE = 1.0  # refinement accepts depth varying across a footprint as on a plane up to 45 deg
-_HALF_DIAGONAL = 0.5 * math.sqrt(2.0)
 
 
 class SpatialMemory:
@@ -79,6 +80,9 @@ class SpatialMemory:
                 f"least {need} bytes (or a smaller environment map)"
             )
         self.env = EnvironmentMap(self.config.env_width, self.config.env_height, self.device)
+        self.freespace = FreeSpaceKeyframes(
+            keyframe_capacity(self.config.budget_bytes, self.config.freespace_keyframes), self.device
+        )
         self.chunks = ChunkIndex(self.config.chunk_size_m, max_chunks, self.device)
         self.last_touched = 0  # points whose arrays the last render / ingest read (culling at work)
         self._trajectory = torch.zeros(self.config.trajectory_samples, 3, dtype=torch.float64)
@@ -92,14 +96,18 @@ class SpatialMemory:
         """(bytes a point costs, bytes fixed up front, chunk table rows) of a memory with ``config``.
 
         A budget holds (budget_bytes - fixed) // bytes_per_point points; the fixed part is the
-        environment map, the chunk table (a row per 4 KiB of budget, at least 256) and the remembered
-        trajectory.
+        environment map, the chunk table (a row per 4 KiB of budget, at least 256), the remembered
+        trajectory and the free-space keyframes.
         """
         per_point = BYTES_PER_POINT + sum(d.itemsize * math.prod(s) for _, d, s in SCHEMA)
         max_chunks = max(256, config.budget_bytes // BUDGET_BYTES_PER_CHUNK_ROW)
         env_bytes = EnvironmentMap.nbytes_for(config.env_width, config.env_height)
         trajectory_bytes = config.trajectory_samples * 3 * 8
-        return per_point, env_bytes + max_chunks * BYTES_PER_CHUNK + trajectory_bytes, max_chunks
+        keyframe_bytes = FreeSpaceKeyframes.nbytes_for(
+            keyframe_capacity(config.budget_bytes, config.freespace_keyframes)
+        )
+        fixed = env_bytes + max_chunks * BYTES_PER_CHUNK + trajectory_bytes + keyframe_bytes
+        return per_point, fixed, max_chunks
 
     # -- storage ---------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -108,6 +116,7 @@ class SpatialMemory:
         self._fields = self._allocate(min(self.config.initial_capacity, self.max_points))
         self.chunks.reset(self.capacity)
         self.env.clear()
+        self.freespace.clear()
         self._version += 1
         self._pruned_total = self._carved_total = self._frames = 0
         self._chunks_evicted_total = self._refined_total = 0
@@ -153,12 +162,13 @@ class SpatialMemory:
 
     def bytes_used(self) -> int:
         """All storage held: point capacity (live or spare), the chunk index, the environment map, the
-        remembered trajectory."""
+        remembered trajectory, the free-space keyframes."""
         return (
             self.capacity * (self.bytes_per_point - BYTES_PER_POINT)
             + self.chunks.nbytes()
             + self.env.nbytes
             + self._trajectory.numel() * self._trajectory.element_size()
+            + self.freespace.nbytes
         )
 
     def points(self) -> dict[str, torch.Tensor]:
@@ -283,9 +293,10 @@ class SpatialMemory:
         Observed: points in front of the observed surface are removed; points the render shows at the
         observed depth and at least as fine as 1.5 px are refreshed; every other valid pixel in
         ``mask`` becomes a point; then coarser points the frame confirmed are retired where it stored
-        their whole footprint finer (`_retire_coarse`, unless ``config.refine`` is off). Generated /
-        imported: the render's points are marked seen and only ``mask`` pixels are added; nothing is
-        carved or retired. Pixels at infinity go to the environment map (observed colours overwrite
+        their whole footprint finer (`_retire_coarse`, unless ``config.refine`` is off); the frame's free
+        space is kept as a keyframe. Generated / imported: the render's points are marked seen and only
+        ``mask`` pixels are added; nothing is carved or retired; generated points that would stand in
+        observed free space move back along their rays (`runtime.memory.freespace`). Pixels at infinity go to the environment map (observed colours overwrite
         it, others fill only empty texels). Then the budget is enforced and, in window mode, content
         older than the window is dropped.
         """
@@ -297,7 +308,7 @@ class SpatialMemory:
             render = self._render(camera)
         else:
             check_render(render, self._version, camera)
-        carved = updated = refined = 0
+        carved = updated = refined = shifted = refused = 0
         moved = None  # (removed, holes, movers) once carving renumbered points
         coarse = None  # observed: coarse points the frame confirmed (render numbering)
 
@@ -322,8 +333,15 @@ class SpatialMemory:
             carve = cand[carve & ~torch.isin(cand, confirmed)]
             carved = int(carve.numel())
             moved = (carve, *self._remove(carve))
+            self.freespace.observe(camera, frame.depth, frame_index, self.config.trajectory_step_m)
         else:
             self._touch(render, frame_index)
+            if provenance == PROVENANCE_GENERATED:
+                frame.depth, add, shifted, refused = self.freespace.respect(
+                    camera, frame.depth, add,
+                    near=self.config.near, far=self.config.far, margin=self.config.freespace_margin,
+                    max_radius_px=self.config.max_splat_radius_px,
+                )  # fmt: skip
         added, pruned, dropped, added_pixels, evicted = self._add_points(
             camera, frame, add, protect, provenance, frame_index
         )
@@ -345,12 +363,13 @@ class SpatialMemory:
             pruned += int(old.sum())
             self._remove(old)
             self.env.expire(horizon)
+            self.freespace.expire(horizon)
         self._version += 1
         self._frames += 1
         self._carved_total += carved
         self._pruned_total += pruned
         self._refined_total += refined
-        return IngestStats(added, updated, carved, pruned, dropped, env_written, refined)
+        return IngestStats(added, updated, carved, pruned, dropped, env_written, refined, shifted, refused)
 
     def _match(self, camera: Camera, frame: IngestFrame, render: MemoryRender, frame_index: int):
         """Refresh points the observation confirms.
@@ -511,7 +530,7 @@ class SpatialMemory:
             {
                 "xyz": xyz,
                 "rgb": frame.rgb[pix],
-                "radius": z * (_HALF_DIAGONAL / f_mean),
+                "radius": z * (HALF_DIAGONAL / f_mean),
                 "confidence": full(NEW_CONFIDENCE[provenance], torch.float16),
                 "provenance": full(provenance, torch.uint8),
                 "last_seen": full(frame_index, torch.int32),

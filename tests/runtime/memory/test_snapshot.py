@@ -133,10 +133,11 @@ def assert_same_memory(a: SpatialMemory, b: SpatialMemory) -> None:
     sa.pop("bytes_used"), sb.pop("bytes_used")  # spare capacity is not saved: storage restarts compact
     assert sb == sa
     assert b.config == a.config and b.max_points == a.max_points
-    trail_a, trail_b = getattr(a, "_trail", []), getattr(b, "_trail", [])
-    assert len(trail_b) == len(trail_a) and all(
-        x.dtype == y.dtype and x.tobytes() == y.tobytes() for x, y in zip(trail_a, trail_b, strict=True)
-    )
+    assert raw(b.trajectory()) == raw(a.trajectory())
+    kf_a, kf_b = a.freespace.ordered(), b.freespace.ordered()
+    assert kf_a.keys() == kf_b.keys()
+    for name in kf_a:
+        assert kf_b[name].dtype == kf_a[name].dtype and raw(kf_b[name]) == raw(kf_a[name]), name
 
 
 RENDER_FIELDS = (
@@ -182,8 +183,8 @@ def test_fixture_exercises_every_part_of_memory(memory):
     provenance = memory.points()["provenance"]
     assert (provenance == 1).any() and (provenance == 2).any()
     assert (memory.points()["object_id"] == 5).any()
-    if hasattr(memory, "_trail"):  # recent camera positions (eviction's distance term) are state too
-        assert len(memory._trail) == 12
+    assert memory.trajectory().shape[0] > 1  # camera positions (eviction's nearness term) are state too
+    assert memory.freespace.count == 8  # every observed view is a keyframe (one per 128 KiB of budget)
 
 
 def test_bytes_round_trip_is_bit_exact_and_renders_identically(memory, payload):
@@ -286,7 +287,7 @@ def test_loading_never_unpickles(payload, monkeypatch):
 
 def test_header_is_documented_json(payload, memory):
     magic, major, minor, length = struct.unpack_from("<9sHHI", payload)
-    assert (magic, major, minor) == (b"MIRAGEMEM", 1, 1)
+    assert (magic, major, minor) == (b"MIRAGEMEM", 2, 0)
     header = json.loads(payload[17 : 17 + length].decode("utf-8"))
     assert header["counters"]["points"] == memory.num_points
     assert header["schema"][0] == {"name": "xyz", "dtype": "float32", "shape": [3]}
@@ -298,6 +299,11 @@ def test_header_is_documented_json(payload, memory):
     }
     assert header["config"]["budget_bytes"] == MiB
     assert header["trail"] == memory.trajectory().shape[0] > 0
+    assert header["keyframes"] == memory.freespace.count > 0
+    assert [s["name"] for s in header["sections"][-7:]] == [
+        f"state/keyframes/{name}"
+        for name in ("w2c", "intrinsics", "size", "frame", "position", "axis", "depth")
+    ]
     stats = memory.stats()
     assert header["counters_1_1"] == {
         "chunks_evicted_total": stats.chunks_evicted_total,
@@ -364,7 +370,7 @@ def test_wrong_magic_is_refused(payload, tmp_path):
 
 def test_newer_major_version_is_refused_with_upgrade_advice(payload):
     newer = payload[:9] + struct.pack("<HH", FORMAT_MAJOR + 1, 0) + payload[13:]
-    with pytest.raises(SnapshotError, match=r"format 2\.0 is newer.*format 1\.x.*upgrade"):
+    with pytest.raises(SnapshotError, match=r"format 3\.0 is newer.*format 2\.x.*upgrade"):
         load_snapshot(newer)
     older = payload[:9] + struct.pack("<HH", 0, 3) + payload[13:]
     with pytest.raises(SnapshotError, match="older"):
@@ -379,6 +385,24 @@ def test_newer_minor_version_with_extra_header_keys_loads(payload, memory):
     newer_minor = edited[:11] + struct.pack("<H", FORMAT_MINOR + 1) + edited[13:]
     body = newer_minor[:-32]
     assert_same_memory(memory, load_snapshot(body + hashlib.sha256(body).digest()))
+
+
+def test_format_1_1_snapshot_without_keyframes_loads(payload, memory):
+    # a 1.1 writer stopped after the trail: no "keyframes" key, no keyframe sections; 2.0 reads 1.x
+    def as_1_1(header):
+        header.pop("keyframes")
+        header["sections"] = [s for s in header["sections"] if not s["name"].startswith("state/keyframes/")]
+        last = header["sections"][-1]
+        header["data_length"] = -(-(last["offset"] + last["length"]) // 8) * 8
+
+    edited = rewrite_header(payload, as_1_1)
+    length = struct.unpack_from("<I", edited, 13)[0]
+    data_start = -(-(17 + length) // 8) * 8
+    header = json.loads(edited[17 : 17 + length])
+    body = edited[:9] + struct.pack("<HH", 1, 1) + edited[13 : data_start + header["data_length"]]
+    loaded = load_snapshot(body + hashlib.sha256(body).digest())
+    assert loaded.num_points == memory.num_points and loaded.freespace.count == 0
+    assert raw(loaded.points()["xyz"]) == raw(memory.points()["xyz"])
 
 
 def test_header_claiming_more_bytes_than_present_is_refused(payload):
@@ -432,6 +456,9 @@ def test_header_claiming_more_bytes_than_present_is_refused(payload):
         (lambda h: h.update(format="something.else"), "format"),
         (lambda h: h.update(trail=h["trail"] + 1), "section table"),
         (lambda h: h.update(trail=10**6), "trail"),
+        (lambda h: h.update(keyframes=h["keyframes"] + 1), "section table"),
+        (lambda h: h.update(keyframes=-1), "keyframes"),
+        (lambda h: h.pop("keyframes"), "lacks keyframes"),
     ],
 )
 def test_inconsistent_headers_are_refused(payload, edit, message):
