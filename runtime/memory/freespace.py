@@ -6,18 +6,27 @@ memory holds when the frame arrives, but a generator guessing later, from anothe
 of it: from B it may complete an unseen patch with a surface standing in the air between A and what
 A saw. Back at A, that guess is drawn in front of the observed scene (the revisit no longer matches).
 
-This module keeps the proof. Each observed frame refreshes a keyframe: its camera and its depth
-min-pooled onto a grid of at most GRID x GRID cells (a cell holds the nearest surface any of its
-pixels saw, so "in front of the cell's depth" is free for every pixel of the cell: conservative).
-A point is in observed free space when some keyframe sees it in front of its cell's depth by more
-than ``freespace_margin`` (relative). `FreeSpaceKeyframes.respect` moves each generated point that
-would land there back along its own camera ray (depth x STEP until no keyframe sees it in free space,
-so the generating view, and a return to it, show the same pixel) and refuses the few it cannot place
-(still in free space after MAX_STEPS, or beyond ``far``).
+This module keeps the proof. An observed frame becomes a keyframe: its camera and its depth
+max-pooled onto a grid of GRID x GRID cells (a cell holds the farthest surface any of its pixels
+saw; unknown depth counts only where the whole cell is unknown, and then proves nothing). A point
+is in a keyframe's free space when the keyframe sees it (its splat reaches the image) in front of
+its cell's depth by more than ``freespace_margin`` (relative). The farthest surface, not the nearest:
+a point in front of any part of a cell could, with its splat, hide that part when the keyframe's
+view is seen again (the usual case is a disocclusion sliver next to a silhouette, whose guessed
+depth lands between the object and the background behind it). `FreeSpaceKeyframes.respect` moves
+each generated point that would stand there back along its own camera ray (so the generating view,
+and a return to it, show the same pixel) until no keyframe sees it in free space, jumping by what
+the worst keyframe asks, and refuses the few it cannot place (still in free space after MAX_STEPS,
+or beyond ``far``).
 
-A new observation replaces the keyframe it nearly repeats (within ``trajectory_step_m`` and
-SAME_VIEW_DEG of its optical axis, so a camera standing still keeps one fresh keyframe); otherwise it
-takes a free slot or the oldest. Memory holds at most one keyframe per KEYFRAME_BUDGET_SHARE bytes of
+Generated frames keep keyframes too, of what was shown to the client: once a view showed a surface at
+some depth, a later guess from elsewhere must not stand in front of it either (a return to that view
+would show the guess). A frame that nearly repeats a keyframe (within
+``trajectory_step_m`` and SAME_VIEW_DEG of its optical axis) adds nothing, unless it is observed and
+the keyframe generated (the truth takes over); keeping the older view, rather than refreshing it,
+stops a keyframe from sliding along with a slowly moving camera and so leaves one every half metre
+or so of the path. Otherwise a frame takes a free slot, else the oldest generated keyframe's, else
+(observed frames only) the oldest's. Memory holds at most one keyframe per KEYFRAME_BUDGET_SHARE bytes of
 budget (up to ``freespace_keyframes``), counted in the budget.
 """
 
@@ -35,9 +44,13 @@ GRID = 32
 SAME_VIEW_DEG = 15.0
 """An observation within this angle (optical axes) and trajectory_step_m of a keyframe replaces it."""
 STEP = 1.2
-"""A generated point in observed free space moves back along its ray by this factor per try."""
-MAX_STEPS = 16
-"""Tries before a generated point is refused (1.2 ** 16: about 185 times its generated depth)."""
+"""A generated point in a keyframe's free space moves back along its ray at least this factor a try ..."""
+MAX_JUMP = 4.0
+"""... and at most this factor (a keyframe that saw infinity there asks for an infinite one)."""
+JUMP_SLACK = 1.02
+"""A try moves a point 2% past what the worst keyframe asks (which is exact along that keyframe's rays)."""
+MAX_STEPS = 8
+"""Tries before a generated point is refused."""
 KEYFRAME_BUDGET_SHARE = 128 * 1024
 """Memory keeps at most one keyframe per this many bytes of budget (under 2% of it)."""
 HALF_DIAGONAL = 0.5 * math.sqrt(
@@ -49,6 +62,7 @@ _FIELDS = (  # name, dtype, trailing shape, empty value (KEYFRAME_FIELDS: what a
     ("intrinsics", torch.float32, (4,), 0.0),  # fx, fy, cx, cy of the observed image (float32-rounded)
     ("size", torch.int32, (3,), 0),  # image width, height, cell side in pixels
     ("frame", torch.int32, (), -1),  # frame index of the observation (-1: empty slot)
+    ("observed", torch.uint8, (), 0),  # 1: an observed frame's (the truth), 0: a generated frame's
     ("position", torch.float64, (3,), 0.0),  # camera position (world)
     ("axis", torch.float64, (3,), 0.0),  # optical axis (world, unit)
     ("depth", torch.float16, (GRID, GRID), 0.0),  # min-pooled depth, +inf where all saw infinity
@@ -97,20 +111,25 @@ class FreeSpaceKeyframes:
         self.slots["frame"][old] = -1
 
     # -- writing -----------------------------------------------------------------------------------
-    def observe(self, camera: Camera, depth: torch.Tensor, frame_index: int, step_m: float) -> None:
-        """Keep the free space observed ``depth`` ([P] or [H, W] float32: 0 unknown, +inf at infinity)
-        proves, from ``camera``."""
+    def observe(
+        self, camera: Camera, depth: torch.Tensor, frame_index: int, step_m: float, *, observed: bool = True
+    ) -> None:
+        """Keep the free space ``depth`` ([P] or [H, W] float32: 0 unknown, +inf at infinity) shows from
+        ``camera``: an observed frame's (proven), or a generated frame's as shown to the client (what
+        was shown stays: a later guess must not appear in front of it)."""
         if self.capacity == 0:
             return
         position = torch.as_tensor(camera.position, dtype=torch.float64, device=self.device)
         axis = torch.as_tensor(camera.cam_to_world[:3, 2], dtype=torch.float64, device=self.device)
-        slot = self._slot_for(position, axis, step_m)
+        slot = self._slot_for(position, axis, step_m, observed)
+        if slot < 0:
+            return
         k = camera.intrinsics
         width, height = k.width, k.height
         cell = -(-max(width, height) // GRID)
-        grid = torch.full((GRID * cell, GRID * cell), float("inf"), dtype=torch.float32, device=self.device)
-        grid[:height, :width] = depth.reshape(height, width)
-        pooled = grid.reshape(GRID, cell, GRID, cell).amin(dim=(1, 3))
+        grid = torch.zeros(GRID * cell, GRID * cell, dtype=torch.float32, device=self.device)
+        grid[:height, :width] = depth.reshape(height, width)  # past the image: 0, proves nothing
+        pooled = grid.reshape(GRID, cell, GRID, cell).amax(dim=(1, 3))
         s = self.slots
         s["w2c"][slot] = torch.as_tensor(camera.world_to_cam[:3, :4], dtype=torch.float32, device=self.device)
         s["intrinsics"][slot] = torch.tensor(
@@ -118,23 +137,30 @@ class FreeSpaceKeyframes:
         )
         s["size"][slot] = torch.tensor((width, height, cell), dtype=torch.int32, device=self.device)
         s["frame"][slot] = int(frame_index)
+        s["observed"][slot] = int(observed)
         s["position"][slot] = position
         s["axis"][slot] = axis
         s["depth"][slot] = pooled.to(torch.float16)  # float16 rounds by under 0.05%, far below the margin
 
-    def _slot_for(self, position: torch.Tensor, axis: torch.Tensor, step_m: float) -> int:
-        """The keyframe this view nearly repeats, else a free slot, else the oldest."""
+    def _slot_for(self, position: torch.Tensor, axis: torch.Tensor, step_m: float, observed: bool) -> int:
+        """The keyframe this view nearly repeats, else a free slot, else the oldest generated one, else
+        (for an observed view) the oldest; -1 when a generated view would displace an observed one."""
         frame = self.slots["frame"]
         used = frame >= 0
+        kept_observed = self.slots["observed"] == 1
         near = (self.slots["position"] - position).norm(dim=1) < step_m
         aligned = (self.slots["axis"] @ axis) >= math.cos(math.radians(SAME_VIEW_DEG))
         same = (used & near & aligned).nonzero().squeeze(1)
-        if same.numel():
-            return int(same[0])
+        if same.numel():  # already kept: an observed view takes over a generated keyframe, else no change
+            generated_same = same[~kept_observed[same]]
+            return int(generated_same[0]) if observed and generated_same.numel() else -1
         free = (~used).nonzero().squeeze(1)
         if free.numel():
             return int(free[0])
-        return int(torch.argmin(frame))
+        generated = (~kept_observed).nonzero().squeeze(1)
+        if generated.numel():
+            return int(generated[torch.argmin(frame[generated])])
+        return int(torch.argmin(frame)) if observed else -1
 
     def restore(self, slots: dict[str, torch.Tensor]) -> None:
         """Load keyframes [K, ...] (oldest first, K <= capacity) as a snapshot stores them."""
@@ -154,21 +180,33 @@ class FreeSpaceKeyframes:
     def in_free_space(
         self, xyz: torch.Tensor, radius: torch.Tensor, *, near: float, margin: float, max_radius_px: int
     ) -> torch.Tensor:
-        """[M] bool: world points [M, 3] some keyframe saw in front of its surface by more than ``margin``
-        (relative), or anywhere along a ray that reached infinity.
+        """[M] bool: world points [M, 3] that some keyframe would see in front of what it showed (see
+        `needed_factor`)."""
+        return self.needed_factor(xyz, radius, near=near, margin=margin, max_radius_px=max_radius_px) > 1.0
+
+    def needed_factor(
+        self, xyz: torch.Tensor, radius: torch.Tensor, *, near: float, margin: float, max_radius_px: int
+    ) -> torch.Tensor:
+        """[M] float: how many times farther from each keyframe a world point [M, 3] would have to be so
+        that no keyframe sees it in front of its cell's farthest surface by more than ``margin``
+        (relative); <= 1 where none does, +inf where a keyframe saw its ray reach infinity.
 
         A point counts as seen by a keyframe when its splat (half-size ``radius`` [M], world, in
         pixels as the render clamps it) reaches the keyframe's image: one just off the edge would
         still be drawn on the edge pixels; it is tested against the nearest edge cell.
         """
-        free = torch.zeros(xyz.shape[0], dtype=torch.bool, device=self.device)
+        need = torch.zeros(xyz.shape[0], dtype=torch.float32, device=self.device)
         used = self.used()
         if used.numel() == 0 or xyz.shape[0] == 0:
-            return free
+            return need
         s = {name: self.slots[name].index_select(0, used) for name, *_ in _FIELDS}
         rot, trans = s["w2c"][:, :, :3], s["w2c"][:, :, 3]
         fx, fy, cx, cy = (s["intrinsics"][:, i, None] for i in range(4))
         width, height, cell = (s["size"][:, i, None].to(torch.float32) for i in range(3))
+        last_col, last_row = (
+            torch.ceil(width / cell) - 1.0,
+            torch.ceil(height / cell) - 1.0,
+        )  # the image's cells
         cells = s["depth"].to(torch.float32).reshape(-1)
         base = (torch.arange(used.numel(), device=self.device) * GRID * GRID)[:, None]
         keep = 1.0 - margin
@@ -185,12 +223,12 @@ class FreeSpaceKeyframes:
             )
             inside = (z > near) & (u >= -0.5 - ext) & (u < width - 0.5 + ext)
             inside &= (v >= -0.5 - ext) & (v < height - 0.5 + ext)
-            col = torch.floor((u + 0.5) / cell).clamp(0, GRID - 1).long()
-            row = torch.floor((v + 0.5) / cell).clamp(0, GRID - 1).long()
+            col = torch.minimum(torch.floor((u + 0.5) / cell).clamp(min=0), last_col).long()
+            row = torch.minimum(torch.floor((v + 0.5) / cell).clamp(min=0), last_row).long()
             seen = cells[base + row * GRID + col]  # [K, m]
-            hit = inside & (z < seen * keep)  # inf * keep stays inf: a ray to infinity frees all of it
-            free[start : start + pts.shape[0]] = hit.any(dim=0)
-        return free
+            ratio = torch.where(inside, seen * keep / safe, 0.0)  # inf * keep stays inf
+            need[start : start + pts.shape[0]] = ratio.amax(dim=0)
+        return need
 
     def respect(
         self,
@@ -215,26 +253,28 @@ class FreeSpaceKeyframes:
         k = camera.intrinsics
         per_metre = HALF_DIAGONAL / ((k.fx + k.fy) / 2.0)  # a new point's radius per metre of depth
 
-        def free(pixels: torch.Tensor, zs: torch.Tensor) -> torch.Tensor:
-            return self.in_free_space(
+        def need(pixels: torch.Tensor, zs: torch.Tensor) -> torch.Tensor:
+            return self.needed_factor(
                 unproject_pixels(camera, pixels, zs), zs * per_metre,
                 near=near, margin=margin, max_radius_px=max_radius_px,
             )  # fmt: skip
 
-        bad = free(pix, z)
+        factor = need(pix, z)
+        bad = factor > 1.0
         if not bool(bad.any()):
             return depth, add, 0, 0
-        moving, zm = pix[bad], z[bad]
+        moving, zm, factor = pix[bad], z[bad], factor[bad]
         placed = torch.zeros_like(moving, dtype=torch.bool)
         todo = torch.arange(moving.numel(), device=self.device)
         for _ in range(MAX_STEPS):
-            zm[todo] = zm[todo] * STEP
+            # jump by what the worst keyframe asks (exact when it looks along the same ray), at least STEP
+            zm[todo] = zm[todo] * (factor * JUMP_SLACK).clamp(STEP, MAX_JUMP)
             todo = todo[zm[todo] <= far]  # past far it would be content at infinity: refused
             if todo.numel() == 0:
                 break
-            still = free(moving[todo], zm[todo])
-            placed[todo[~still]] = True
-            todo = todo[still]
+            factor = need(moving[todo], zm[todo])
+            placed[todo[factor <= 1.0]] = True
+            todo, factor = todo[factor > 1.0], factor[factor > 1.0]
         depth = depth.clone()
         add = add.clone()
         depth[moving[placed]] = zm[placed]

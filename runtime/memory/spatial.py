@@ -342,6 +342,10 @@ class SpatialMemory:
                     near=self.config.near, far=self.config.far, margin=self.config.freespace_margin,
                     max_radius_px=self.config.max_splat_radius_px,
                 )  # fmt: skip
+                # what this frame shows stays: its free space (stored depths, after the move) joins
+                self.freespace.observe(
+                    camera, frame.depth, frame_index, self.config.trajectory_step_m, observed=False
+                )
         added, pruned, dropped, added_pixels, evicted = self._add_points(
             camera, frame, add, protect, provenance, frame_index
         )

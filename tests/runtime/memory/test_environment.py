@@ -92,8 +92,9 @@ def test_bytes_are_counted():
     memory = SpatialMemory(MemoryConfig(initial_capacity=1000))
     table = memory.chunks.max_chunks * BYTES_PER_CHUNK  # the chunk table is allocated up front
     trajectory = memory.config.trajectory_samples * 3 * 8  # remembered camera positions, float64
-    # 64 free-space keyframes: camera (12 + 4 float32, 3 + 1 int32, 6 float64) and a 32x32 float16 grid
-    keyframes = 64 * (16 * 4 + 4 * 4 + 6 * 8 + 32 * 32 * 2)
+    # 64 free-space keyframes: camera (12 + 4 float32, 3 + 1 int32, a uint8 flag, 6 float64) and a
+    # 32x32 float16 grid
+    keyframes = 64 * (16 * 4 + 4 * 4 + 1 + 6 * 8 + 32 * 32 * 2)
     assert memory.freespace.nbytes == keyframes
     assert memory.bytes_used() == 1000 * memory.bytes_per_point + table + env.nbytes + trajectory + keyframes
 

@@ -106,33 +106,61 @@ def test_unknown_depth_proves_nothing():
     assert stats.moved == stats.refused == 0 and stats.added == K.width * K.height
 
 
-def test_a_cell_takes_the_nearest_surface_any_of_its_pixels_saw():
+def test_a_cell_takes_the_farthest_surface_any_of_its_pixels_saw():
     mem = memory()
     a = camera((0.0, 0.0, 0.0))
     rgb, depth = wall_frame()
-    depth[10, 20] = 2.0  # one near pixel: its whole cell is free only up to 2 m
+    depth[24, 32] = 30.0  # one far pixel (a hole in the wall) just off the optical axis
+    depth[0, 0] = 0.0  # one unknown pixel: its cell still knows the wall
     mem.ingest(a, rgb, depth, provenance=1, frame_index=0)
     kf = mem.freespace.ordered()
     cell = -(-max(K.width, K.height) // GRID)
     grid = kf["depth"][0].to(torch.float32)
-    assert float(grid[10 // cell, 20 // cell]) == pytest.approx(2.0, rel=1e-3)
+    assert float(grid[24 // cell, 32 // cell]) == pytest.approx(30.0, rel=1e-3)
     assert float(grid[0, 0]) == pytest.approx(WALL_M, rel=1e-3)
-    assert torch.isinf(grid[-1, -1])  # past the image: never seen, never proves anything (outside)
-    probe = torch.tensor([[0.0, 1.0, 0.0], [0.0, 9.5, 0.0]])  # on A's axis, 1 m and 9.5 m ahead
-    free = mem.freespace.in_free_space(probe, torch.full((2,), 0.01), near=0.05, margin=0.1, max_radius_px=4)
-    assert free.tolist() == [True, False]
+    assert float(grid[-1, -1]) == 0.0  # past the image: proves nothing
+    # on A's axis: 1 m and 15 m ahead are in front of that cell's farthest surface (a point there, drawn
+    # with its splat, could hide the far pixel); 29 m is within the 10% margin of it
+    probe = torch.tensor([[0.0, 1.0, 0.0], [0.0, 15.0, 0.0], [0.0, 29.0, 0.0]])
+    free = mem.freespace.in_free_space(probe, torch.full((3,), 0.01), near=0.05, margin=0.1, max_radius_px=4)
+    assert free.tolist() == [True, True, False]
 
 
-def test_keyframes_refresh_a_repeated_view_and_replace_the_oldest_when_full():
+def test_keyframes_keep_one_view_per_place_and_replace_the_oldest_when_full():
     mem = memory(freespace_keyframes=3)
     rgb, depth = wall_frame()
     mem.ingest(camera((0.0, 0.0, 0.0)), rgb, depth, provenance=1, frame_index=0)
-    mem.ingest(camera((0.1, 0.0, 0.0)), rgb, depth, provenance=1, frame_index=1)  # same view: refreshed
-    assert mem.freespace.count == 1 and mem.freespace.ordered()["frame"].tolist() == [1]
+    mem.ingest(camera((0.1, 0.0, 0.0)), rgb, depth, provenance=1, frame_index=1)  # same view: kept as was
+    assert mem.freespace.count == 1 and mem.freespace.ordered()["frame"].tolist() == [0]
     mem.ingest(camera((0.1, 0.0, 0.0), (10.0, 0.0, 0.0)), rgb, depth, provenance=1, frame_index=2)  # turned
     for i, x in enumerate((3.0, 6.0)):
         mem.ingest(camera((x, 0.0, 0.0)), rgb, depth, provenance=1, frame_index=3 + i)
     assert mem.freespace.ordered()["frame"].tolist() == [2, 3, 4]
+
+
+def test_generated_views_keep_what_they_showed_but_never_displace_observed_ones():
+    mem = memory(freespace_keyframes=2)
+    rgb, depth = wall_frame()
+    a = camera((0.0, 0.0, 0.0))
+    mem.ingest(a, rgb, depth, provenance=1, frame_index=0)
+    generate(mem, a, 3.0, frame_index=1)  # the same view, generated: adds nothing
+    assert mem.freespace.ordered()["observed"].tolist() == [1]
+    b = camera((5.0, 5.0, 0.0), (-5.0, 5.0, 0.0))
+    generate(mem, b, 3.0, frame_index=2)
+    assert mem.freespace.ordered()["observed"].tolist() == [1, 0]
+    # full: a new generated view replaces the generated keyframe, never the observed one
+    generate(mem, camera((-5.0, 5.0, 0.0), (5.0, 5.0, 0.0)), 3.0, frame_index=3)
+    assert mem.freespace.ordered()["frame"].tolist() == [0, 3]
+    # and an observed view of a generated keyframe's place takes it over
+    mem.ingest(camera((-5.0, 5.0, 0.0), (5.0, 5.0, 0.0)), rgb, depth, provenance=1, frame_index=4)
+    kf = mem.freespace.ordered()
+    assert kf["frame"].tolist() == [0, 4] and kf["observed"].tolist() == [1, 1]
+    # a later guess may not stand in front of what a generated view showed either
+    c = camera((3.5, 0.0, 0.0))  # looks along +y, across the space between B and what B showed
+    shown = memory(freespace_keyframes=8)
+    generate(shown, b, 3.0, frame_index=0)  # B showed a surface 3 m ahead (at x = 2)
+    stats = generate(shown, c, 5.0, frame_index=1)  # C's guess on y = 5 would stand in front of it
+    assert stats.moved > 0
 
 
 def test_keyframes_are_budgeted_can_be_disabled_and_expire_with_the_window():
@@ -146,6 +174,6 @@ def test_keyframes_are_budgeted_can_be_disabled_and_expire_with_the_window():
     windowed = memory(window_frames=2)
     windowed.ingest(a, rgb, depth, provenance=1, frame_index=0)
     assert windowed.freespace.count == 1
-    generate(windowed, b, 3.0, frame_index=2)  # frame 0 is out of the window now
-    assert windowed.freespace.count == 0
+    generate(windowed, b, 3.0, frame_index=2)  # frame 0 is out of the window now: only B's view is kept
+    assert windowed.freespace.ordered()["frame"].tolist() == [2]
     assert windowed.bytes_used() <= windowed.config.budget_bytes

@@ -300,9 +300,9 @@ def test_header_is_documented_json(payload, memory):
     assert header["config"]["budget_bytes"] == MiB
     assert header["trail"] == memory.trajectory().shape[0] > 0
     assert header["keyframes"] == memory.freespace.count > 0
-    assert [s["name"] for s in header["sections"][-7:]] == [
+    assert [s["name"] for s in header["sections"][-8:]] == [
         f"state/keyframes/{name}"
-        for name in ("w2c", "intrinsics", "size", "frame", "position", "axis", "depth")
+        for name in ("w2c", "intrinsics", "size", "frame", "observed", "position", "axis", "depth")
     ]
     stats = memory.stats()
     assert header["counters_1_1"] == {

@@ -269,12 +269,13 @@ def test_with_nothing_to_evict_the_farthest_new_points_are_dropped():
 
 
 def _memory_holding(points: int) -> SpatialMemory:
-    """A memory whose budget holds exactly ``points`` points."""
+    """A memory whose budget holds exactly ``points`` points (no free-space keyframes: these frames show
+    sky where later ones put ground, which the keyframes would move out of the way; test_freespace.py)."""
     budget = MiB
     for _ in range(5):  # the chunk table grows with the budget: settle the budget holding the points
-        per_point, fixed, _ = SpatialMemory.layout(MemoryConfig(budget_bytes=budget))
+        per_point, fixed, _ = SpatialMemory.layout(MemoryConfig(budget_bytes=budget, freespace_keyframes=0))
         budget = fixed + per_point * points
-    memory = SpatialMemory(MemoryConfig(budget_bytes=budget))
+    memory = SpatialMemory(MemoryConfig(budget_bytes=budget, freespace_keyframes=0))
     assert memory.max_points == points
     return memory
 
