@@ -20,10 +20,19 @@ implements the same rule with plain loops and the tests hold the two equal. The 
 All arithmetic of the rule is float32 with constants rounded to float32 first, so that the kernel and
 the reference agree bit for bit. Fragments are generated in buckets by footprint: a half-size in
 [j/2, (j+1)/2) px uses a (j+1)^2 window (2x2 for the usual sub-pixel points, 9x9 at the 4 px clamp).
+
+Two implementations give bit-identical results (index, depth and points_in_view): the torch kernel
+`splat_points_torch` (any device) and a compiled numba twin, `runtime.memory.splat_fast.splat_kernel`
+(CPU, one thread, several times faster). `splat_points` uses the numba kernel for CPU tensors when
+numba imports, else the torch one; the environment variable ``MIRAGE_SPLAT_KERNEL=torch`` forces the
+torch kernel (read at every call). The numba kernel compiles on its first call and caches the machine
+code in ``runtime/memory/__pycache__``. `free_space` (ingest's carving test) dispatches the same way,
+to `free_space_torch` or the numba `free_space_kernel`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +85,22 @@ def f32(value: float) -> float:
     return float(np.float32(value))
 
 
+_fast_module = None  # runtime.memory.splat_fast once imported; False when numba is missing
+
+
+def _splat_fast():
+    """The numba kernel module, or None when numba cannot be imported."""
+    global _fast_module
+    if _fast_module is None:
+        try:
+            from runtime.memory import splat_fast
+        except ImportError:
+            _fast_module = False
+        else:
+            _fast_module = splat_fast
+    return _fast_module or None
+
+
 def splat_points(
     xyz_cam: torch.Tensor,  # [N, 3] float32 camera-space points
     radius: torch.Tensor,  # [N] float32 world-space half-size
@@ -86,7 +111,53 @@ def splat_points(
     depth_tolerance: float,
     depth_bias: torch.Tensor | None = None,  # [N] float32 >= 0: depth tests see z (1 + bias)
 ) -> SplatWinners:
-    """Z-buffered square splats with the front-surface tie-break (see the module docstring)."""
+    """Z-buffered square splats with the front-surface tie-break (see the module docstring).
+
+    The numba kernel for CPU tensors (when numba imports and ``MIRAGE_SPLAT_KERNEL`` is not
+    ``torch``), else `splat_points_torch`; both give the same bits.
+    """
+    tensors = (xyz_cam, radius) if depth_bias is None else (xyz_cam, radius, depth_bias)
+    n = xyz_cam.shape[0]
+    usable = xyz_cam.shape == (n, 3) and radius.shape == (n,)
+    usable = usable and (depth_bias is None or depth_bias.shape == (n,))
+    usable = usable and all(t.device.type == "cpu" for t in tensors)
+    # the numba kernel's pixel arithmetic is exact for windows and images well inside 2^24 px
+    usable = usable and max_radius_px <= 2**20 and intrinsics.width < 2**23 and intrinsics.height < 2**23
+    fast = _splat_fast() if usable and os.environ.get("MIRAGE_SPLAT_KERNEL", "") != "torch" else None
+    if fast is None:
+        return splat_points_torch(
+            xyz_cam, radius, intrinsics, near=near, max_radius_px=max_radius_px,
+            depth_tolerance=depth_tolerance, depth_bias=depth_bias,
+        )  # fmt: skip
+    # numpy views of float32 CPU tensors: the .T.contiguous() is free for a transposed [3, N] (what
+    # memory passes); the conversions and copies happen only for other dtypes and layouts
+    x, y, z = xyz_cam.detach().to(torch.float32).T.contiguous().numpy()
+    rad = radius.detach().to(torch.float32).contiguous().numpy()
+    if depth_bias is None:
+        bias, has_bias = z, False
+    else:
+        bias, has_bias = depth_bias.detach().to(torch.float32).contiguous().numpy(), True
+    c = np.float32
+    fx, fy, cx, cy, f_mean = (c(v) for v in float32_constants(intrinsics))
+    index, depth, in_view = fast.splat_kernel(
+        x, y, z, rad, bias, has_bias, fx, fy, cx, cy, f_mean, c(near), c(max_radius_px),
+        c(1.0 + depth_tolerance), intrinsics.width, intrinsics.height,
+        *fast.workspace(n, intrinsics.width * intrinsics.height),
+    )  # fmt: skip
+    return SplatWinners(torch.from_numpy(index), torch.from_numpy(depth), int(in_view))
+
+
+def splat_points_torch(
+    xyz_cam: torch.Tensor,  # [N, 3] float32 camera-space points
+    radius: torch.Tensor,  # [N] float32 world-space half-size
+    intrinsics: Intrinsics,
+    *,
+    near: float,
+    max_radius_px: int,
+    depth_tolerance: float,
+    depth_bias: torch.Tensor | None = None,  # [N] float32 >= 0: depth tests see z (1 + bias)
+) -> SplatWinners:
+    """The torch kernel of `splat_points` (any device): the same rule, vectorised."""
     device = xyz_cam.device
     height, width = intrinsics.height, intrinsics.width
     hw = height * width
@@ -197,7 +268,39 @@ def free_space(
 
     The observed depth at a point is the minimum over the 2x2 pixels around its projected centre, so a
     point on a silhouette seen a fraction of a pixel off is kept, and unknown depth (0) carves nothing.
+    Float32 CPU tensors take the numba kernel (as `splat_points` does), others `free_space_torch`.
     """
+    tensors = (xyz_cam, radius, depth)
+    n = xyz_cam.shape[0]
+    usable = xyz_cam.shape == (n, 3) and radius.shape == (n,) and depth.dim() == 2
+    usable = usable and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    height, width = depth.shape
+    usable = usable and 0 < width < 2**23 and 0 < height < 2**23
+    fast = _splat_fast() if usable and os.environ.get("MIRAGE_SPLAT_KERNEL", "") != "torch" else None
+    if fast is None:
+        return free_space_torch(
+            xyz_cam, radius, depth, intrinsics, near=near, depth_tolerance=depth_tolerance
+        )
+    x, y, z = xyz_cam.detach().T.contiguous().numpy()  # free if xyz_cam is a transposed [3, N]
+    c = np.float32
+    fx, fy, cx, cy, _ = (c(v) for v in float32_constants(intrinsics))
+    carve = fast.free_space_kernel(
+        x, y, z, radius.detach().contiguous().numpy(), depth.detach().contiguous().reshape(-1).numpy(),
+        fx, fy, cx, cy, c(near), c(depth_tolerance), c(width - 0.5), c(height - 0.5), width,
+    )  # fmt: skip
+    return torch.from_numpy(carve)
+
+
+def free_space_torch(
+    xyz_cam: torch.Tensor,
+    radius: torch.Tensor,
+    depth: torch.Tensor,
+    intrinsics: Intrinsics,
+    *,
+    near: float,
+    depth_tolerance: float,
+) -> torch.Tensor:
+    """The torch kernel of `free_space` (any device and dtype)."""
     height, width = depth.shape
     fx, fy, cx, cy, _ = float32_constants(intrinsics)
     x, y, z = xyz_cam.unbind(-1)
