@@ -103,8 +103,8 @@ class EvalConfig:
     progress: bool = True
     """Show a tqdm progress bar over the whole run."""
     generators: tuple[str, ...] = ()
-    """Models that run the cycle and fidelity tests; empty: the runtime's default, then the other of
-    learned_v1 / pushpull_v1."""
+    """Models that run the cycle and fidelity tests; empty: the runtime's default, then its baseline (the
+    first of pushpull_v1 / learned_v1 that is not the default)."""
     table_generators: tuple[str, ...] = ()
     """Models scored on the held-out generator test split; empty: every shipped model, default first."""
 
@@ -115,10 +115,8 @@ class EvalConfig:
         default = RuntimeConfig().generator.name
         shipped = available_models()
         if not self.generators:
-            self.generators = (
-                default,
-                *(n for n in ("learned_v1", "pushpull_v1") if n != default and n in shipped),
-            )
+            baseline = [n for n in ("pushpull_v1", "learned_v1") if n != default and n in shipped]
+            self.generators = (default, *baseline[:1])
         if not self.table_generators:
             self.table_generators = (default, *(n for n in shipped if n != default))
 
