@@ -39,6 +39,10 @@ class MemoryConfig:
     """Points nearer than this (metres, camera z) are not rendered or carved."""
     far: float = 1000.0
     """Observed or generated depth beyond this (metres) is content at infinity: environment map."""
+    generated_far: float = 60.0
+    """Generated depth beyond this (metres) is content at infinity too (environment map): a guess that
+    far away gains nothing from being a point, and scattered far points fill the chunk table with
+    sparse, distant chunks (each a row) that the current view keeps from being evicted."""
     env_width: int = 512
     """Environment map columns (azimuth)."""
     env_height: int = 256
@@ -87,6 +91,10 @@ class MemoryConfig:
             )
         if not 0 <= self.max_splat_radius_px <= 64:
             raise ValueError(f"max_splat_radius_px={self.max_splat_radius_px}: use 0..64 pixels")
+        if not self.near < self.generated_far:
+            raise ValueError(
+                f"generated_far={self.generated_far}: use metres beyond near={self.near}, e.g. 60"
+            )
         if not 0.0 < self.near < self.far:
             raise ValueError(f"near={self.near}, far={self.far}: need 0 < near < far (metres)")
         if self.env_width < 4 or self.env_height < 2:

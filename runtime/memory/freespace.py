@@ -16,8 +16,8 @@ view is seen again (the usual case is a disocclusion sliver next to a silhouette
 depth lands between the object and the background behind it). `FreeSpaceKeyframes.respect` moves
 each generated point that would stand there back along its own camera ray (so the generating view,
 and a return to it, show the same pixel) until no keyframe sees it in free space, jumping by what
-the worst keyframe asks, and refuses the few it cannot place (still in free space after MAX_STEPS,
-or beyond ``far``).
+the worst keyframe asks, and refuses those it cannot place (still in free space after MAX_STEPS, or
+more than MAX_MOVE times farther than guessed, or beyond ``far``).
 
 Generated frames keep keyframes too, of what was shown to the client: once a view showed a surface at
 some depth, a later guess from elsewhere must not stand in front of it either (a return to that view
@@ -51,6 +51,10 @@ JUMP_SLACK = 1.02
 """A try moves a point 2% past what the worst keyframe asks (which is exact along that keyframe's rays)."""
 MAX_STEPS = 8
 """Tries before a generated point is refused."""
+MAX_MOVE = 3.0
+"""A generated point is refused rather than moved more than this many times its generated depth (or
+past ``far``): one that far off its guess belongs nowhere in particular, and scattering such points
+far away would fill the chunk table with sparse, distant chunks."""
 KEYFRAME_BUDGET_SHARE = 128 * 1024
 """Memory keeps at most one keyframe per this many bytes of budget (under 2% of it)."""
 HALF_DIAGONAL = 0.5 * math.sqrt(
@@ -264,12 +268,13 @@ class FreeSpaceKeyframes:
         if not bool(bad.any()):
             return depth, add, 0, 0
         moving, zm, factor = pix[bad], z[bad], factor[bad]
+        limit = torch.clamp(zm * MAX_MOVE, max=far)  # farther: content at infinity, or far off the guess
         placed = torch.zeros_like(moving, dtype=torch.bool)
         todo = torch.arange(moving.numel(), device=self.device)
         for _ in range(MAX_STEPS):
             # jump by what the worst keyframe asks (exact when it looks along the same ray), at least STEP
             zm[todo] = zm[todo] * (factor * JUMP_SLACK).clamp(STEP, MAX_JUMP)
-            todo = todo[zm[todo] <= far]  # past far it would be content at infinity: refused
+            todo = todo[zm[todo] <= limit[todo]]  # refused past the limit
             if todo.numel() == 0:
                 break
             factor = need(moving[todo], zm[todo])

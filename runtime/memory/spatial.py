@@ -318,6 +318,9 @@ class SpatialMemory:
 
         self.last_touched = 0
         self._remember_position(camera.position)
+        if provenance == PROVENANCE_GENERATED and self.config.generated_far < self.config.far:
+            # a guess this far away has no parallax worth a point: it is content at infinity
+            frame.depth = torch.where(frame.depth > self.config.generated_far, float("inf"), frame.depth)
         add = frame.mask & (frame.depth > 0) & torch.isfinite(frame.depth)
         if provenance == PROVENANCE_OBSERVED:
             matched_pixels, updated, confirmed, coarse = self._match(camera, frame, render, frame_index)
