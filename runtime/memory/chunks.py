@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from plugin_bridge.camera import Camera
+from runtime.memory.splat import fast_kernels
 
 BYTES_PER_POINT = 4 + 4 + 8  # point's chunk row, its position in the row's segment, 2 pool slots
 _ROW_FIELDS = (  # per chunk row: name, dtype, trailing shape, empty value
@@ -287,6 +288,17 @@ class ChunkIndex:
         rot, eye = camera.cam_to_world[:3, :3], camera.cam_to_world[:3, 3]
         n_world = normals @ rot.T  # [5, 3]
         d_world = offsets - n_world @ eye
+        fast = fast_kernels(rows, self.rows["lo"])
+        if fast is not None:
+            return torch.from_numpy(
+                fast.frustum_kernel(
+                    rows.numpy(),
+                    self.rows["lo"].numpy(),
+                    self.rows["hi"].numpy(),
+                    np.ascontiguousarray(n_world, dtype=np.float64),
+                    np.ascontiguousarray(d_world, dtype=np.float64),
+                )  # fmt: skip
+            )
         lo = self.rows["lo"][rows].to(torch.float64)
         hi = self.rows["hi"][rows].to(torch.float64)
         n = torch.as_tensor(n_world, device=self.device)
@@ -296,6 +308,18 @@ class ChunkIndex:
 
     def members(self, rows: torch.Tensor, count: int | None = None) -> torch.Tensor:
         """Point indices (int64, ascending) of the chunks ``rows`` (``count``: points stored, if known)."""
+        r = self.rows
+        fast = fast_kernels(rows, self.pool) if count is not None else None
+        if fast is not None and rows.dtype == torch.int64 and rows.dim() == 1:
+            points, ok = fast.members_kernel(
+                rows.contiguous().numpy(),
+                r["start"].numpy(),
+                r["size"].numpy(),
+                self.pool.numpy(),
+                int(count),
+            )
+            if ok:
+                return torch.from_numpy(points)
         at = segment_positions(self.rows["start"][rows], self.rows["size"][rows])
         points = self.pool[at].long()
         if count is not None and 8 * points.numel() >= count:  # many: a mask of count bytes beats a sort

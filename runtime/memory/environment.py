@@ -18,6 +18,12 @@ from plugin_bridge.camera import Camera
 BYTES_PER_TEXEL = 3 + 4  # rgb uint8 + last_seen int32 (-1 = empty)
 
 
+def camera_key(camera: Camera) -> tuple:
+    """A key equal for two cameras exactly when their intrinsics and pose are (bit for bit)."""
+    pose = np.asarray(camera.cam_to_world)
+    return repr(camera.intrinsics), pose.dtype.str, pose.shape, pose.tobytes()
+
+
 class EnvironmentMap:
     """Direction -> colour map; observed writes overwrite, generated writes fill only empty texels."""
 
@@ -28,6 +34,8 @@ class EnvironmentMap:
         self.rgb = torch.zeros(n, 3, dtype=torch.uint8, device=self.device)  # [T, 3]
         self.last_seen = torch.full((n,), -1, dtype=torch.int32, device=self.device)  # [T]
         self.filled_count = 0
+        self._view_cache = None  # (camera key, `_view_map` of that camera)
+        self._pixel_cache = None  # (camera key, pixels, `pixel_texels` of them)
 
     @staticmethod
     def nbytes_for(width: int, height: int) -> int:
@@ -58,6 +66,29 @@ class EnvironmentMap:
         col = torch.floor((azimuth + math.pi) * (self.width / (2.0 * math.pi))).long() % self.width
         row = torch.floor((math.pi / 2.0 - elevation) * (self.height / math.pi)).long()
         return row.clamp(0, self.height - 1) * self.width + col
+
+    def pixel_texels(self, camera: Camera, pix: torch.Tensor) -> torch.Tensor:
+        """`texel_index` of the rays through flat pixels ``pix`` (int64 [K], K > 0) of ``camera``.
+
+        Kept for the last camera and pixels (a camera holding still looks up the same holes every
+        frame). The very call is repeated on a miss, as torch's float32 trigonometry may round an
+        element differently with its place in the batch: the cache only returns what that call gave.
+        """
+        from runtime.memory.splat import pixel_rays_world  # here: splat imports this module
+
+        key = camera_key(camera)
+        cached = self._pixel_cache
+        if (
+            cached is not None
+            and cached[0] == key
+            and cached[1].shape == pix.shape
+            and cached[1].dtype == pix.dtype
+            and torch.equal(cached[1], pix)
+        ):
+            return cached[2]
+        texel = self.texel_index(pixel_rays_world(camera, pix))
+        self._pixel_cache = (key, pix.clone(), texel)
+        return texel
 
     def texel_directions(self, first_row: int = 0, end_row: int | None = None) -> torch.Tensor:
         """Unit world directions through the texel centres of rows [first_row, end_row), [K, 3] float32.
@@ -156,8 +187,43 @@ class EnvironmentMap:
         Maps texels into the image (not pixels into the map), so every texel inside the view takes
         the nearest pixel's colour even when texels are finer than pixels.
         """
+        from runtime.memory.splat import fast_kernels  # here: splat imports this module
+
+        flat, colours = at_infinity.reshape(-1), rgb.reshape(-1, 3)
+        fast = fast_kernels(flat, colours, self.last_seen)
+        if (
+            fast is not None
+            and flat.dtype == torch.bool
+            and colours.dtype == torch.uint8
+            and flat.shape[0] == colours.shape[0] == camera.intrinsics.width * camera.intrinsics.height
+            and -(2**31) <= frame_index < 2**31
+        ):
+            flat, colours = flat.contiguous().numpy(), colours.contiguous().numpy()
+            if not fast.any_kernel(flat):
+                return 0
+            _, _, _, texels, pix = self._view_map(camera)
+            written, self.filled_count = fast.write_view_kernel(
+                texels.numpy(), pix.numpy(), flat, colours, self.rgb.numpy(), self.last_seen.numpy(),
+                int(frame_index), bool(overwrite),
+            )  # fmt: skip
+            return int(written)
         if not bool(at_infinity.any()):
             return 0
+        first, inside, pix, _, _ = self._view_map(camera)
+        at_infinity, rgb = at_infinity.reshape(-1), rgb.reshape(-1, 3)
+        local = (inside & at_infinity[pix]).nonzero().squeeze(1)  # ascending: distinct
+        texels = local + first * self.width
+        return self._write_texels(texels, rgb[pix[local]], frame_index, overwrite)
+
+    def _view_map(self, camera: Camera) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(first texel row, inside [K] bool, pixel [K] int64, and the same for the texels inside alone:
+        texel [J] int64 ascending, pixel [J] int64) of `write_view`: texel (first row) + k lies in the
+        image at the pixel nearest it when inside[k]. A function of the camera alone, kept for the
+        last camera (a camera holding still writes the same texels every frame)."""
+        key = camera_key(camera)
+        cached = self._view_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
         intr = camera.intrinsics
         first, end = self._rows_in_view(camera)
         w2c = torch.as_tensor(
@@ -170,9 +236,10 @@ class EnvironmentMap:
         py = torch.floor(cam[1] / z * intr.fy + intr.cy + 0.5)
         inside = ahead & (px >= 0) & (px <= intr.width - 1) & (py >= 0) & (py <= intr.height - 1)
         pix = torch.where(inside, py * intr.width + px, 0).long()
-        local = (inside & at_infinity.reshape(-1)[pix]).nonzero().squeeze(1)  # ascending: distinct
-        texels = local + first * self.width
-        return self._write_texels(texels, rgb.reshape(-1, 3)[pix[local]], frame_index, overwrite)
+        local = inside.nonzero().squeeze(1)
+        view = (first, inside, pix, local + first * self.width, pix[local])
+        self._view_cache = (key, view)
+        return view
 
     def touch(self, texels: torch.Tensor, frame_index: int) -> None:
         """Mark filled texels (int64 [K], -1 entries ignored) as seen at ``frame_index``."""

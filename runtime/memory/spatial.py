@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from plugin_bridge.camera import Camera
@@ -34,9 +35,11 @@ from runtime.memory.freespace import HALF_DIAGONAL, FreeSpaceKeyframes, keyframe
 from runtime.memory.ingest_frame import IngestFrame, check_frame
 from runtime.memory.splat import (
     MemoryRender,
+    SplatWinners,
     check_camera,
     check_render,
     compose_render,
+    fast_kernels,
     float32_constants,
     free_space,
     splat_points,
@@ -240,15 +243,32 @@ class SpatialMemory:
         return self._render(camera)
 
     def _to_camera(self, camera: Camera, xyz: torch.Tensor) -> torch.Tensor:
-        """World points [N, 3] in the camera frame ([N, 3] view of a contiguous [3, N]: faster to use)."""
+        """World points [N, 3] in the camera frame ([N, 3] view of a contiguous [3, N]: faster to use).
+
+        Row i of the frame is ((r_i0 x + r_i1 y) + r_i2 z) + t_i in float32, operation by operation:
+        what the numba kernels compute (`kernels.to_camera_kernel`, the render's `render_kernel`), so
+        that every path gives the same bits (a BLAS product may fuse or reorder them).
+        """
         rot, trans = world_to_cam_torch(camera, self.device)
-        return (rot @ xyz.T + trans[:, None]).T
+        fast = fast_kernels(xyz)
+        if fast is not None and xyz.dtype == torch.float32 and xyz.dim() == 2 and xyz.shape[1] == 3:
+            cam = fast.to_camera_kernel(np.ascontiguousarray(xyz.numpy()), rot.numpy(), trans.numpy())
+            return torch.from_numpy(cam).T
+        x, y, z = xyz.to(torch.float32).T
+        return torch.stack([rot[i, 0] * x + rot[i, 1] * y + rot[i, 2] * z + trans[i] for i in range(3)]).T
 
     def _render(self, camera: Camera) -> MemoryRender:
+        f = self._fields
+        fast = fast_kernels(f["xyz"], self.chunks.pool)
+        if fast is not None:  # members, camera frame, bias and splat in one pass over the chunks
+            winners = self._splat_chunks(fast, camera)
+            if winners is not None:
+                return compose_render(
+                    winners, self.points(), self.env, camera, self._version, take_depth=True
+                )
         # candidates in ascending index order: the kernel's tie-break sees the order a full render does
         cand = self._candidates(camera)
         self.last_touched = int(cand.numel())
-        f = self._fields
         generated = f["provenance"].index_select(0, cand) == PROVENANCE_GENERATED
         winners = splat_points(
             self._to_camera(camera, f["xyz"].index_select(0, cand)),
@@ -263,6 +283,34 @@ class SpatialMemory:
             winners.index = torch.where(winners.index >= 0, cand[winners.index.clamp(min=0)], -1)
         return compose_render(winners, self.points(), self.env, camera, self._version)
 
+    def _splat_chunks(self, fast, camera: Camera) -> SplatWinners | None:
+        """The numba twin of `_render`'s candidates and torch splat (`splat_fast.render_kernel`):
+        winners as memory indices, or None (nothing done) where the chunk index holds a point past
+        the count."""
+        f, cfg, k = self._fields, self.config, camera.intrinsics
+        rows = self.chunks.in_frustum(camera, cfg.near, cfg.max_splat_radius_px).numpy()
+        starts, sizes = self.chunks.rows["start"].numpy(), self.chunks.rows["size"].numpy()
+        n = int(sizes[rows].sum()) if rows.shape[0] else 0
+        c = np.float32
+        w2c = camera.world_to_cam  # as `world_to_cam_torch`: float64 rounded to float32
+        rot, trans = np.ascontiguousarray(w2c[:3, :3], dtype=c), np.ascontiguousarray(w2c[:3, 3], dtype=c)
+        # the bias a generated point / any other point gets: `_render`'s bool-to-float32 product with
+        # the scalar (torch multiplies a float32 tensor by the scalar's float32)
+        bias = c(cfg.generated_depth_bias)
+        bias_other, bias_generated = c(0.0) * bias, c(1.0) * bias
+        fx, fy, cx, cy, f_mean = (c(v) for v in float32_constants(k))
+        index, depth, in_view, touched = fast.render_kernel(
+            rows, starts, sizes, self.chunks.pool.numpy(), self._count, f["xyz"].numpy(), f["radius"].numpy(),
+            f["provenance"].numpy(), PROVENANCE_GENERATED, bias_other, bias_generated, rot, trans,
+            fx, fy, cx, cy, f_mean, c(cfg.near), c(cfg.max_splat_radius_px),
+            c(1.0 + cfg.depth_tolerance), k.width, k.height, *fast.render_workspace(n),
+            *fast.splat_workspace(n, k.width * k.height),
+        )  # fmt: skip
+        if touched < 0:
+            return None
+        self.last_touched = int(touched)
+        return SplatWinners(torch.from_numpy(index), torch.from_numpy(depth), int(in_view))
+
     # -- ingest ----------------------------------------------------------------------------------
     def touch(self, render: MemoryRender, frame_index: int) -> None:
         """Mark what ``render`` showed (winning points, environment texels) as seen at ``frame_index``."""
@@ -270,6 +318,26 @@ class SpatialMemory:
         self._touch(render, int(frame_index))
 
     def _touch(self, render: MemoryRender, frame_index: int) -> None:
+        index, texel = render.point_index.reshape(-1), render.env_texel.reshape(-1)
+        f = self._fields
+        fast = fast_kernels(index, texel, f["last_seen"])
+        if (
+            fast is not None
+            and index.dtype == texel.dtype == torch.int64
+            and -(2**31) <= frame_index < 2**31
+            and fast.touch_kernel(
+                index.numpy(),
+                f["last_seen"].numpy(),
+                f["hit_count"].numpy(),
+                self.chunks.point_chunk.numpy(),
+                self.chunks.rows["last_seen"].numpy(),
+                texel.numpy(),
+                self.env.last_seen.numpy(),
+                frame_index,
+                fast.bitmap_workspace(f["last_seen"].shape[0]),
+            )  # fmt: skip
+        ):
+            return
         seen = render.point_index[render.point_index >= 0]  # repeats write equal values: no unique needed
         self._fields["last_seen"][seen] = frame_index
         self._fields["hit_count"][seen] += 1
@@ -318,10 +386,27 @@ class SpatialMemory:
 
         self.last_touched = 0
         self._remember_position(camera.position)
+        fast = fast_kernels(frame.depth, frame.mask)
+        if fast is not None and not (
+            frame.depth.dtype == torch.float32
+            and frame.mask.dtype == torch.bool
+            and frame.depth.shape == frame.mask.shape
+            and frame.depth.is_contiguous()
+            and frame.mask.is_contiguous()
+        ):
+            fast = None
         if provenance == PROVENANCE_GENERATED and self.config.generated_far < self.config.far:
             # a guess this far away has no parallax worth a point: it is content at infinity
-            frame.depth = torch.where(frame.depth > self.config.generated_far, float("inf"), frame.depth)
-        add = frame.mask & (frame.depth > 0) & torch.isfinite(frame.depth)
+            if fast is not None:  # torch compares a float32 tensor with the float32 of the scalar
+                frame.depth = torch.from_numpy(
+                    fast.beyond_kernel(frame.depth.numpy(), np.float32(self.config.generated_far))
+                )
+            else:
+                frame.depth = torch.where(frame.depth > self.config.generated_far, float("inf"), frame.depth)
+        if fast is not None:
+            add = torch.from_numpy(fast.addable_kernel(frame.depth.numpy(), frame.mask.numpy()))
+        else:
+            add = frame.mask & (frame.depth > 0) & torch.isfinite(frame.depth)
         if provenance == PROVENANCE_OBSERVED:
             matched_pixels, updated, confirmed, coarse = self._match(camera, frame, render, frame_index)
             add &= ~matched_pixels
@@ -361,7 +446,10 @@ class SpatialMemory:
             refined_pixels = matched_pixels.clone()
             refined_pixels[added_pixels] = True
             refined = self._retire_coarse(camera, frame, coarse, refined_pixels)
-        at_infinity = (frame.depth == float("inf")) & frame.mask
+        if fast is not None and frame.depth.is_contiguous() and frame.depth.shape == frame.mask.shape:
+            at_infinity = torch.from_numpy(fast.infinite_kernel(frame.depth.numpy(), frame.mask.numpy()))
+        else:
+            at_infinity = (frame.depth == float("inf")) & frame.mask
         observed = provenance == PROVENANCE_OBSERVED
         env_written = self.env.write_view(camera, frame.rgb, at_infinity, frame_index, overwrite=observed)
         if self.config.window_frames > 0:
@@ -494,6 +582,8 @@ class SpatialMemory:
         (victims, holes, movers) when the budget removed points (see `_remap`), else None.
         """
         pix = add.nonzero().squeeze(1)
+        if pix.numel() == 0:  # nothing to add: no room needed, nothing evicted or dropped
+            return 0, 0, 0, pix, None
         z = frame.depth[pix]
         xyz = unproject_pixels(camera, pix, z)
         room = self.max_points - self._count

@@ -27,7 +27,9 @@ Two implementations give bit-identical results (index, depth and points_in_view)
 numba imports, else the torch one; the environment variable ``MIRAGE_SPLAT_KERNEL=torch`` forces the
 torch kernel (read at every call). The numba kernel compiles on its first call and caches the machine
 code in ``runtime/memory/__pycache__``. `free_space` (ingest's carving test) dispatches the same way,
-to `free_space_torch` or the numba `free_space_kernel`.
+to `free_space_torch` or the numba `free_space_kernel`, and so does the rest of memory's frame loop
+(`fast_kernels`: `compose_render` here, the render's fused candidates-and-splat, ingest's bookkeeping;
+`runtime.memory.kernels`): ``MIRAGE_SPLAT_KERNEL=torch`` forces every torch path.
 """
 
 from __future__ import annotations
@@ -99,6 +101,26 @@ def _splat_fast():
         else:
             _fast_module = splat_fast
     return _fast_module or None
+
+
+_kernels_module = None  # runtime.memory.kernels once imported; False when numba is missing
+
+
+def fast_kernels(*tensors: torch.Tensor):
+    """`runtime.memory.kernels` (the frame loop's numba kernels) when numba imports, every tensor
+    given lives on the CPU and ``MIRAGE_SPLAT_KERNEL`` is not ``torch`` (read at every call); else None:
+    the caller takes its torch path (the reference, bit for bit the same)."""
+    global _kernels_module
+    if os.environ.get("MIRAGE_SPLAT_KERNEL", "") == "torch" or any(t.device.type != "cpu" for t in tensors):
+        return None
+    if _kernels_module is None:
+        try:
+            from runtime.memory import kernels
+        except ImportError:
+            _kernels_module = False
+        else:
+            _kernels_module = kernels
+    return _kernels_module or None
 
 
 def splat_points(
@@ -391,37 +413,59 @@ def compose_render(
     env: EnvironmentMap,
     camera: Camera,
     memory_version: int,
+    *,
+    take_depth: bool = False,
 ) -> MemoryRender:
-    """Gather the winners' attributes; pixels no point covers look up the environment map."""
+    """Gather the winners' attributes; pixels no point covers look up the environment map.
+
+    ``take_depth``: the winners' depth array becomes the render's (the environment writes into it)
+    instead of a copy, for a caller that keeps no other use of it.
+    """
     index = winners.index
     height, width = index.shape
     device = index.device
-    has = index >= 0
-    safe = index.clamp(min=0)
-    if points["xyz"].shape[0] == 0:  # nothing to gather from; every pixel is a hole
-        safe = torch.zeros(0, dtype=torch.int64, device=device)
-    rgb = torch.zeros(height, width, 3, dtype=torch.float32, device=device)
-    confidence = torch.zeros(height, width, dtype=torch.float32, device=device)
-    object_id = torch.zeros(height, width, dtype=torch.int32, device=device)
-    provenance = torch.zeros(height, width, dtype=torch.uint8, device=device)
-    if safe.numel():
-        flat = safe.reshape(-1)
+    gathered = _gather_fast(index, points)
+    if gathered is not None:
+        rgb, confidence, object_id, provenance, coverage, holes = gathered
+    else:
+        has = index >= 0
+        safe = index.clamp(min=0)
+        if points["xyz"].shape[0] == 0:  # nothing to gather from; every pixel is a hole
+            safe = torch.zeros(0, dtype=torch.int64, device=device)
+        rgb = torch.zeros(height, width, 3, dtype=torch.float32, device=device)
+        confidence = torch.zeros(height, width, dtype=torch.float32, device=device)
+        object_id = torch.zeros(height, width, dtype=torch.int32, device=device)
+        provenance = torch.zeros(height, width, dtype=torch.uint8, device=device)
+        if safe.numel():
+            flat = safe.reshape(-1)
 
-        def gather(name: str) -> torch.Tensor:
-            values = points[name].index_select(0, flat)
-            return values.reshape(height, width, *values.shape[1:])
+            def gather(name: str) -> torch.Tensor:
+                values = points[name].index_select(0, flat)
+                return values.reshape(height, width, *values.shape[1:])
 
-        rgb = torch.where(has[..., None], gather("rgb").to(torch.float32) / 255.0, rgb)
-        confidence = torch.where(has, gather("confidence").to(torch.float32), confidence)
-        object_id = torch.where(has, gather("object_id"), object_id)
-        provenance = torch.where(has, gather("provenance"), provenance)
-    depth = winners.depth.clone()
-    coverage = has.to(torch.float32)
+            rgb = torch.where(has[..., None], gather("rgb").to(torch.float32) / 255.0, rgb)
+            confidence = torch.where(has, gather("confidence").to(torch.float32), confidence)
+            object_id = torch.where(has, gather("object_id"), object_id)
+            provenance = torch.where(has, gather("provenance"), provenance)
+        coverage = has.to(torch.float32)
+        holes = None
+    depth = winners.depth if take_depth else winners.depth.clone()
     env_texel = torch.full((height, width), -1, dtype=torch.int64, device=device)
     if env.filled_count > 0:
-        holes = (~has).reshape(-1).nonzero().squeeze(1)
+        if holes is None:
+            holes = (~has).reshape(-1).nonzero().squeeze(1)
         if holes.numel():
-            texel = env.texel_index(pixel_rays_world(camera, holes))
+            texel = env.pixel_texels(camera, holes)
+            fast = None if gathered is None else fast_kernels(env.rgb, env.last_seen, texel)
+            if fast is not None and depth.is_contiguous() and env.rgb.is_contiguous():
+                done = fast.env_fill_kernel(
+                    holes.numpy(), texel.numpy(), env.last_seen.numpy(), env.rgb.numpy(),
+                    rgb.view(-1, 3).numpy(), depth.view(-1).numpy(), coverage.view(-1).numpy(),
+                    confidence.view(-1).numpy(), env_texel.view(-1).numpy(),
+                )  # fmt: skip
+                if done:
+                    holes = holes[:0]  # filled: the torch lines below see nothing to do
+        if holes.numel():
             filled = env.last_seen[texel] >= 0
             pix, texel = holes[filled], texel[filled]
             rgb.view(-1, 3)[pix] = env.rgb[texel].to(torch.float32) / 255.0
@@ -442,3 +486,35 @@ def compose_render(
         camera=camera,
         memory_version=memory_version,
     )
+
+
+def _gather_fast(index: torch.Tensor, points: dict[str, torch.Tensor]):
+    """`compose_render`'s gathers by the numba kernel: (rgb, confidence, object_id, provenance,
+    coverage, holes int64 ascending), or None where the torch path runs (no kernel, an empty memory,
+    other dtypes or layouts, an index past the points: torch raises as before)."""
+    names = ("rgb", "confidence", "object_id", "provenance")
+    fast = fast_kernels(index, *(points[name] for name in names))
+    if fast is None or index.dtype != torch.int64 or points["xyz"].shape[0] == 0:
+        return None
+    arrays = [points[name] for name in names]
+    dtypes = (torch.uint8, torch.float16, torch.int32, torch.uint8)
+    if any(t.dtype != d or not t.is_contiguous() for t, d in zip(arrays, dtypes, strict=True)):
+        return None
+    if arrays[0].shape[1:] != (3,) or any(t.dim() != 1 for t in arrays[1:]):
+        return None
+    height, width = index.shape
+    hw = height * width
+    rgb = torch.empty(height, width, 3, dtype=torch.float32)
+    confidence = torch.empty(height, width, dtype=torch.int16)  # the float16 bits, widened below
+    object_id = torch.empty(height, width, dtype=torch.int32)
+    provenance = torch.empty(height, width, dtype=torch.uint8)
+    coverage = torch.empty(height, width, dtype=torch.float32)
+    holes = torch.empty(hw, dtype=torch.int64)
+    k = fast.compose_kernel(
+        index.reshape(-1).numpy(), arrays[0].numpy(), arrays[1].view(torch.int16).numpy(),
+        arrays[2].numpy(), arrays[3].numpy(), rgb.view(hw, 3).numpy(), confidence.view(hw).numpy(),
+        object_id.view(hw).numpy(), provenance.view(hw).numpy(), coverage.view(hw).numpy(), holes.numpy(),
+    )  # fmt: skip
+    if k < 0:
+        return None
+    return rgb, confidence.view(torch.float16).to(torch.float32), object_id, provenance, coverage, holes[:k]

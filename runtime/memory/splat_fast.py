@@ -10,8 +10,17 @@ of the very window torch builds for its footprint bucket (side floor(2 ext) + 1,
 pass 1 takes the minimum of the test depth's float32 bits read as int32 (what torch's
 ``scatter_reduce(amin)`` on the int32 view does); pass 2 keeps the least int64 key
 ((floor(dy^2 2^16) << 32) + local index) + (floor(dx^2 2^16) << 32) among the fragments with test
-depth <= zmin * float32(1 + depth_tolerance). Only the order in which fragments are visited differs,
-and both reductions are order-free minima. `free_space_kernel` is `splat.free_space_torch` likewise.
+depth <= zmin * float32(1 + depth_tolerance), where the point's own index stands for its local index
+(the same order). Only the order in which fragments are visited differs, and both reductions are
+order-free minima. The projection, cull and pixel range of the usual sub-pixel splat run first in a
+branch-free loop over all points (it vectorises); the passes then visit the points in view.
+`free_space_kernel` is `splat.free_space_torch` likewise.
+
+`render_kernel` is `SpatialMemory._render`'s splat in one call: it reads the members of the chunks in
+view straight from the chunk index (in the chunks' order, not ascending), takes them into the camera
+frame as ``SpatialMemory._to_camera`` does, gives generated points their depth bias and runs the same
+passes, with each point's memory index as its tie-break (the order the ascending candidates of the
+torch path give); its winners come back as memory indices.
 
 ``error_model="numpy"`` keeps IEEE division (x / 0 is inf or nan, as in torch, where numba's default
 would raise). Work arrays are kept per thread (`workspace`): allocating them afresh each call costs
@@ -55,14 +64,43 @@ def _offer(kbuf, zmin, p, key, zt, tolerance):
 @numba.njit(**_JIT)
 def splat_kernel(
     x, y, z, radius, bias, has_bias, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
-    pu, pv, pz, ranges, sidx, zbits, kbuf,
+    pu, pv, pz, ranges, zbits, kbuf,
 ):  # fmt: skip
     """Winners of the splat rule: (index int64 [H, W], depth float32 [H, W], points in view).
 
     x, y, z, radius, bias: float32 [N] C-contiguous (bias is read only when ``has_bias``); fx .. near,
     max_r (= float32(max_radius_px)) and tolerance (= float32(1 + depth_tolerance)) are float32.
-    Work space (contents ignored, overwritten): pu, pv, pz float32 [>= N], ranges int32 [>= N, 4],
-    sidx int64 [>= N], zbits int32 [>= H W + 3], kbuf int64 [>= H W + 3].
+    Work space (contents ignored, overwritten): pu, pv, pz float32 [>= N], ranges int32 [5, >= N],
+    zbits int32 [>= H W + 3], kbuf int64 [>= H W + 3].
+    """
+    hw = width * height
+    m, s = splat_passes(
+        x, y, z, radius, bias, has_bias, None, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
+        pu, pv, pz, ranges, zbits, kbuf,
+    )  # fmt: skip
+    index = np.full(hw, -1, np.int64)
+    depth = np.zeros(hw, np.float32)
+    if s > 0:
+        for p in range(hw):
+            key = kbuf[p]
+            if key != _NO_KEY:
+                win = key & _LOW32
+                index[p] = win
+                depth[p] = z[win]
+    return index.reshape(height, width), depth.reshape(height, width), m
+
+
+@numba.njit(**_JIT)
+def splat_passes(
+    x, y, z, radius, bias, has_bias, ids, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
+    pu, pv, pz, ranges, zbits, kbuf,
+):  # fmt: skip
+    """The two passes of `splat_kernel`: (points in view m, points in view with fragments s).
+
+    Leaves, when s > 0, kbuf[p] (p < H W) the least key of pixel p, _NO_KEY where none: the key's
+    low 32 bits are the winner's index i (< 2**32) when ``ids`` is None, else ids[i] (int64 [N],
+    distinct, in [0, 2**32)): equal distances go to the lower index, which orders the points as
+    their ranks among those in view (torch's local index) do, or to the lower id.
     """
     n = z.shape[0]
     zero = np.float32(0.0)
@@ -72,47 +110,75 @@ def splat_kernel(
     scale = np.float32(65536.0)  # DIST_SCALE
     last_col = np.float32(width - 1)
     last_row = np.float32(height - 1)
+    last_c = np.int32(width - 1)
+    last_r = np.int32(height - 1)
     hw = width * height
 
-    # project every point (branch-free, so it vectorises): u, v and the half-size before the clamp
+    # pass 1a, branch-free (so it vectorises): project every point (u, v and its test depth), cull it
+    # (torch's in_view) and, for the usual sub-pixel splat, find its pixels.
+    #
+    # torch's window (splat._fragments): side j + 1 for footprint bucket j = floor(2 ext), and its
+    # test |px - u| <= ext with px in the image. px - u rounds monotonically in px, so the window
+    # cells failing px - u >= -ext are a prefix and those failing px - u <= ext a suffix; the cells
+    # are integer-valued floats, exact below 2^24, so the fragments are the pixels [c0, c1] x
+    # [r0, r1] (the window less that prefix and suffix, clipped to the image), dx = float32(c) - u.
+    # The usual splat has side 2 (0.5 <= ext < 1: window floor(u) + {0, 1}); flags[i] is 0 for a
+    # culled point, 1 for an in-view one of side 2 (its clipped pixels in ranges[:4, i]), 2 for an
+    # in-view one of another side (left to pass 1b). Culled points compute on u = v = 0 (so that no
+    # conversion meets a non-finite value) and their entries are never read.
+    flags = ranges[4]
     for i in range(n):
         zi = z[i]
-        pu[i] = x[i] / zi * fx + cx
-        pv[i] = y[i] / zi * fy + cy
-        pz[i] = radius[i] * f_mean / zi
+        u = x[i] / zi * fx + cx
+        v = y[i] / zi * fy + cy
+        e = radius[i] * f_mean / zi
+        pu[i] = u
+        pv[i] = v
+        pz[i] = zi * (bias[i] + one) if has_bias else zi  # test depth
+        # clamp(0, max) then clamp(min=0.5): max(min(max(e, 0), max_r), 0.5) wherever e is a number (a
+        # NaN half-size stays NaN through torch's clamp, and such a point is culled)
+        ext = e if e > zero else zero
+        ext = ext if ext < max_r else max_r
+        ext = ext if ext > half_px else half_px
+        inview = (
+            (zi > near) & (e == e) & (u >= -ext) & (u <= ext + last_col) & (v >= -ext) & (v <= ext + last_row)
+        )
+        us = u if inview else zero
+        vs = v if inview else zero
+        bu = np.floor(us)
+        bv = np.floor(vs)
+        c0 = np.int32(bu) + np.int32(bu - us < -ext)
+        c1 = np.int32(bu) + np.int32(1) - np.int32((bu + one) - us > ext)
+        r0 = np.int32(bv) + np.int32(bv - vs < -ext)
+        r1 = np.int32(bv) + np.int32(1) - np.int32((bv + one) - vs > ext)
+        ranges[0, i] = c0 if c0 > 0 else np.int32(0)
+        ranges[1, i] = c1 if c1 < last_c else last_c
+        ranges[2, i] = r0 if r0 > 0 else np.int32(0)
+        ranges[3, i] = r1 if r1 < last_r else last_r
+        flags[i] = np.int32(inview) * (np.int32(1) + np.int32(ext * two >= two))
 
-    # cull (torch's in_view); m counts the survivors. A survivor's rank among them is its tie-break
-    # (torch's local index). Only survivors with fragments are kept (s of them, compacted in place:
-    # s <= i), in the same order, so their keys compare alike.
+    # pass 1b: m counts the points in view, s those of them with fragments (the others' flags drop to
+    # 0); the least test depth per pixel, compared as int32 bits (as torch does). A point's index is
+    # its tie-break: in the same order as its rank among the points in view (torch's local index).
     zbits[: hw + 3] = _F32_INF_BITS  # 3 spare slots past the image
     ztbits = pz.view(np.int32)
     m = 0
     s = 0
     for i in range(n):
-        zi = z[i]
-        ext = pz[i]
-        if not zi > near or ext != ext:  # a NaN half-size stays NaN through torch's clamp: culled
-            continue
-        ext = max(min(max(ext, zero), max_r), half_px)  # clamp(0, max) then clamp(min=0.5)
-        u = pu[i]
-        v = pv[i]
-        if not (u >= -ext and u <= ext + last_col and v >= -ext and v <= ext + last_row):
+        flag = flags[i]
+        if flag == 0:
             continue
         m += 1
-        # torch's window (splat._fragments): side j + 1 for footprint bucket j = floor(2 ext), and its
-        # test |px - u| <= ext with px in the image. px - u rounds monotonically in px, so the window
-        # cells failing px - u >= -ext are a prefix and those failing px - u <= ext a suffix; the cells
-        # are integer-valued floats, exact below 2^24, so the fragments are the pixels [c0, c1] x
-        # [r0, r1] (the window less that prefix and suffix, clipped to the image), dx = float32(c) - u.
-        side = np.int64(np.floor(ext * two)) + 1
-        if side == 2:  # the usual sub-pixel splat: window floor(u) + {0, 1}
-            bu = np.floor(u)
-            bv = np.floor(v)
-            c0 = np.int64(bu) + (bu - u < -ext)
-            c1 = np.int64(bu) + 1 - ((bu + one) - u > ext)
-            r0 = np.int64(bv) + (bv - v < -ext)
-            r1 = np.int64(bv) + 1 - ((bv + one) - v > ext)
-        else:
+        if flag == 1:
+            c0 = np.int64(ranges[0, i])
+            c1 = np.int64(ranges[1, i])
+            r0 = np.int64(ranges[2, i])
+            r1 = np.int64(ranges[3, i])
+        else:  # a wider window: the same test over its side, cell by cell
+            u = pu[i]
+            v = pv[i]
+            ext = max(min(max(radius[i] * f_mean / z[i], zero), max_r), half_px)
+            side = np.int64(np.floor(ext * two)) + 1
             half = np.float32(side // 2)
             if side % 2 == 1:
                 bu = np.floor(u + half_px) - half
@@ -131,26 +197,19 @@ def splat_kernel(
                 dv = (bv + np.float32(o)) - v
                 before_v += dv < -ext
                 after_v += dv > ext
-            c0 = np.int64(bu) + before_u
-            c1 = np.int64(bu) + (side - 1 - after_u)
-            r0 = np.int64(bv) + before_v
-            r1 = np.int64(bv) + (side - 1 - after_v)
-        c0 = max(c0, 0)
-        c1 = min(c1, width - 1)
-        r0 = max(r0, 0)
-        r1 = min(r1, height - 1)
+            c0 = max(np.int64(bu) + before_u, 0)
+            c1 = min(np.int64(bu) + (side - 1 - after_u), width - 1)
+            r0 = max(np.int64(bv) + before_v, 0)
+            r1 = min(np.int64(bv) + (side - 1 - after_v), height - 1)
+            ranges[0, i] = c0
+            ranges[1, i] = c1
+            ranges[2, i] = r0
+            ranges[3, i] = r1
         if c1 < c0 or r1 < r0:
+            flags[i] = 0
             continue
-        pu[s] = u
-        pv[s] = v
-        pz[s] = zi * (bias[i] + one) if has_bias else zi  # test depth
-        ranges[s, 0] = c0
-        ranges[s, 1] = c1
-        ranges[s, 2] = r0
-        ranges[s, 3] = r1
-        sidx[s] = i
-        # pass 1, on the way: the least test depth per pixel, compared as int32 bits (as torch does)
-        bits = ztbits[s]
+        s += 1
+        bits = ztbits[i]
         if c1 - c0 <= 1 and r1 - r0 <= 1:  # up to 2 x 2 pixels: branch-free, absent ones go to spare slots
             p00, p01, p10, p11 = _quad(c0, c1, r0, r1, width, hw)
             zbits[p00] = min(zbits[p00], bits)
@@ -162,33 +221,33 @@ def splat_kernel(
                 for c in range(c0, c1 + 1):
                     p = r * width + c
                     zbits[p] = min(zbits[p], bits)
-        s += 1
 
-    index = np.full(hw, -1, np.int64)
-    depth = np.zeros(hw, np.float32)
     if s == 0:
-        return index.reshape(height, width), depth.reshape(height, width), m
+        return m, s
 
     # pass 2: among the front surface (test depth <= zmin * tolerance) the least key
     zmin = zbits.view(np.float32)
     kbuf[: hw + 3] = _NO_KEY
-    for k in range(s):
-        u = pu[k]
-        v = pv[k]
-        zt = pz[k]
-        c0 = ranges[k, 0]
-        c1 = ranges[k, 1]
-        r0 = ranges[k, 2]
-        r1 = ranges[k, 3]
+    for i in range(n):
+        if flags[i] == 0:
+            continue
+        u = pu[i]
+        v = pv[i]
+        zt = pz[i]
+        tie = i if ids is None else ids[i]
+        c0 = np.int64(ranges[0, i])
+        c1 = np.int64(ranges[1, i])
+        r0 = np.int64(ranges[2, i])
+        r1 = np.int64(ranges[3, i])
         if c1 - c0 <= 1 and r1 - r0 <= 1:  # up to 2 x 2 pixels: branch-free, absent ones go to spare slots
             dx = np.float32(c0) - u
             qx0 = np.int64(dx * dx * scale) << 32
             dx = np.float32(c1) - u
             qx1 = np.int64(dx * dx * scale) << 32
             dy = np.float32(r0) - v
-            ky0 = (np.int64(dy * dy * scale) << 32) + k
+            ky0 = (np.int64(dy * dy * scale) << 32) + tie
             dy = np.float32(r1) - v
-            ky1 = (np.int64(dy * dy * scale) << 32) + k
+            ky1 = (np.int64(dy * dy * scale) << 32) + tie
             p00, p01, p10, p11 = _quad(c0, c1, r0, r1, width, hw)
             _offer(kbuf, zmin, p00, ky0 + qx0, zt, tolerance)
             _offer(kbuf, zmin, p01, ky0 + qx1, zt, tolerance)
@@ -198,18 +257,70 @@ def splat_kernel(
         for r in range(r0, r1 + 1):
             dy = np.float32(r) - v
             row = r * width
-            key_y = (np.int64(dy * dy * scale) << 32) + k
+            key_y = (np.int64(dy * dy * scale) << 32) + tie
             for c in range(c0, c1 + 1):
                 dx = np.float32(c) - u
                 _offer(kbuf, zmin, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance)
+    return m, s
 
-    for p in range(hw):
-        key = kbuf[p]
-        if key != _NO_KEY:
-            win = sidx[key & _LOW32]
-            index[p] = win
-            depth[p] = z[win]
-    return index.reshape(height, width), depth.reshape(height, width), m
+
+@numba.njit(**_JIT)
+def render_kernel(
+    rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+    rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
+    x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf,
+):  # fmt: skip
+    """Winners of the splat rule over the members of chunk ``rows``: (index int64 [H, W] memory
+    indices, -1 none; depth float32 [H, W]; points in view; members read), as `splat_kernel` on
+    the camera-space points of ``ChunkIndex.members(rows, count)``, or members read = -1 (nothing
+    drawn) when a member lies outside [0, count).
+
+    The members are read segment by segment (the chunks' order, not ascending): their memory index
+    is the tie-break key (`splat_passes`' ``ids``), which orders ties as the ascending candidates'
+    ranks do. rows int64 [R]; start, size int64 [rows]; pool int32 (the chunk index); xyz float32
+    [P, 3], radius float32 [P], provenance uint8 [P] (the memory's arrays); a point of provenance
+    ``generated`` takes depth bias ``bias_generated``, others ``bias_other`` (float32: what torch's
+    bias product gives); rot float32 [3, 3], trans float32 [3]: world -> camera, applied as
+    ((r0 x + r1 y) + r2 z) + t per row (what `SpatialMemory._to_camera` computes). Work space: x, y,
+    z, rad, bias float32 and ids int64 [>= members], then `splat_kernel`'s.
+    """
+    r00, r01, r02 = rot[0, 0], rot[0, 1], rot[0, 2]
+    r10, r11, r12 = rot[1, 0], rot[1, 1], rot[1, 2]
+    r20, r21, r22 = rot[2, 0], rot[2, 1], rot[2, 2]
+    t0, t1, t2 = trans[0], trans[1], trans[2]
+    hw = width * height
+    index = np.full(hw, -1, np.int64)
+    depth = np.zeros(hw, np.float32)
+    n = 0
+    for j in range(rows.shape[0]):
+        row = rows[j]
+        for q in range(start[row], start[row] + size[row]):
+            p = np.int64(pool[q])
+            if p < 0 or p >= count:
+                return index.reshape(height, width), depth.reshape(height, width), 0, -1
+            a = xyz[p, 0]
+            b = xyz[p, 1]
+            c = xyz[p, 2]
+            x[n] = r00 * a + r01 * b + r02 * c + t0
+            y[n] = r10 * a + r11 * b + r12 * c + t1
+            z[n] = r20 * a + r21 * b + r22 * c + t2
+            rad[n] = radius[p]
+            bias[n] = bias_generated if provenance[p] == generated else bias_other
+            ids[n] = p
+            n += 1
+    m, s = splat_passes(
+        x[:n], y[:n], z[:n], rad[:n], bias[:n], True, ids, fx, fy, cx, cy, f_mean, near, max_r,
+        tolerance, width, height, pu, pv, pz, ranges, zbits, kbuf,
+    )  # fmt: skip
+    if s > 0:
+        for q in range(hw):
+            key = kbuf[q]
+            if key != _NO_KEY:
+                p = key & _LOW32
+                index[q] = p
+                # the winner's camera z, computed as above (the same float32 operations, so the same bits)
+                depth[q] = r20 * xyz[p, 0] + r21 * xyz[p, 1] + r22 * xyz[p, 2] + t2
+    return index.reshape(height, width), depth.reshape(height, width), m, n
 
 
 @numba.njit(**_JIT)
@@ -265,7 +376,7 @@ def workspace(n: int, hw: int) -> tuple[np.ndarray, ...]:
     """This thread's work arrays for `splat_kernel` (grown as needed, then reused: fresh arrays of this
     size would cost more in page faults than the kernel itself)."""
     ws = getattr(_local, "splat", None)
-    cap, cap_hw = (0, 0) if ws is None else (ws[0].shape[0], ws[5].shape[0] - 3)
+    cap, cap_hw = (0, 0) if ws is None else (ws[0].shape[0], ws[4].shape[0] - 3)
     if cap < n or cap_hw < hw:
         cap = cap if cap >= n else max(1024, n + n // 4)
         cap_hw = max(cap_hw, hw)
@@ -273,10 +384,20 @@ def workspace(n: int, hw: int) -> tuple[np.ndarray, ...]:
             np.empty(cap, np.float32),
             np.empty(cap, np.float32),
             np.empty(cap, np.float32),
-            np.empty((cap, 4), np.int32),
-            np.empty(cap, np.int64),
+            np.empty((5, cap), np.int32),
             np.empty(cap_hw + 3, np.int32),
             np.empty(cap_hw + 3, np.int64),
         )
         _local.splat = ws
+    return ws
+
+
+def render_workspace(n: int) -> tuple[np.ndarray, ...]:
+    """This thread's x, y, z, radius, bias (float32) and ids (int64) arrays for `render_kernel`
+    (grown as needed, then reused)."""
+    ws = getattr(_local, "render", None)
+    if ws is None or ws[0].shape[0] < n:
+        cap = max(1024, n + n // 4)
+        ws = (*(np.empty(cap, np.float32) for _ in range(5)), np.empty(cap, np.int64))
+        _local.render = ws
     return ws

@@ -12,7 +12,7 @@ from plugin_bridge.camera import Camera, Intrinsics
 from plugin_bridge.conventions import look_at
 from runtime.memory import MemoryConfig, SpatialMemory
 from runtime.memory.reference import reference_splat
-from runtime.memory.splat import splat_points, world_to_cam_torch
+from runtime.memory.splat import splat_points
 
 MiB = 2**20
 INTR = Intrinsics(fx=14.0, fy=13.0, cx=7.5, cy=5.5, width=16, height=12)
@@ -102,9 +102,8 @@ def test_culled_render_equals_the_reference_over_all_points(seed):
     for _ in range(4):
         camera = random_camera(g, extent=6.0)
         render = memory.render(camera)
-        rot, trans = world_to_cam_torch(camera, torch.device("cpu"))
         slow = reference_splat(
-            (rot @ points["xyz"].T + trans[:, None]).T,
+            memory._to_camera(camera, points["xyz"]),  # the camera frame every render path uses
             points["radius"],
             INTR,
             **RULE,
@@ -126,10 +125,9 @@ def test_culled_render_equals_the_unculled_kernel_on_many_chunks(seed):
     for _ in range(5):
         camera = random_camera(g, intrinsics, extent=10.0)
         render = memory.render(camera)
-        rot, trans = world_to_cam_torch(camera, torch.device("cpu"))
         bias = (memory.points()["provenance"] == 2).float() * memory.config.generated_depth_bias
         full = splat_points(
-            (rot @ xyz.T + trans[:, None]).T, memory.points()["radius"], intrinsics, **RULE, depth_bias=bias
+            memory._to_camera(camera, xyz), memory.points()["radius"], intrinsics, **RULE, depth_bias=bias
         )
         assert torch.equal(render.point_index, full.index) and torch.equal(render.depth, full.depth)
         assert render.points_in_view == full.points_in_view <= memory.last_touched < memory.num_points
