@@ -189,7 +189,14 @@ class FreeSpaceKeyframes:
         return self.needed_factor(xyz, radius, near=near, margin=margin, max_radius_px=max_radius_px) > 1.0
 
     def needed_factor(
-        self, xyz: torch.Tensor, radius: torch.Tensor, *, near: float, margin: float, max_radius_px: int
+        self,
+        xyz: torch.Tensor,
+        radius: torch.Tensor,
+        *,
+        near: float,
+        margin: float,
+        max_radius_px: int,
+        arrays: tuple | None = None,
     ) -> torch.Tensor:
         """[M] float: how many times farther from each keyframe a world point [M, 3] would have to be so
         that no keyframe sees it in front of its cell's farthest surface by more than ``margin``
@@ -197,22 +204,14 @@ class FreeSpaceKeyframes:
 
         A point counts as seen by a keyframe when its splat (half-size ``radius`` [M], world, in
         pixels as the render clamps it) reaches the keyframe's image: one just off the edge would
-        still be drawn on the edge pixels; it is tested against the nearest edge cell.
+        still be drawn on the edge pixels; it is tested against the nearest edge cell. ``arrays``:
+        `_gathered()` taken once for several calls while the keyframes do not change.
         """
         need = torch.zeros(xyz.shape[0], dtype=torch.float32, device=self.device)
-        used = self.used()
-        if used.numel() == 0 or xyz.shape[0] == 0:
+        arrays = self._gathered() if arrays is None else arrays
+        if arrays is None or xyz.shape[0] == 0:
             return need
-        s = {name: self.slots[name].index_select(0, used) for name, *_ in _FIELDS}
-        rot, trans = s["w2c"][:, :, :3], s["w2c"][:, :, 3]
-        fx, fy, cx, cy = (s["intrinsics"][:, i, None] for i in range(4))
-        width, height, cell = (s["size"][:, i, None].to(torch.float32) for i in range(3))
-        last_col, last_row = (
-            torch.ceil(width / cell) - 1.0,
-            torch.ceil(height / cell) - 1.0,
-        )  # the image's cells
-        cells = s["depth"].to(torch.float32).reshape(-1)
-        base = (torch.arange(used.numel(), device=self.device) * GRID * GRID)[:, None]
+        rot, trans, fx, fy, cx, cy, width, height, cell, last_col, last_row, cells, base = arrays
         keep = 1.0 - margin
         f_mean = (fx + fy) / 2.0
         for start in range(0, xyz.shape[0], _BLOCK):
@@ -234,6 +233,24 @@ class FreeSpaceKeyframes:
             need[start : start + pts.shape[0]] = ratio.amax(dim=0)
         return need
 
+    def _gathered(self) -> tuple | None:
+        """The kept keyframes' arrays as `needed_factor` reads them ([K, 1] columns, flat cell depths
+        and each keyframe's first cell), or None when there are none."""
+        used = self.used()
+        if used.numel() == 0:
+            return None
+        s = {name: self.slots[name].index_select(0, used) for name, *_ in _FIELDS}
+        fx, fy, cx, cy = (s["intrinsics"][:, i, None] for i in range(4))
+        width, height, cell = (s["size"][:, i, None].to(torch.float32) for i in range(3))
+        last_col, last_row = (
+            torch.ceil(width / cell) - 1.0,
+            torch.ceil(height / cell) - 1.0,
+        )  # the image's cells
+        cells = s["depth"].to(torch.float32).reshape(-1)
+        base = (torch.arange(used.numel(), device=self.device) * GRID * GRID)[:, None]
+        rot, trans = s["w2c"][:, :, :3], s["w2c"][:, :, 3]
+        return rot, trans, fx, fy, cx, cy, width, height, cell, last_col, last_row, cells, base
+
     def respect(
         self,
         camera: Camera,
@@ -251,7 +268,8 @@ class FreeSpaceKeyframes:
         (depth with moved pixels farther, add without refused pixels, moved count, refused count).
         """
         pix = add.nonzero().squeeze(1)
-        if pix.numel() == 0 or self.count == 0:
+        arrays = self._gathered() if pix.numel() else None  # the keyframes do not change in here
+        if arrays is None:
             return depth, add, 0, 0
         z = depth.index_select(0, pix)
         k = camera.intrinsics
@@ -260,7 +278,7 @@ class FreeSpaceKeyframes:
         def need(pixels: torch.Tensor, zs: torch.Tensor) -> torch.Tensor:
             return self.needed_factor(
                 unproject_pixels(camera, pixels, zs), zs * per_metre,
-                near=near, margin=margin, max_radius_px=max_radius_px,
+                near=near, margin=margin, max_radius_px=max_radius_px, arrays=arrays,
             )  # fmt: skip
 
         factor = need(pix, z)
