@@ -22,6 +22,7 @@ from plugin_bridge.conventions import Convention
 from plugin_bridge.wire import (
     CLIENT_PROTOCOL_VERSION,
     CONVENTION_TO_PROTO,
+    STORAGE_TO_PROTO,
     Event,
     Frame,
     MemoryView,
@@ -116,6 +117,7 @@ def open_session_request(
     generator: str = "",
     budget_bytes: int = 0,
     window_frames: int = 0,
+    storage: str = "",
     seed: int = 0,
     release_on_disconnect: bool = False,
     capabilities: tuple[str, ...] = ("generate", "observation"),
@@ -132,7 +134,9 @@ def open_session_request(
         frame_encoding=int(frame_encoding),
         depth_encoding=int(depth_encoding),
         generator=generator,
-        memory=pb.MemoryOptions(budget_bytes=budget_bytes, window_frames=window_frames),
+        memory=pb.MemoryOptions(
+            budget_bytes=budget_bytes, window_frames=window_frames, storage=STORAGE_TO_PROTO[storage]
+        ),
         seed=seed,
         release_on_disconnect=release_on_disconnect,
         jpeg_quality=jpeg_quality,

@@ -21,6 +21,18 @@ from plugin_bridge.conventions import Convention, canonical_to_engine
 
 CLIENT_PROTOCOL_VERSION = (1, 0, 0)
 
+STORAGE_TO_PROTO = {
+    "": pb.MEMORY_STORAGE_UNSPECIFIED,
+    "full": pb.MEMORY_STORAGE_FULL,
+    "quantised": pb.MEMORY_STORAGE_QUANTISED,
+}
+"""Memory storage modes by name ("" leaves it to the server: full)."""
+STORAGE_FROM_PROTO = {
+    pb.MEMORY_STORAGE_UNSPECIFIED: "full",
+    pb.MEMORY_STORAGE_FULL: "full",
+    pb.MEMORY_STORAGE_QUANTISED: "quantised",
+}
+
 CONVENTION_TO_PROTO = {
     Convention.OPENCV: pb.POSE_CONVENTION_OPENCV,
     Convention.OPENGL: pb.POSE_CONVENTION_OPENGL,

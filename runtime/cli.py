@@ -47,6 +47,8 @@ def _eval(args: argparse.Namespace) -> int:
             config.budgets_mib = tuple(int(b) for b in args.budgets.split(","))
         if args.frames:
             config.frames = tuple(int(n) for n in args.frames.split(","))
+        if args.storage:
+            config.storage = tuple(s.strip() for s in args.storage.split(",") if s.strip())
         run_budget(config)
         return 0
     from runtime.evaluation.suite import EvalConfig, run_eval
@@ -124,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--frames",
         default="",
         help="budget suite: comma-separated outbound lengths N (default 300,1000,3000,10000)",
+    )
+    ev.add_argument(
+        "--storage",
+        default="",
+        help="budget suite: comma-separated memory storage modes (default full,quantised)",
     )
     ev.add_argument("--out", default="eval_out", help="folder for report.json, report.md and plots")
     ev.add_argument("--seed", type=int, default=0, help="seed for paths and sessions")

@@ -50,7 +50,12 @@ class Session:
         self.owner = owner
         self.generator = generator
         self.memory = SpatialMemory(
-            replace(memory_config, budget_bytes=spec.budget_bytes, window_frames=spec.window_frames)
+            replace(
+                memory_config,
+                budget_bytes=spec.budget_bytes,
+                window_frames=spec.window_frames,
+                storage=spec.storage,
+            )
         )
         self.frame_index = 0
         self.lock = threading.Lock()

@@ -27,6 +27,8 @@ class SessionSpec:
     seed: int
     release_on_disconnect: bool
     client_capabilities: tuple[str, ...] = ()
+    storage: str = "full"
+    """Memory storage mode: "full" or "quantised" (`runtime.memory.MemoryConfig.storage`)."""
 
 
 @dataclass(frozen=True)

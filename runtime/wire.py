@@ -29,6 +29,7 @@ from plugin_bridge.codec import (
     sanitize_depth,
 )
 from plugin_bridge.conventions import Convention, default_units_per_meter, engine_to_canonical
+from plugin_bridge.wire import STORAGE_FROM_PROTO, STORAGE_TO_PROTO
 from runtime.config import PROTOCOL_VERSION, SessionDefaults
 from runtime.memory import MemoryStats
 from runtime.types import FrameResult, ObservationInput, PoseInput, SessionSpec
@@ -189,6 +190,16 @@ def session_spec_from_proto(
         )
     if budget < 2**20:
         raise _invalid(f"memory budget {budget} bytes is too small: ask for at least 1 MiB (1048576 bytes)")
+    storage = STORAGE_FROM_PROTO.get(req.memory.storage)
+    if storage is None:
+        raise _invalid(
+            f"memory.storage {req.memory.storage} is not a MemoryStorage value: use FULL or QUANTISED"
+        )
+    if storage == "quantised" and req.memory.window_frames:
+        raise _invalid(
+            "memory.storage QUANTISED keeps memory persistent: send window_frames 0 with it "
+            f"(got {req.memory.window_frames})"
+        )
     return SessionSpec(
         convention=convention,
         units_per_meter=float(upm),
@@ -199,6 +210,7 @@ def session_spec_from_proto(
         generator=generator,
         budget_bytes=int(budget),
         window_frames=int(req.memory.window_frames),
+        storage=storage,
         seed=int(req.seed),
         release_on_disconnect=bool(req.release_on_disconnect),
         client_capabilities=tuple(req.capabilities),
@@ -292,6 +304,8 @@ def memory_stats_to_proto(stats: MemoryStats) -> pb.MemoryStats:
         chunks=stats.chunks,
         chunks_evicted_total=stats.chunks_evicted_total,
         points_refined_total=stats.points_refined_total,
+        storage=STORAGE_TO_PROTO[stats.storage],
+        points_packed=stats.points_packed,
     )
 
 

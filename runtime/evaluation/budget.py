@@ -24,7 +24,7 @@ from plugin_bridge.client import AsyncMirageClient
 from plugin_bridge.wire import observation_message, pose_from_matrix
 from runtime.config import RuntimeConfig
 from runtime.evaluation.bench_memory import exploring_path
-from runtime.evaluation.metrics import contextual_accuracy, memory_persistence
+from runtime.evaluation.metrics import PSNR_CAP_DB, contextual_accuracy, memory_persistence, psnr
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 from runtime.server import run_server, stop_server
 
@@ -46,16 +46,19 @@ class BudgetConfig:
     threshold: float = 0.90
     out: Path = Path("eval_out")
     progress: bool = True
-    storage: tuple[str, ...] = field(default=("full",))
-    """Storage modes compared (full precision only, until quantised storage lands)."""
+    storage: tuple[str, ...] = field(default=("full", "quantised"))
+    """Storage modes compared (`MemoryConfig.storage`)."""
 
 
-async def _cycle(client, scene, path: list[np.ndarray], n: int, budget: int, config: BudgetConfig) -> dict:
+async def _cycle(
+    client, scene, path: list[np.ndarray], n: int, budget: int, storage: str, config: BudgetConfig
+) -> dict:
     """One out-and-back of outbound length ``n``; per-pair contextual accuracy and the memory's figures."""
-    info = await client.open_session(scene.intrinsics, seed=config.seed, budget_bytes=budget)
+    info = await client.open_session(scene.intrinsics, seed=config.seed, budget_bytes=budget, storage=storage)
     stream = client.stream(info.session_id)
     started = time.perf_counter()
     accuracy: list[float] = []
+    psnrs: list[float] = []
     try:
         idx = np.linspace(0, max(n // 4, 1), num=config.seed_observations).round().astype(int)
         for k, i in enumerate(idx):
@@ -75,6 +78,7 @@ async def _cycle(client, scene, path: list[np.ndarray], n: int, budget: int, con
             for i in range(n - 1, -1, -1):  # the same poses in reverse: compare with the outbound frame
                 frame = await stream.step(pose_from_matrix(path[i]))
                 accuracy.append(contextual_accuracy(outbound[i], frame.rgb))
+                psnrs.append(min(psnr(outbound[i], frame.rgb), PSNR_CAP_DB))
                 outbound[i] = None  # scored: keep memory flat
                 stats = frame.memory
                 bar.update(1)
@@ -87,7 +91,10 @@ async def _cycle(client, scene, path: list[np.ndarray], n: int, budget: int, con
         "contextual_accuracy": float(acc.mean()),
         "accuracy_first_tenth": float(acc[: max(1, n // 10)].mean()),
         "accuracy_last_tenth": float(acc[-max(1, n // 10) :].mean()),
+        "revisit_psnr": float(np.mean(psnrs)),
+        "storage": storage,
         "points_end": int(stats.points),
+        "points_packed_end": int(stats.points_packed),
         "bytes_used_end": int(stats.bytes_used),
         "points_pruned": int(stats.points_pruned_total),
         "seconds": time.perf_counter() - started,
@@ -109,7 +116,7 @@ async def _run(config: BudgetConfig) -> list[dict]:
                     for mib in config.budgets_mib:
                         runs = []
                         for n in sorted(config.frames):
-                            run = await _cycle(client, scene, path, n, mib * MiB, config)
+                            run = await _cycle(client, scene, path, n, mib * MiB, storage, config)
                             runs.append(run)
                             print(f"  {storage} {mib} MiB N={n}: contextual accuracy {run['contextual_accuracy']:.3f} "
                                   f"({run['points_end']} points, {run['points_pruned']} pruned, {run['seconds']:.0f} s)",
@@ -127,8 +134,12 @@ async def _run(config: BudgetConfig) -> list[dict]:
 
 def budget_table(rows: list[dict], frames: tuple[int, ...]) -> list[str]:
     ns = sorted(frames)
-    head = ["storage", "budget MiB", "persistence N", *[f"ctx acc N={n}" for n in ns]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":--", "--:", "--:", *["--:"] * len(ns)]) + "|"]
+    head = ["storage", "budget MiB", "persistence N", *[f"ctx acc N={n}" for n in ns],
+            "revisit PSNR dB (last N)", "points held (last N)", "pruned (last N)"]  # fmt: skip
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join([":--", "--:", "--:", *["--:"] * (len(ns) + 3)]) + "|",
+    ]
     for r in rows:
         acc = {run["frames"]: run["contextual_accuracy"] for run in r["runs"]}
         if r["persistence"] is None:
@@ -138,6 +149,8 @@ def budget_table(rows: list[dict], frames: tuple[int, ...]) -> list[str]:
         else:
             shown = str(r["persistence"])
         cells = [f"{acc[n]:.3f}" if n in acc else "not run" for n in ns]
+        last = r["runs"][-1]
+        cells += [f"{last['revisit_psnr']:.2f}", f"{last['points_end']:,}", f"{last['points_pruned']:,}"]
         lines.append("| " + " | ".join([r["storage"], str(r["budget_mib"]), shown, *cells]) + " |")
     return lines
 

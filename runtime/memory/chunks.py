@@ -99,6 +99,52 @@ class ChunkIndex:
         pool[: self._pool_end] = self.pool[: self._pool_end]
         self.pool = pool
 
+    def shrink(self, point_capacity: int, count: int) -> None:
+        """Shrink the per-point arrays and the pool to ``point_capacity`` points (keeping the first
+        ``count``; the pool is compacted first)."""
+        for name in ("point_chunk", "point_pos"):
+            small = torch.zeros(point_capacity, dtype=torch.int32, device=self.device)
+            small[:count] = getattr(self, name)[:count]
+            setattr(self, name, small)
+        none = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self._compact(none, none)
+        pool = torch.zeros(2 * point_capacity, dtype=torch.int32, device=self.device)
+        pool[: self._pool_end] = self.pool[: self._pool_end]
+        self.pool = pool
+
+    def clear_rows(self, rows: torch.Tensor) -> None:
+        """Reset the member-derived columns of ``rows`` (AABB, radius, last_seen, provenance counts) before
+        their members are appended again (unpacking a quantised chunk)."""
+        for name, _, _, empty in _ROW_FIELDS:
+            if name in ("lo", "hi", "rmax", "last_seen", "provenance"):
+                self.rows[name][rows] = empty
+
+    def add_packed(self, lo, hi, rmax: float, last_seen: int, counts) -> int:
+        """A row for a packed chunk (no members here) with the given AABB of its points' centres, largest
+        radius, newest last_seen and provenance counts [4]; returns the row."""
+        key = int(self.keys(torch.as_tensor(lo, dtype=torch.float32, device=self.device)[None])[0])
+        if key in self._row_of:
+            raise ValueError(f"chunk {key} already has a row: a packed chunk cannot share it")
+        if not self._free:
+            raise ValueError(f"chunk table full ({self.max_chunks} chunks)")
+        row = self._free.pop()
+        self._row_of[key] = row
+        self._used = None
+        r = self.rows
+        r["key"][row] = key
+        r["lo"][row] = torch.as_tensor(lo, dtype=torch.float32)
+        r["hi"][row] = torch.as_tensor(hi, dtype=torch.float32)
+        r["rmax"][row] = float(rmax)
+        r["last_seen"][row] = int(last_seen)
+        r["provenance"][row] = torch.as_tensor(counts, dtype=torch.int32)
+        return row
+
+    def drop_row(self, row: int) -> None:
+        """Forget an empty row (a packed chunk the budget evicts)."""
+        if int(self.rows["size"][row]):
+            raise ValueError(f"chunk row {row} still indexes {int(self.rows['size'][row])} points")
+        self._free_row(row)
+
     def keys(self, xyz: torch.Tensor) -> torch.Tensor:
         """Packed voxel keys (int64 [N]) of world points [N, 3]."""
         cell = (
@@ -106,6 +152,12 @@ class ChunkIndex:
             + _KEY_BIAS
         )
         return (cell[:, 0] << 42) | (cell[:, 1] << 21) | cell[:, 2]
+
+    def existing_rows(self, xyz: torch.Tensor) -> torch.Tensor:
+        """Rows (int64, ascending) of the chunks of ``xyz`` that already have one."""
+        keys = torch.unique(self.keys(xyz)).tolist()
+        rows = sorted(self._row_of[k] for k in keys if k in self._row_of)
+        return torch.tensor(rows, dtype=torch.int64, device=self.device)
 
     def new_chunks(self, xyz: torch.Tensor) -> torch.Tensor:
         """Distinct keys (sorted) of ``xyz`` that have no chunk yet."""
@@ -191,14 +243,17 @@ class ChunkIndex:
         r["start"][used], r["cap"][used] = starts, cap
         self._pool_end = int(cap.sum())
 
-    def remove(self, removed: torch.Tensor, count: int, fields: dict[str, torch.Tensor]):
+    def remove(
+        self, removed: torch.Tensor, count: int, fields: dict[str, torch.Tensor], keep_rows: bool = False
+    ):
         """Unindex points ``removed`` (int64, sorted, distinct, < count) and plan the arrays' swap-remove.
 
         ``fields`` are the point arrays (not yet moved). The affected chunks' AABB, largest radius and
         newest last_seen are recomputed from their remaining members, so the table is a function of
         the stored points alone (a memory rebuilt from a snapshot gets the same one). Returns (holes,
         movers): the caller moves point ``movers[i]``'s arrays to ``holes[i]``; this index already
-        reflects the move.
+        reflects the move. With ``keep_rows`` a chunk left empty keeps its row as it was (key, AABB,
+        radius, last_seen, provenance counts): quantised storage packs the chunk's points elsewhere.
         """
         provenance = fields["provenance"][removed]
         r = self.rows
@@ -216,10 +271,13 @@ class ChunkIndex:
         self.pool[holes_at] = self.pool[movers_at]
         self.point_pos[moved] = (holes_at - r["start"][self.point_chunk[moved].long()]).to(torch.int32)
         r["size"][ucs] = new_size
+        if keep_rows:  # an emptied row keeps its counts; the others lose their removed members
+            stays = new_size_of[c] > 0
+            c, provenance = c[stays], provenance[stays]
         r["provenance"].view(-1).index_add_(
             0, c * 4 + provenance.long(), torch.full_like(c, -1, dtype=torch.int32)
         )
-        for row in ucs[new_size == 0].tolist():
+        for row in ucs[new_size == 0].tolist() if not keep_rows else ():
             self._free_row(row)
         self._refresh(ucs[new_size > 0], fields)
         # the point arrays: the last live points fill the holes below the new count

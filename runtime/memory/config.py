@@ -16,6 +16,8 @@ PROVENANCE_GENERATED = 2
 PROVENANCE_IMPORTED = 3
 PROVENANCES = (PROVENANCE_OBSERVED, PROVENANCE_GENERATED, PROVENANCE_IMPORTED)
 
+STORAGE_MODES = ("full", "quantised")
+
 MIN_POINTS = 1024
 """The smallest point capacity a budget must leave once the environment map is paid for."""
 
@@ -28,6 +30,10 @@ class MemoryConfig:
     """Hard cap on the bytes memory holds (point storage + environment map); never exceeded."""
     window_frames: int = 0
     """0 keeps memory persistent; K > 0 keeps only what appeared in the last K frames (baselines)."""
+    storage: str = "full"
+    """"full": every point in full precision (54 bytes a point with its index); "quantised": only the
+    chunks the current view needs stay in full precision, the rest are packed at 15 bytes a point
+    (`runtime.memory.quantised`): more than 3x the points in the same budget, for small devices."""
     depth_tolerance: float = 0.02
     """Relative depth band in which two surfaces count as the same (z-buffer ties, matching)."""
     max_splat_radius_px: int = 4
@@ -82,6 +88,13 @@ class MemoryConfig:
         if self.window_frames < 0:
             raise ValueError(
                 f"window_frames={self.window_frames}: use 0 (persistent) or a positive frame count"
+            )
+        if self.storage not in STORAGE_MODES:
+            raise ValueError(f"storage={self.storage!r}: use one of {', '.join(STORAGE_MODES)}")
+        if self.storage == "quantised" and self.window_frames:
+            raise ValueError(
+                "storage='quantised' keeps memory persistent: use window_frames=0 with it (a window "
+                "baseline uses full storage)"
             )
         if not 0.0 < self.depth_tolerance < 1.0:
             raise ValueError(f"depth_tolerance={self.depth_tolerance}: use a fraction in (0, 1), e.g. 0.02")
@@ -157,3 +170,7 @@ class MemoryStats:
     """Whole chunks the budget evicted so far (least relevant first)."""
     points_refined_total: int = 0
     """Coarse points retired so far because closer observations refined their whole footprint."""
+    storage: str = "full"
+    """`MemoryConfig.storage` of this memory."""
+    points_packed: int = 0
+    """Of ``points``, those packed at 15 bytes each (quantised storage; 0 with full storage)."""

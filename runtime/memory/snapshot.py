@@ -42,9 +42,13 @@ from runtime.memory.spatial import SCHEMA, SpatialMemory
 MAGIC = b"MIRAGEMEM"
 OLDEST_MAJOR = 1
 """The oldest major version this runtime still reads (1.x: no free-space keyframes)."""
-FORMAT_MAJOR = 2
+FORMAT_MAJOR = 3
 """Bumped when a reader of the previous major could misread or refuse a snapshot (2.0 added the keyframe
-sections); readers refuse newer majors and read every older one from OLDEST_MAJOR."""
+sections, 3.0 the packed chunks of quantised storage); readers refuse newer majors and read every older
+one from OLDEST_MAJOR. A writer uses the oldest major that describes the memory: 2 for full storage
+(readable by 2.x runtimes), 3 for quantised storage (a 2.x reader would drop the packed chunks)."""
+FULL_STORAGE_MAJOR = 2
+"""The major a snapshot of a memory with full storage is written with (2.x runtimes read it)."""
 FORMAT_MINOR = 0
 """Bumped for additions an older reader of the same major may ignore (extra header keys)."""
 FORMAT_NAME = "mirage.memory.snapshot"
@@ -112,10 +116,11 @@ def _align(n: int) -> int:
 
 
 def _section_specs(
-    points: int, texels: int, trail: int, keyframes: int | None
+    points: int, texels: int, trail: int, keyframes: int | None, packed: tuple[int, int] | None = None
 ) -> list[tuple[str, str, tuple[int, ...]]]:
     """(name, dtype name, full shape) of every section, in payload order (``keyframes`` None: a 1.x
-    snapshot, which has no keyframe sections)."""
+    snapshot, which has no keyframe sections; ``packed`` (chunks, bytes): a 3.x snapshot's packed
+    chunks, None before 3.0)."""
     specs = [(f"points/{name}", _DTYPE_NAMES[dtype], (points, *shape)) for name, dtype, shape in SCHEMA]
     specs += [(name, dtype, (texels, *shape)) for name, dtype, shape in _ENV_SECTIONS]
     specs.append(("state/trail", "float64", (trail, 3)))
@@ -124,13 +129,17 @@ def _section_specs(
             (f"state/keyframes/{name}", _DTYPE_NAMES[dtype], (keyframes, *shape))
             for name, dtype, shape in KEYFRAME_FIELDS
         ]
+    if packed is not None:
+        specs += [("packed/lengths", "int64", (packed[0],)), ("packed/blobs", "uint8", (packed[1],))]
     return specs
 
 
-def _section_table(points: int, texels: int, trail: int, keyframes: int | None) -> list[dict]:
+def _section_table(
+    points: int, texels: int, trail: int, keyframes: int | None, packed: tuple[int, int] | None = None
+) -> list[dict]:
     """The header's section table: each section 8-aligned, in order, offsets from the data start."""
     table, offset = [], 0
-    for name, dtype, shape in _section_specs(points, texels, trail, keyframes):
+    for name, dtype, shape in _section_specs(points, texels, trail, keyframes, packed):
         length = math.prod(shape) * _DTYPES[dtype][1].itemsize
         table.append({"name": name, "dtype": dtype, "shape": list(shape), "offset": offset, "length": length})
         offset = _align(offset + length)
@@ -152,10 +161,17 @@ def _schema_bytes_per_point() -> int:
 def _config_json(config: MemoryConfig) -> dict:
     """MemoryConfig fields as plain JSON numbers (ints stay ints; numpy scalars become Python ones)."""
     defaults = MemoryConfig()
-    return {
-        f.name: (int if isinstance(getattr(defaults, f.name), int) else float)(getattr(config, f.name))
+
+    def plain(default):
+        return str if isinstance(default, str) else int if isinstance(default, int) else float
+
+    config_json = {
+        f.name: plain(getattr(defaults, f.name))(getattr(config, f.name))
         for f in dataclasses.fields(MemoryConfig)
     }
+    if config.storage == defaults.storage:  # as 2.x wrote it: a 2.x reader refuses unknown fields
+        del config_json["storage"]
+    return config_json
 
 
 def _trail_of(memory: SpatialMemory) -> np.ndarray:
@@ -185,6 +201,7 @@ class _Capture:
     points: int
     env_filled: int
     created_utc: str
+    major: int
 
     @property
     def size_bytes(self) -> int:
@@ -194,12 +211,16 @@ class _Capture:
 def _capture(memory: SpatialMemory, copy: bool, created_unix: float | None) -> _Capture:
     """Everything a snapshot of ``memory`` holds; ``copy`` detaches it from later mutations."""
     live, env = memory.points(), memory.env
-    points, texels, trail = memory.num_points, env.width * env.height, _trail_of(memory)
+    points, texels, trail = memory.hot_points, env.width * env.height, _trail_of(memory)
     keyframes = memory.freespace.ordered()
     count = int(keyframes["frame"].shape[0])
-    table = _section_table(points, texels, len(trail), count)
+    packed = memory.packed_chunks() if memory.cold is not None else None  # (lengths, blobs) by key
+    shape = None if packed is None else (int(packed[0].shape[0]), int(packed[1].shape[0]))
+    table = _section_table(points, texels, len(trail), count, shape)
     tensors = [live[name] for name, _, _ in SCHEMA] + [env.rgb, env.last_seen, torch.from_numpy(trail)]
     tensors += [keyframes[name] for name, _, _ in KEYFRAME_FIELDS]
+    if packed is not None:
+        tensors += [torch.from_numpy(packed[0]), torch.from_numpy(packed[1])]
     arrays = [_le_array(t, spec["dtype"], copy) for t, spec in zip(tensors, table, strict=True)]
     for a, spec in zip(arrays, table, strict=True):  # the layout is derived from SCHEMA: must agree
         assert list(a.shape) == spec["shape"] and a.nbytes == spec["length"], spec["name"]
@@ -223,13 +244,20 @@ def _capture(memory: SpatialMemory, copy: bool, created_unix: float | None) -> _
         "created_utc": created,
         "trail": len(trail),
         "keyframes": count,
+        **(
+            {}
+            if shape is None
+            else {"packed": {"chunks": shape[0], "bytes": shape[1], "now": int(memory._now)}}
+        ),
         "sections": table,
         "data_length": _data_length(table),
     }
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    head = PREFIX.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(text)) + text
+    major = FULL_STORAGE_MAJOR if shape is None else FORMAT_MAJOR
+    head = PREFIX.pack(MAGIC, major, FORMAT_MINOR, len(text)) + text
     head += bytes(_align(len(head)) - len(head))
-    return _Capture(head, arrays, table, header["data_length"], points, env_filled, created)
+    total = points + (0 if packed is None else memory.cold.points)
+    return _Capture(head, arrays, table, header["data_length"], total, env_filled, created, major)
 
 
 def _raw_pieces(cap: _Capture, digest_out: list) -> Iterator[memoryview | bytes]:
@@ -329,7 +357,7 @@ def save_snapshot(
         points=cap.points,
         environment_texels=cap.env_filled,
         sha256=digest[0].hex(),
-        format_version=(FORMAT_MAJOR, FORMAT_MINOR),
+        format_version=(cap.major, FORMAT_MINOR),
         created_utc=cap.created_utc,
         path=None if path is None else str(path),
     )
@@ -454,7 +482,11 @@ def _config_from(header_config) -> MemoryConfig:
     values = {}
     for name, value in header_config.items():
         default = getattr(defaults, name)
-        if isinstance(default, int):
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise SnapshotError(f"snapshot header: config.{name}={value!r} must be a string")
+            values[name] = value
+        elif isinstance(default, int):
             values[name] = _check_int(value, f"config.{name}", -(2**63), 2**63 - 1)
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SnapshotError(f"snapshot header: config.{name}={value!r} must be a number")
@@ -502,8 +534,25 @@ def _check_layout(header: dict, config: MemoryConfig, major: int) -> tuple[dict,
         keyframes = _check_int(header["keyframes"], "keyframes", 0, MAX_KEYFRAMES)
     if not isinstance(header["created_utc"], str):
         raise SnapshotError("snapshot header: created_utc must be a string")
+    packed = None  # full storage: no packed chunks
+    if config.storage == "quantised":
+        spec = header.get("packed")
+        if major < 3 or not isinstance(spec, dict) or sorted(spec) != ["bytes", "chunks", "now"]:
+            raise SnapshotError(
+                "snapshot header: quantised storage needs format 3.x and packed = {chunks, bytes, now}: "
+                "the file is damaged"
+            )
+        counters["now"] = _check_int(spec["now"], "packed.now")
+        packed = (
+            _check_int(spec["chunks"], "packed.chunks", 0, 2**40),
+            _check_int(spec["bytes"], "packed.bytes"),
+        )
+    elif "packed" in header:
+        raise SnapshotError(
+            "snapshot holds packed chunks but its config says storage='full': the file is damaged"
+        )
     points = counters["points"]
-    expected = _section_table(points, texels, trail, keyframes)
+    expected = _section_table(points, texels, trail, keyframes, packed)
     if header["sections"] != expected:
         raise SnapshotError(
             f"snapshot section table does not match {points} points, a {texels}-texel environment map, "
@@ -645,7 +694,10 @@ def load_snapshot(
         header = _parse_header(raw_header)
         config = _config_from(header["config"])
         counters, table = _check_layout(header, config, major)
-        config = _check_budget(counters["points"], config, budget_bytes)
+        # packed chunks count as the full-precision points whose bytes they take
+        per_point = SpatialMemory.layout(config)[0]
+        packed_bytes = header["packed"]["bytes"] if config.storage == "quantised" else 0
+        config = _check_budget(counters["points"] + -(-packed_bytes // per_point), config, budget_bytes)
         head_len = PREFIX.size + header_len
         pad = _align(head_len) - head_len
         rest = pad + header["data_length"] + DIGEST_BYTES
@@ -679,6 +731,18 @@ def _build(config: MemoryConfig, counters: dict, arrays: dict[str, np.ndarray], 
     memory = SpatialMemory(config, device=device)
     memory.reset()
     points = counters["points"]
+    if "packed/blobs" in arrays:  # quantised storage: the packed chunks first, then the hot points
+        try:
+            memory.restore_packed(
+                arrays["packed/lengths"], np.ascontiguousarray(arrays["packed/blobs"]), hot_points=points
+            )
+        except ValueError as exc:
+            raise SnapshotError(
+                f"snapshot holds an invalid packed chunk ({exc}): refusing to load it"
+            ) from exc
+        xyz = torch.from_numpy(arrays["points/xyz"].astype(np.float32))
+        if points and memory.chunks.existing_rows(xyz).numel():
+            raise SnapshotError("snapshot holds points in a chunk it also holds packed: the file is damaged")
     for start in range(0, points, LOAD_BATCH_POINTS):
         end = min(start + LOAD_BATCH_POINTS, points)
         batch = {}
@@ -688,9 +752,9 @@ def _build(config: MemoryConfig, counters: dict, arrays: dict[str, np.ndarray], 
             )
             batch[name] = torch.from_numpy(native).to(memory.device)
         memory._append(batch)
-    if memory.num_points != points:
+    if memory.hot_points != points:
         raise SnapshotError(
-            f"restored {memory.num_points} points of {points}: this runtime's memory refused some"
+            f"restored {memory.hot_points} points of {points}: this runtime's memory refused some"
         )
     env = memory.env
     env.rgb.copy_(torch.from_numpy(arrays["env/rgb"].copy()))
@@ -715,6 +779,7 @@ def _build(config: MemoryConfig, counters: dict, arrays: dict[str, np.ndarray], 
     memory._pruned_total = counters["points_pruned_total"]
     memory._carved_total = counters["points_carved_total"]
     memory._frames = counters["frames_ingested"]
+    memory._now = counters.get("now", 0)
     return memory
 
 

@@ -33,6 +33,15 @@ from runtime.memory.environment import EnvironmentMap
 from runtime.memory.eviction import choose_victims, lowest_k
 from runtime.memory.freespace import HALF_DIAGONAL, FreeSpaceKeyframes, keyframe_capacity
 from runtime.memory.ingest_frame import IngestFrame, check_frame
+from runtime.memory.quantised import (
+    ColdStore,
+    check_blob,
+    decode_chunk,
+    encode_chunk,
+    packed_rmax,
+    snap,
+    snap_confidence,
+)
 from runtime.memory.splat import (
     MemoryRender,
     SplatWinners,
@@ -73,8 +82,10 @@ class SpatialMemory:
         self.config.validate()
         self.device = torch.device(device)
         self.bytes_per_point, fixed, max_chunks = self.layout(self.config)
-        self.max_points = (self.config.budget_bytes - fixed) // self.bytes_per_point
-        if self.max_points < MIN_POINTS:
+        self._fixed_bytes = fixed
+        self.cold = ColdStore(max_chunks) if self.config.storage == "quantised" else None
+        self._max_points = (self.config.budget_bytes - fixed) // self.bytes_per_point
+        if self._max_points < MIN_POINTS:
             need = fixed + MIN_POINTS * self.bytes_per_point
             raise ValueError(
                 f"memory budget {self.config.budget_bytes} bytes is too small: the environment map "
@@ -110,18 +121,32 @@ class SpatialMemory:
             keyframe_capacity(config.budget_bytes, config.freespace_keyframes)
         )
         fixed = env_bytes + max_chunks * BYTES_PER_CHUNK + trajectory_bytes + keyframe_bytes
+        if config.storage == "quantised":
+            fixed += ColdStore.nbytes_for(max_chunks)
         return per_point, fixed, max_chunks
+
+    @property
+    def max_points(self) -> int:
+        """Most points the hot store (full precision) may hold now: with quantised storage, what the
+        budget leaves beside the packed arena."""
+        if self.cold is None:
+            return self._max_points
+        return (self.config.budget_bytes - self._fixed_bytes - self.cold.capacity) // self.bytes_per_point
 
     # -- storage ---------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget everything (points, environment, totals) and shrink storage to the initial capacity."""
         self._count = 0
+        if self.cold is not None:
+            self.cold.clear()
+            self.cold.resize(0)
         self._fields = self._allocate(min(self.config.initial_capacity, self.max_points))
         self.chunks.reset(self.capacity)
         self.env.clear()
         self.freespace.clear()
         self._version += 1
         self._pruned_total = self._carved_total = self._frames = 0
+        self._now = 0  # the newest frame index ingested (eviction's "now" outside an ingest)
         self._chunks_evicted_total = self._refined_total = 0
         self._trajectory_len = self._trajectory_next = 0
 
@@ -157,6 +182,12 @@ class SpatialMemory:
 
     @property
     def num_points(self) -> int:
+        """Points stored: in full precision, plus packed ones with quantised storage."""
+        return self._count + (self.cold.points if self.cold is not None else 0)
+
+    @property
+    def hot_points(self) -> int:
+        """Points in the full-precision store (all of them with full storage): what `points` returns."""
         return self._count
 
     @property
@@ -172,6 +203,7 @@ class SpatialMemory:
             + self.env.nbytes
             + self._trajectory.numel() * self._trajectory.element_size()
             + self.freespace.nbytes
+            + (self.cold.nbytes() if self.cold is not None else 0)
         )
 
     def points(self) -> dict[str, torch.Tensor]:
@@ -180,7 +212,7 @@ class SpatialMemory:
 
     def stats(self) -> MemoryStats:
         return MemoryStats(
-            points=self._count,
+            points=self.num_points,
             bytes_used=self.bytes_used(),
             budget_bytes=self.config.budget_bytes,
             points_pruned_total=self._pruned_total,
@@ -191,6 +223,8 @@ class SpatialMemory:
             chunks=self.chunks.num_chunks,
             chunks_evicted_total=self._chunks_evicted_total,
             points_refined_total=self._refined_total,
+            storage=self.config.storage,
+            points_packed=self.cold.points if self.cold is not None else 0,
         )
 
     def _allocate(self, capacity: int) -> dict[str, torch.Tensor]:
@@ -199,21 +233,30 @@ class SpatialMemory:
     def _reserve(self, total: int) -> None:
         if total <= self.capacity:
             return
-        fields = self._allocate(min(self.max_points, max(total, 2 * self.capacity)))
+        # quantised storage grows the hot store by a quarter (its bytes come out of the packed arena)
+        grown = 2 * self.capacity if self.cold is None else self.capacity + self.capacity // 4
+        self._resize_hot(min(self.max_points, max(total, grown)))
+
+    def _resize_hot(self, capacity: int) -> None:
+        fields = self._allocate(capacity)
         for name, t in self._fields.items():
             fields[name][: self._count] = t[: self._count]
         self._fields = fields
-        self.chunks.reserve(self.capacity, self._count)
+        if capacity < self.chunks.point_chunk.shape[0]:  # shrinking (quantised storage): rebuild the index
+            self.chunks.shrink(capacity, self._count)
+        else:
+            self.chunks.reserve(self.capacity, self._count)
 
-    def _remove(self, drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _remove(self, drop: torch.Tensor, keep_rows: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Remove live points ``drop`` ([N] bool, or distinct int64 indices); the last points fill the holes.
 
         Returns (holes, movers): point ``movers[i]`` now lives at ``holes[i]`` (see `_remap`).
+        ``keep_rows``: chunks left empty keep their rows (their points were packed).
         """
         drop = drop.nonzero().squeeze(1) if drop.dtype == torch.bool else torch.sort(drop).values
         if drop.numel() == 0:
             return drop, drop
-        holes, movers = self.chunks.remove(drop, self._count, self.points())
+        holes, movers = self.chunks.remove(drop, self._count, self.points(), keep_rows=keep_rows)
         for t in self._fields.values():
             t[holes] = t[movers]
         self._count -= drop.numel()
@@ -235,6 +278,174 @@ class SpatialMemory:
         """Points (int64, ascending) of the chunks in ``camera``'s frustum: all the kernel could draw."""
         rows = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
         return self.chunks.members(rows, self._count)
+
+    # -- quantised storage -----------------------------------------------------------------------
+    def _focus(self, camera: Camera) -> None:
+        """Quantised storage: pack the hot chunks outside ``camera``'s frustum, unpack the packed ones
+        inside it, so render, carving and matching read every point the view could show."""
+        rows = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
+        used = self.chunks.used_rows()
+        if used.numel() == 0:
+            return
+        in_view = torch.isin(used, rows)
+        leave = used[(self.chunks.rows["size"][used] > 0) & ~in_view]
+        if leave.numel():
+            self._pruned_total += self._pack(leave, camera, rows)
+        packed = torch.from_numpy(self.cold.count[used.numpy()] > 0)
+        enter = used[in_view & packed]
+        if enter.numel():
+            self._pruned_total += self._unpack(enter, camera, rows)
+
+    def _pack(self, rows: torch.Tensor, camera: Camera, in_view: torch.Tensor) -> int:
+        """Pack the chunks ``rows`` (hot, outside the view) into the arena; their points leave the hot
+        store. When the budget cannot hold every blob, the least relevant are dropped. Returns the
+        points pruned (here and by the eviction of packed chunks it needed)."""
+        f = self.points()
+        order = self.chunks.eviction_order(in_view, self.trajectory(camera.position), self._now, self.config)
+        rows = order[torch.isin(order, rows)].flip(0)  # most relevant first: the first to get room
+        blobs = []
+        for row in rows.tolist():
+            members = self.chunks.members(torch.tensor([row], dtype=torch.int64))
+            blobs.append(
+                encode_chunk(
+                    {name: f[name][members].numpy() for name, _, _ in SCHEMA},
+                    int(self.chunks.rows["last_seen"][row]),
+                    self.config.chunk_size_m,
+                )
+            )
+        self._remove(self.chunks.members(rows, self._count), keep_rows=True)
+        self._version += 1
+        # the hot store holds one view's chunks: when they need far less than it has, give the bytes
+        # back to the arena (it grows again by a quarter at a time, see `_reserve`)
+        target = max(MIN_POINTS, self._count + self._count // 4)
+        if self.capacity > 2 * target:
+            self._resize_hot(target)
+        pruned = self._arena_room(sum(b.shape[0] for b in blobs), in_view, camera)
+        for row, blob in zip(rows.tolist(), blobs, strict=True):
+            if blob.shape[0] > self.cold.room():  # no room left even after evicting: prune it
+                pruned += int(self.chunks.rows["provenance"][row].sum())
+                self._chunks_evicted_total += 1
+                self.chunks.drop_row(row)
+            else:
+                self.cold.put(row, blob)
+                self.chunks.rows["rmax"][row] = packed_rmax(blob)  # as a restored snapshot's row
+        return pruned
+
+    def _arena_room(self, need: int, keep: torch.Tensor, camera: Camera) -> int:
+        """Make ``need`` bytes free at the arena's end: compact, grow within the budget, or evict packed
+        chunks (least relevant first, never ``keep`` rows), each with headroom so it stays rare.
+        Returns the points evicted."""
+        cold = self.cold
+        if cold.room() >= need:
+            return 0
+        if cold.capacity - cold.live >= need + cold.capacity // 16:
+            cold.compact()
+            return 0
+        limit = self.config.budget_bytes - self._fixed_bytes - self.capacity * self.bytes_per_point
+        want = cold.live + need
+        if want <= limit:
+            cold.resize(min(limit, max(want + want // 8, cold.capacity + cold.capacity // 4)))
+            return 0
+        pruned = self._evict_packed(camera, keep, nbytes=want + limit // 16 - limit)
+        cold.resize(max(cold.live, limit))
+        return pruned
+
+    def _hot_room(self, points: int, keep: torch.Tensor, camera: Camera) -> int:
+        """Let the hot store grow by ``points`` (shrinking the arena, evicting packed chunks other than
+        ``keep`` when the budget requires); returns the pruned point count."""
+        cold = self.cold
+        if self.max_points >= self._count + points:
+            return 0
+        allowed = self.config.budget_bytes - self._fixed_bytes - (self._count + points) * self.bytes_per_point
+        pruned = 0
+        if cold.live > allowed:
+            pruned = self._evict_packed(camera, keep, nbytes=cold.live - allowed + max(allowed, 0) // 16)
+        cold.resize(max(cold.live, min(cold.capacity, max(allowed, 0))))
+        return pruned
+
+    def _evict_packed(self, camera: Camera, keep: torch.Tensor, nbytes: int = 0, rows: int = 0) -> int:
+        """Drop packed chunks (least relevant first, never ``keep``) until ``nbytes`` of blobs and ``rows``
+        chunk rows are freed, or none is left; returns the points dropped."""
+        order = self.chunks.eviction_order(keep, self.trajectory(camera.position), self._now, self.config)
+        order = order[torch.from_numpy(self.cold.count[order.numpy()] > 0)].numpy()
+        if order.shape[0] == 0 or (nbytes <= 0 and rows <= 0):
+            return 0
+        freed = np.cumsum(self.cold.length[order])
+        take = max(int(np.searchsorted(freed, nbytes)) + 1 if nbytes > 0 else 0, rows)
+        pruned = 0
+        for row in order[: min(take, order.shape[0])].tolist():
+            pruned += self.cold.drop(row)
+            self.chunks.drop_row(row)
+        self._chunks_evicted_total += min(take, order.shape[0])
+        return pruned
+
+    def packed_chunks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Quantised storage: (blob lengths int64 [C], the blobs concatenated uint8 [B]) of the packed
+        chunks, in ascending chunk key order (what a snapshot stores)."""
+        rows = self.chunks.used_rows().numpy()
+        rows = rows[self.cold.count[rows] > 0]
+        blobs = [self.cold.get(row) for row in rows.tolist()]
+        data = np.concatenate(blobs) if blobs else np.zeros(0, dtype=np.uint8)
+        return self.cold.length[rows].copy(), data
+
+    def restore_packed(self, lengths: np.ndarray, blobs: np.ndarray, hot_points: int = 0) -> None:
+        """Quantised storage: install packed chunks (as `packed_chunks` gives them) into a memory with no
+        points yet, sizing the hot store for the ``hot_points`` that will follow. Raises ValueError
+        when a blob is malformed or the budget cannot hold them."""
+        if self.cold is None or self._count or self.cold.points:
+            raise ValueError("restore_packed needs an empty memory with quantised storage")
+        self._resize_hot(max(MIN_POINTS, int(hot_points)))
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if (lengths <= 0).any() or int(lengths.sum()) != blobs.shape[0]:
+            raise ValueError("packed chunk lengths do not add up to the blob bytes")
+        total = int(blobs.shape[0])
+        if self._fixed_bytes + total + self.capacity * self.bytes_per_point > self.config.budget_bytes:
+            raise ValueError(f"{total} bytes of packed chunks do not fit the budget beside the hot store")
+        self.cold.resize(total)
+        starts = np.cumsum(lengths) - lengths
+        for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+            blob = np.ascontiguousarray(blobs[start : start + length])
+            fields = check_blob(blob, self.config.chunk_size_m)
+            key_cells = self.chunks.keys(torch.from_numpy(fields["xyz"]))
+            if not bool((key_cells == key_cells[0]).all()):
+                raise ValueError("a packed chunk's points span more than one chunk")
+            counts = np.bincount(fields["provenance"], minlength=4)[:4]
+            row = self.chunks.add_packed(
+                fields["xyz"].min(axis=0), fields["xyz"].max(axis=0), float(fields["radius"].max()),
+                int(fields["last_seen"].max()), counts,
+            )  # fmt: skip
+            self.cold.put(row, blob)
+
+    def _unpack(self, rows: torch.Tensor, camera: Camera, in_view: torch.Tensor) -> int:
+        """Unpack the packed chunks ``rows`` (in the view) into the hot store, most relevant first. When
+        the budget cannot hold them even after evicting every other packed chunk (a view needing more
+        points than the whole budget holds), the least relevant of them are dropped (pruned)."""
+        cold = self.cold
+        everything = torch.zeros(0, dtype=torch.int64)
+        order = self.chunks.eviction_order(
+            everything, self.trajectory(camera.position), self._now, self.config
+        )
+        rows = order[torch.isin(order, rows)].flip(0).numpy()  # most relevant first
+        counts = cold.count[rows]
+        blobs = [cold.get(row).copy() for row in rows.tolist()]
+        for row in rows.tolist():
+            cold.drop(row)
+        pruned = self._hot_room(int(counts.sum()), in_view, camera)
+        fit = int(np.searchsorted(np.cumsum(counts), self.max_points - self._count, side="right"))
+        for row in rows[fit:].tolist():
+            self.chunks.drop_row(row)
+        pruned += int(counts[fit:].sum())
+        self._chunks_evicted_total += rows.shape[0] - fit
+        if fit == 0:
+            return pruned
+        decoded = [decode_chunk(b, self.config.chunk_size_m) for b in blobs[:fit]]
+        values = {
+            name: torch.from_numpy(np.concatenate([d[name] for d in decoded])).to(self.device)
+            for name, _, _ in SCHEMA
+        }
+        self.chunks.clear_rows(torch.from_numpy(rows[:fit]))
+        self._append(values)
+        return pruned
 
     # -- render ----------------------------------------------------------------------------------
     def render(self, camera: Camera) -> MemoryRender:
@@ -258,6 +469,8 @@ class SpatialMemory:
         return torch.stack([rot[i, 0] * x + rot[i, 1] * y + rot[i, 2] * z + trans[i] for i in range(3)]).T
 
     def _render(self, camera: Camera) -> MemoryRender:
+        if self.cold is not None:
+            self._focus(camera)
         f = self._fields
         fast = fast_kernels(f["xyz"], self.chunks.pool)
         if fast is not None:  # members, camera frame, bias and splat in one pass over the chunks
@@ -385,6 +598,7 @@ class SpatialMemory:
             return shown if moved is None else _remap(shown, *moved)
 
         self.last_touched = 0
+        self._now = max(self._now, int(frame_index))
         self._remember_position(camera.position)
         fast = fast_kernels(frame.depth, frame.mask)
         if fast is not None and not (
@@ -507,7 +721,8 @@ class SpatialMemory:
         src = best & 0xFFFFFFFF
         f = self._fields
         f["rgb"][hit] = frame.rgb[src]
-        f["confidence"][hit] = (f["confidence"][hit].float() + 0.25).clamp(max=1.0).to(torch.float16)
+        confidence = (f["confidence"][hit].float() + 0.25).clamp(max=1.0).to(torch.float16)
+        f["confidence"][hit] = confidence if self.cold is None else snap_confidence(confidence)
         f["hit_count"][hit] += 1
         if frame.object_ids is not None:
             f["object_id"][hit] = frame.object_ids[src]
@@ -586,10 +801,24 @@ class SpatialMemory:
             return 0, 0, 0, pix, None
         z = frame.depth[pix]
         xyz = unproject_pixels(camera, pix, z)
-        room = self.max_points - self._count
-        rows_short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
         pruned = dropped = 0
         evicted = None
+        if self.cold is not None:  # packed chunks (all outside the view) go before any hot point
+            in_view = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
+            # a packed chunk whose points all lie outside the view may still get new ones: unpack it
+            targets = self.chunks.existing_rows(xyz)
+            packed = targets[torch.from_numpy(self.cold.count[targets.numpy()] > 0)]
+            if packed.numel():
+                in_view = torch.unique(torch.cat([in_view, packed]))
+                pruned += self._unpack(packed, camera, in_view)
+            pruned += self._hot_room(pix.numel(), in_view, camera)
+            short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
+            if short > 0:
+                pruned += self._evict_packed(
+                    camera, in_view, rows=short + self.chunks.max_chunks // EVICTION_HEADROOM
+                )
+        room = self.max_points - self._count
+        rows_short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
         if pix.numel() > room or rows_short > 0:
             k = max(pix.numel() - room, 0)
             shown = protect()
@@ -603,7 +832,7 @@ class SpatialMemory:
             )  # fmt: skip
             evicted = (victims, *self._remove(victims))
             self._chunks_evicted_total += max(before - self.chunks.num_chunks, 0)
-            pruned = int(victims.numel())
+            pruned += int(victims.numel())
             room = self.max_points - self._count
             if pix.numel() > room:  # still no room: keep the nearest new points
                 keep = lowest_k(z, room)
@@ -623,19 +852,20 @@ class SpatialMemory:
         def full(value, dtype):
             return torch.full((m,), value, dtype=dtype, device=self.device)
 
-        self._append(
-            {
-                "xyz": xyz,
-                "rgb": frame.rgb[pix],
-                "radius": z * (HALF_DIAGONAL / f_mean),
-                "confidence": full(NEW_CONFIDENCE[provenance], torch.float16),
-                "provenance": full(provenance, torch.uint8),
-                "last_seen": full(frame_index, torch.int32),
-                "hit_count": full(1, torch.int32),
-                "object_id": ids.to(device=self.device, dtype=torch.int32),
-                "frame_added": full(frame_index, torch.int32),
-            }
-        )
+        values = {
+            "xyz": xyz,
+            "rgb": frame.rgb[pix],
+            "radius": z * (HALF_DIAGONAL / f_mean),
+            "confidence": full(NEW_CONFIDENCE[provenance], torch.float16),
+            "provenance": full(provenance, torch.uint8),
+            "last_seen": full(frame_index, torch.int32),
+            "hit_count": full(1, torch.int32),
+            "object_id": ids.to(device=self.device, dtype=torch.int32),
+            "frame_added": full(frame_index, torch.int32),
+        }
+        if self.cold is not None:  # stored as packing keeps it, so a chunk packed later changes nothing
+            snap(values, self.config.chunk_size_m)
+        self._append(values)
         return m, pruned, dropped, pix, evicted
 
 

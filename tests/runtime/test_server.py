@@ -20,9 +20,10 @@ from plugin_bridge.client import (
     MirageClient,
     NotFoundError,
     ResourceExhaustedError,
+    open_session_request,
 )
 from plugin_bridge.conventions import Convention, look_at
-from plugin_bridge.wire import observation_message, pose_from_matrix, pose_message
+from plugin_bridge.wire import STORAGE_TO_PROTO, observation_message, pose_from_matrix, pose_message
 
 K64 = Intrinsics.from_fov(64, 64, 60.0)
 IDENTITY = pose_message((0, 0, 0), (1, 0, 0, 0))
@@ -351,4 +352,22 @@ def test_stats_on_the_wire_carry_every_memory_figure(client, session, mirage_ser
     wire_stats = client.stats(session.session_id)
     domain = dataclasses.asdict(mirage_server.servicer.sessions[session.session_id].stats())
     assert set(domain) <= {f.name for f in wire_stats.DESCRIPTOR.fields}
+    domain["storage"] = STORAGE_TO_PROTO[domain["storage"]]  # the wire's enum for the mode's name
     assert {name: getattr(wire_stats, name) for name in domain} == domain
+
+
+def test_quantised_storage_is_chosen_per_session_and_reported(client):
+    info = client.open_session(K64, storage="quantised", budget_bytes=8 * 2**20)
+    try:
+        rgb, depth = synthetic_rgbd(seed=5)
+        frame, _ = observe(client, info.session_id, rgb, depth)
+        assert frame.memory.storage == pb.MEMORY_STORAGE_QUANTISED and frame.memory.points > 0
+        assert frame.memory.bytes_used <= 8 * 2**20
+    finally:
+        client.close_session(info.session_id)
+    with pytest.raises(InvalidArgumentError, match="window_frames 0"):
+        client.open_session(K64, storage="quantised", window_frames=30)
+    request = open_session_request(K64)
+    request.memory.storage = 7  # not a MemoryStorage value (a newer or broken client)
+    with pytest.raises(InvalidArgumentError, match="MemoryStorage"):
+        client._call(client.stub.OpenSession, request)

@@ -40,6 +40,12 @@ class Provenance(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROVENANCE_GENERATED: _ClassVar[Provenance]
     PROVENANCE_IMPORTED: _ClassVar[Provenance]
 
+class MemoryStorage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEMORY_STORAGE_UNSPECIFIED: _ClassVar[MemoryStorage]
+    MEMORY_STORAGE_FULL: _ClassVar[MemoryStorage]
+    MEMORY_STORAGE_QUANTISED: _ClassVar[MemoryStorage]
+
 class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVENT_KIND_UNSPECIFIED: _ClassVar[EventKind]
@@ -69,6 +75,9 @@ PROVENANCE_UNSPECIFIED: Provenance
 PROVENANCE_OBSERVED: Provenance
 PROVENANCE_GENERATED: Provenance
 PROVENANCE_IMPORTED: Provenance
+MEMORY_STORAGE_UNSPECIFIED: MemoryStorage
+MEMORY_STORAGE_FULL: MemoryStorage
+MEMORY_STORAGE_QUANTISED: MemoryStorage
 EVENT_KIND_UNSPECIFIED: EventKind
 EVENT_KIND_POSES_DROPPED: EventKind
 EVENT_KIND_DEPTH_MASKED: EventKind
@@ -157,7 +166,7 @@ class DepthImage(_message.Message):
     def __init__(self, encoding: _Optional[_Union[DepthEncoding, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class MemoryStats(_message.Message):
-    __slots__ = ("points", "bytes_used", "budget_bytes", "points_pruned_total", "points_carved_total", "frames_ingested", "environment_texels", "window_frames", "chunks", "chunks_evicted_total", "points_refined_total")
+    __slots__ = ("points", "bytes_used", "budget_bytes", "points_pruned_total", "points_carved_total", "frames_ingested", "environment_texels", "window_frames", "chunks", "chunks_evicted_total", "points_refined_total", "storage", "points_packed")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     BYTES_USED_FIELD_NUMBER: _ClassVar[int]
     BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +178,8 @@ class MemoryStats(_message.Message):
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_EVICTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     POINTS_REFINED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_PACKED_FIELD_NUMBER: _ClassVar[int]
     points: int
     bytes_used: int
     budget_bytes: int
@@ -180,15 +191,19 @@ class MemoryStats(_message.Message):
     chunks: int
     chunks_evicted_total: int
     points_refined_total: int
-    def __init__(self, points: _Optional[int] = ..., bytes_used: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., points_pruned_total: _Optional[int] = ..., points_carved_total: _Optional[int] = ..., frames_ingested: _Optional[int] = ..., environment_texels: _Optional[int] = ..., window_frames: _Optional[int] = ..., chunks: _Optional[int] = ..., chunks_evicted_total: _Optional[int] = ..., points_refined_total: _Optional[int] = ...) -> None: ...
+    storage: MemoryStorage
+    points_packed: int
+    def __init__(self, points: _Optional[int] = ..., bytes_used: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., points_pruned_total: _Optional[int] = ..., points_carved_total: _Optional[int] = ..., frames_ingested: _Optional[int] = ..., environment_texels: _Optional[int] = ..., window_frames: _Optional[int] = ..., chunks: _Optional[int] = ..., chunks_evicted_total: _Optional[int] = ..., points_refined_total: _Optional[int] = ..., storage: _Optional[_Union[MemoryStorage, str]] = ..., points_packed: _Optional[int] = ...) -> None: ...
 
 class MemoryOptions(_message.Message):
-    __slots__ = ("budget_bytes", "window_frames")
+    __slots__ = ("budget_bytes", "window_frames", "storage")
     BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
     budget_bytes: int
     window_frames: int
-    def __init__(self, budget_bytes: _Optional[int] = ..., window_frames: _Optional[int] = ...) -> None: ...
+    storage: MemoryStorage
+    def __init__(self, budget_bytes: _Optional[int] = ..., window_frames: _Optional[int] = ..., storage: _Optional[_Union[MemoryStorage, str]] = ...) -> None: ...
 
 class OpenSessionRequest(_message.Message):
     __slots__ = ("protocol_version", "capabilities", "convention", "units_per_meter", "intrinsics", "frame_encoding", "depth_encoding", "generator", "memory", "seed", "release_on_disconnect", "jpeg_quality")

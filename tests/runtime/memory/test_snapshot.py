@@ -22,6 +22,7 @@ from runtime.memory.environment import EnvironmentMap
 from runtime.memory.snapshot import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
+    FULL_STORAGE_MAJOR,
     MAGIC,
     SnapshotError,
     iter_snapshot_chunks,
@@ -205,7 +206,7 @@ def test_file_round_trip_and_info(memory, payload, tmp_path):
     assert data == payload and info.size_bytes == len(data) and info.path == str(path)
     assert info.sha256 == hashlib.sha256(data[:-32]).hexdigest() == data[-32:].hex()
     assert info.points == memory.num_points and info.environment_texels == memory.env.filled_count
-    assert info.format_version == (FORMAT_MAJOR, FORMAT_MINOR)
+    assert info.format_version == (FULL_STORAGE_MAJOR, FORMAT_MINOR)
     assert info.created_utc.startswith("2023-11-14T22:13:20")
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
     assert_same_memory(memory, load_snapshot(path))
@@ -370,7 +371,9 @@ def test_wrong_magic_is_refused(payload, tmp_path):
 
 def test_newer_major_version_is_refused_with_upgrade_advice(payload):
     newer = payload[:9] + struct.pack("<HH", FORMAT_MAJOR + 1, 0) + payload[13:]
-    with pytest.raises(SnapshotError, match=r"format 3\.0 is newer.*format 2\.x.*upgrade"):
+    with pytest.raises(
+        SnapshotError, match=rf"format {FORMAT_MAJOR + 1}\.0 is newer.*format {FORMAT_MAJOR}\.x.*upgrade"
+    ):
         load_snapshot(newer)
     older = payload[:9] + struct.pack("<HH", 0, 3) + payload[13:]
     with pytest.raises(SnapshotError, match="older"):

@@ -1,0 +1,309 @@
+"""Quantised storage: chunks out of view packed at 15 bytes a point, in one byte arena.
+
+A memory created with ``MemoryConfig.storage = "quantised"`` keeps in full precision only the chunks
+its current view needs (the hot store: `SpatialMemory`'s struct of arrays and chunk index); a chunk
+that leaves the view is packed into a blob (`encode_chunk`) and its points leave the hot store, and a
+packed chunk that enters a view is unpacked back (`decode_chunk`) before render reads it. A packed
+point costs 15 bytes instead of the hot store's 54, with no per-point index: a blob is one chunk's
+points, found through its chunk row.
+
+Blob layout (little-endian; every array starts 2-byte aligned)::
+
+    int32[6]    header: count n, reference last_seen, earliest frame_added, palette length p,
+                bytes per object index (1 or 2), 0
+    float32[6]  the AABB of the points' centres: lo xyz, hi xyz
+    int32[p]    palette: the distinct object ids of the chunk, ascending
+    uint16[3n]  positions: x of every point, then y, then z, as fixed-point offsets in the chunk's
+                voxel (q = round((x - o) / step), o = floor(lo / s) s the voxel's corner, step =
+                s / 65535, s the chunk size; computed in float64)
+    uint16[n]   age: reference last_seen - last_seen, saturating at 65535 frames
+    uint16[n]   object index into the palette (only when 2 bytes an index)
+    uint8[3n]   colour rgb, as stored
+    uint8[n]    radius: round(RADIUS_STEPS (log2 r + RADIUS_OCTAVE0)), clamped to 0..255
+    uint8[n]    confidence (6 bits: round(63 c)) << 2 | provenance (2 bits)
+    uint8[n]    hit count, saturating at 255
+    uint8[n]    object index into the palette (only when 1 byte an index)
+
+The grid is fixed by the voxel, not by the other points, so a point can be put on it the moment it
+is stored: a quantised memory snaps every new point's position, radius and confidence to the values
+packing keeps (`snap`), and the hot store holds exactly what a packed chunk decodes to. What that
+loses: positions move by at most half a step (2 m / 65535 / 2 = 0.015 mm with 2 m chunks), radii by at
+most 2.5% (14 steps an octave), confidence by 1/126. Packing itself loses only what the hot store
+keeps beyond that: ages saturate at 65535 frames, hit counts at 255, and ``frame_added`` keeps only
+the chunk's earliest. Decoded values are a fixed point (snapping or packing them again changes
+nothing), so a chunk may leave and enter the view any number of times.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RADIUS_STEPS = 14.0
+"""Radius codes per octave (a step is 2^(1/14) - 1 = 5%, so rounding moves a radius by at most 2.5%)."""
+RADIUS_OCTAVE0 = 14.0
+"""Code 0 is a radius of 2^-14 m (0.06 mm); code 255 is 2^(255/14 - 14) m (18 m)."""
+BYTES_PER_PACKED_POINT = 15
+"""Positions 6, age 2, colour 3, radius 1, confidence and provenance 1, hit count 1, object index 1."""
+HEADER_BYTES = 6 * 4 + 6 * 4
+BYTES_PER_COLD_ROW = 3 * 8
+"""Per chunk-table row: the blob's arena offset, length and point count (int64 each)."""
+_Q = 65535.0
+
+
+def blob_size(count: int, palette: int, index_bytes: int = 1) -> int:
+    """Bytes of a blob with ``count`` points and ``palette`` distinct object ids."""
+    return HEADER_BYTES + 4 * palette + (BYTES_PER_PACKED_POINT - 1 + index_bytes) * count
+
+
+def _position_codes(xyz: np.ndarray, origin: np.ndarray, chunk_size: float) -> np.ndarray:
+    """uint16 [N, 3] grid codes of float32 positions in voxels with corners ``origin`` (float64)."""
+    q = np.rint((xyz.astype(np.float64) - origin) * (_Q / chunk_size))
+    return np.clip(q, 0, 65535).astype(np.uint16)
+
+
+def _positions(q: np.ndarray, origin: np.ndarray, chunk_size: float) -> np.ndarray:
+    return (origin + q.astype(np.float64) * (chunk_size / _Q)).astype(np.float32)
+
+
+def _radius_codes(radius: np.ndarray) -> np.ndarray:
+    r = np.maximum(radius.astype(np.float64), 2.0**-40)
+    return np.clip(np.rint(RADIUS_STEPS * (np.log2(r) + RADIUS_OCTAVE0)), 0, 255).astype(np.uint8)
+
+
+def _radii(code: np.ndarray) -> np.ndarray:
+    return np.exp2(code.astype(np.float64) / RADIUS_STEPS - RADIUS_OCTAVE0).astype(np.float32)
+
+
+def _confidence_codes(confidence: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(confidence.astype(np.float64) * 63.0), 0, 63).astype(np.uint8)
+
+
+def _confidences(code: np.ndarray) -> np.ndarray:
+    return (code.astype(np.float64) / 63.0).astype(np.float16)
+
+
+def snap(values: dict, chunk_size: float) -> None:
+    """Put new points (torch tensors named as `spatial.SCHEMA`, CPU) on the packed grid in place:
+    position, radius and confidence become what a packed chunk would decode them to."""
+    import torch
+
+    xyz = values["xyz"].numpy()
+    origin = np.floor(xyz.astype(np.float64) / chunk_size) * chunk_size
+    values["xyz"] = torch.from_numpy(_positions(_position_codes(xyz, origin, chunk_size), origin, chunk_size))
+    values["radius"] = torch.from_numpy(_radii(_radius_codes(values["radius"].numpy())))
+    values["confidence"] = torch.from_numpy(_confidences(_confidence_codes(values["confidence"].numpy())))
+
+
+def snap_confidence(confidence):
+    """A float16 confidence tensor on the packed grid (after an update)."""
+    import torch
+
+    return torch.from_numpy(_confidences(_confidence_codes(confidence.numpy())))
+
+
+def encode_chunk(fields: dict[str, np.ndarray], ref_last_seen: int, chunk_size: float) -> np.ndarray:
+    """Pack one chunk's points (numpy arrays named as `spatial.SCHEMA`, n >= 1, all in one voxel of
+    side ``chunk_size``) into a uint8 blob. ``ref_last_seen`` is the chunk's newest last_seen (ages
+    are stored relative to it)."""
+    xyz = np.ascontiguousarray(fields["xyz"], dtype=np.float32)
+    n = xyz.shape[0]
+    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+    q = _position_codes(xyz, np.floor(lo.astype(np.float64) / chunk_size) * chunk_size, chunk_size)
+    age = np.clip(int(ref_last_seen) - fields["last_seen"].astype(np.int64), 0, 65535).astype(np.uint16)
+    palette, index = np.unique(fields["object_id"].astype(np.int32), return_inverse=True)
+    index_bytes = 1 if palette.shape[0] <= 256 else 2
+    r_code = _radius_codes(fields["radius"])
+    c_code = _confidence_codes(fields["confidence"])
+    meta = (c_code << 2) | (fields["provenance"].astype(np.uint8) & 3)
+    hits = np.clip(fields["hit_count"].astype(np.int64), 0, 255).astype(np.uint8)
+    header = np.array(
+        [n, int(ref_last_seen), int(fields["frame_added"].min()), palette.shape[0], index_bytes, 0],
+        dtype="<i4",
+    )
+    parts = [
+        header.view(np.uint8),
+        np.concatenate([lo, hi]).astype("<f4").view(np.uint8),
+        palette.astype("<i4").view(np.uint8),
+        np.ascontiguousarray(q.T).astype("<u2").view(np.uint8).reshape(-1),
+        age.astype("<u2").view(np.uint8),
+    ]
+    if index_bytes == 2:
+        parts.append(index.astype("<u2").view(np.uint8))
+    parts += [
+        np.ascontiguousarray(fields["rgb"], dtype=np.uint8).reshape(-1),
+        r_code,
+        meta,
+        hits,
+    ]
+    if index_bytes == 1:
+        parts.append(index.astype(np.uint8))
+    blob = np.concatenate(parts)
+    assert blob.shape[0] == blob_size(n, palette.shape[0], index_bytes)
+    return blob
+
+
+def blob_count(blob: np.ndarray) -> int:
+    return int(blob[:4].view("<i4")[0])
+
+
+def decode_chunk(blob: np.ndarray, chunk_size: float) -> dict[str, np.ndarray]:
+    """Unpack a blob of `encode_chunk` into numpy arrays named and typed as `spatial.SCHEMA`."""
+    blob = np.ascontiguousarray(blob, dtype=np.uint8)
+    n, ref, added, p, index_bytes, _ = (int(v) for v in blob[:24].view("<i4"))
+    lo = blob[24:36].view("<f4")  # the box's lower corner: its voxel is the grid's
+    at = HEADER_BYTES
+
+    def take(count: int, dtype: str) -> np.ndarray:
+        nonlocal at
+        size = count * np.dtype(dtype).itemsize
+        out = blob[at : at + size].view(dtype)
+        at += size
+        return out
+
+    palette = take(p, "<i4")
+    q = take(3 * n, "<u2").reshape(3, n)
+    age = take(n, "<u2")
+    index = take(n, "<u2") if index_bytes == 2 else None
+    rgb = take(3 * n, "u1").reshape(n, 3)
+    r_code = take(n, "u1")
+    meta = take(n, "u1")
+    hits = take(n, "u1")
+    if index is None:
+        index = take(n, "u1")
+    origin = np.floor(lo.astype(np.float64) / chunk_size) * chunk_size
+    return {
+        "xyz": np.ascontiguousarray(_positions(q.T, origin, chunk_size)),
+        "rgb": rgb.copy(),
+        "radius": _radii(r_code),
+        "confidence": _confidences(meta >> 2),
+        "provenance": (meta & 3).astype(np.uint8),
+        "last_seen": (ref - age.astype(np.int64)).astype(np.int32),
+        "hit_count": hits.astype(np.int32),
+        "object_id": palette[np.minimum(index.astype(np.int64), p - 1)].astype(np.int32),
+        "frame_added": np.full(n, added, dtype=np.int32),
+    }
+
+
+def packed_rmax(blob: np.ndarray) -> float:
+    """The largest decoded radius of a blob (what its chunk row keeps while packed)."""
+    n, _, _, p, index_bytes, _ = (int(v) for v in blob[:24].view("<i4"))
+    at = HEADER_BYTES + 4 * p + 8 * n + (2 * n if index_bytes == 2 else 0) + 3 * n
+    code = int(blob[at : at + n].max())
+    return float(np.float32(np.exp2(code / RADIUS_STEPS - RADIUS_OCTAVE0)))
+
+
+def check_blob(blob: np.ndarray, chunk_size: float) -> dict[str, np.ndarray]:
+    """Decode a blob from outside (a snapshot), refusing one that is malformed (ValueError)."""
+    if blob.dtype != np.uint8 or blob.ndim != 1 or blob.shape[0] < HEADER_BYTES:
+        raise ValueError("packed chunk shorter than its header")
+    n, _, _, p, index_bytes, zero = (int(v) for v in blob[:24].view("<i4"))
+    if n < 1 or p < 1 or index_bytes not in (1, 2) or zero != 0 or (index_bytes == 1 and p > 256):
+        raise ValueError(
+            f"packed chunk header is invalid (count {n}, palette {p}, index bytes {index_bytes})"
+        )
+    if blob.shape[0] != blob_size(n, p, index_bytes):
+        raise ValueError(
+            f"packed chunk of {blob.shape[0]} bytes, its header says {blob_size(n, p, index_bytes)}"
+        )
+    box = blob[24:48].view("<f4")
+    if not np.isfinite(box).all() or (box[:3] > box[3:]).any():
+        raise ValueError("packed chunk box is not finite or inverted")
+    fields = decode_chunk(blob, chunk_size)
+    if not np.isin(fields["provenance"], (1, 2, 3)).all():
+        raise ValueError("packed chunk provenance outside 1..3")
+    at = HEADER_BYTES + 4 * p + 8 * n
+    index = blob[at : at + 2 * n].view("<u2") if index_bytes == 2 else blob[-n:]
+    if int(index.max()) >= p:
+        raise ValueError("packed chunk object index past its palette")
+    return fields
+
+
+class ColdStore:
+    """Packed chunks in one byte arena, addressed by chunk-table row.
+
+    Blobs are appended at the arena's end; taking or dropping one leaves a hole that `compact` closes
+    (in place, moving blobs towards the start, in arena order). The arena's capacity grows or shrinks
+    only by `resize` (the memory decides, within its budget).
+    """
+
+    def __init__(self, max_rows: int):
+        self.offset = np.zeros(max_rows, dtype=np.int64)
+        self.length = np.zeros(max_rows, dtype=np.int64)
+        self.count = np.zeros(max_rows, dtype=np.int64)  # points packed in the row's blob (0: none)
+        self.arena = np.zeros(0, dtype=np.uint8)
+        self.end = 0  # arena bytes in use from the start (blobs and holes)
+        self.live = 0  # bytes of live blobs
+
+    def clear(self) -> None:
+        self.offset[:] = 0
+        self.length[:] = 0
+        self.count[:] = 0
+        self.end = self.live = 0
+
+    @property
+    def capacity(self) -> int:
+        return int(self.arena.shape[0])
+
+    @property
+    def points(self) -> int:
+        return int(self.count.sum())
+
+    def nbytes(self) -> int:
+        return self.capacity + self.offset.nbytes + self.length.nbytes + self.count.nbytes
+
+    @staticmethod
+    def nbytes_for(max_rows: int) -> int:
+        """Bytes of the per-row tables (the arena comes on top)."""
+        return max_rows * BYTES_PER_COLD_ROW
+
+    def rows(self) -> np.ndarray:
+        """Rows holding a blob (int64, ascending)."""
+        return np.flatnonzero(self.count)
+
+    def room(self) -> int:
+        """Bytes a blob may take at the arena's end without compacting."""
+        return self.capacity - self.end
+
+    def put(self, row: int, blob: np.ndarray) -> None:
+        size = blob.shape[0]
+        if self.count[row]:
+            raise ValueError(f"chunk row {row} already holds a packed blob")
+        if size > self.room():
+            raise ValueError(f"cold arena has {self.room()} bytes left at its end, blob needs {size}")
+        self.arena[self.end : self.end + size] = blob
+        self.offset[row], self.length[row], self.count[row] = self.end, size, blob_count(blob)
+        self.end += size
+        self.live += size
+
+    def get(self, row: int) -> np.ndarray:
+        """The row's blob (a view into the arena: copy it before changing the store)."""
+        return self.arena[self.offset[row] : self.offset[row] + self.length[row]]
+
+    def drop(self, row: int) -> int:
+        """Forget the row's blob; returns the points it held."""
+        n = int(self.count[row])
+        self.live -= int(self.length[row])
+        self.offset[row] = self.length[row] = self.count[row] = 0
+        return n
+
+    def compact(self) -> None:
+        """Move the live blobs to the arena's start, in arena order (in place)."""
+        rows = self.rows()
+        rows = rows[np.argsort(self.offset[rows], kind="stable")]
+        at = 0
+        for row in rows.tolist():
+            start, size = int(self.offset[row]), int(self.length[row])
+            if start != at:
+                self.arena[at : at + size] = self.arena[start : start + size]  # overlap-safe copy
+                self.offset[row] = at
+            at += size
+        self.end = at
+
+    def resize(self, capacity: int) -> None:
+        """A new arena of ``capacity`` bytes holding the live blobs compacted (capacity >= live)."""
+        if capacity < self.live:
+            raise ValueError(f"cold arena of {capacity} bytes cannot hold {self.live} bytes of blobs")
+        self.compact()
+        arena = np.zeros(capacity, dtype=np.uint8)
+        arena[: self.end] = self.arena[: self.end]
+        self.arena = arena
