@@ -503,7 +503,6 @@ class SpatialMemory:
         f, cfg, k = self._fields, self.config, camera.intrinsics
         rows = self.chunks.in_frustum(camera, cfg.near, cfg.max_splat_radius_px).numpy()
         starts, sizes = self.chunks.rows["start"].numpy(), self.chunks.rows["size"].numpy()
-        n = int(sizes[rows].sum()) if rows.shape[0] else 0
         c = np.float32
         w2c = camera.world_to_cam  # as `world_to_cam_torch`: float64 rounded to float32
         rot, trans = np.ascontiguousarray(w2c[:3, :3], dtype=c), np.ascontiguousarray(w2c[:3, 3], dtype=c)
@@ -516,8 +515,7 @@ class SpatialMemory:
             rows, starts, sizes, self.chunks.pool.numpy(), self._count, f["xyz"].numpy(), f["radius"].numpy(),
             f["provenance"].numpy(), PROVENANCE_GENERATED, bias_other, bias_generated, rot, trans,
             fx, fy, cx, cy, f_mean, c(cfg.near), c(cfg.max_splat_radius_px),
-            c(1.0 + cfg.depth_tolerance), k.width, k.height, *fast.render_workspace(n),
-            *fast.splat_workspace(n, k.width * k.height),
+            c(1.0 + cfg.depth_tolerance), k.width, k.height, *fast.render_workspace(k.width * k.height),
         )  # fmt: skip
         if touched < 0:
             return None

@@ -103,16 +103,33 @@ def splat_passes(
     their ranks among those in view (torch's local index) do, or to the lower id.
     """
     n = z.shape[0]
+    zbits[: width * height + 3] = _F32_INF_BITS  # 3 spare slots past the image
+    m, s = _footprints(x, y, z, radius, bias, has_bias, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
+                       pu, pv, pz, ranges)  # fmt: skip
+    _front(n, ranges, pz, zbits, width, height)
+    if s == 0:
+        return m, s
+    kbuf[: width * height + 3] = _NO_KEY
+    _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
+    return m, s
+
+
+@numba.njit(**_JIT)
+def _footprints(
+    x, y, z, radius, bias, has_bias, n, fx, fy, cx, cy, f_mean, near, max_r, width, height, pu, pv, pz, ranges
+):  # fmt: skip
+    """Pass 1 of the splat rule without the depth test: each of the first n points' projection (pu, pv),
+    test depth (pz) and clipped pixel window (ranges[:4]), flag ranges[4] (0 culled or no pixel, else
+    in view). Returns (points in view m, of them with pixels s). Depends on each point alone, so a
+    block of points gives the same entries as the whole set."""
     zero = np.float32(0.0)
     half_px = np.float32(0.5)
     one = np.float32(1.0)
     two = np.float32(2.0)
-    scale = np.float32(65536.0)  # DIST_SCALE
     last_col = np.float32(width - 1)
     last_row = np.float32(height - 1)
     last_c = np.int32(width - 1)
     last_r = np.int32(height - 1)
-    hw = width * height
 
     # pass 1a, branch-free (so it vectorises): project every point (u, v and its test depth), cull it
     # (torch's in_view) and, for the usual sub-pixel splat, find its pixels.
@@ -158,10 +175,7 @@ def splat_passes(
         flags[i] = np.int32(inview) * (np.int32(1) + np.int32(ext * two >= two))
 
     # pass 1b: m counts the points in view, s those of them with fragments (the others' flags drop to
-    # 0); the least test depth per pixel, compared as int32 bits (as torch does). A point's index is
-    # its tie-break: in the same order as its rank among the points in view (torch's local index).
-    zbits[: hw + 3] = _F32_INF_BITS  # 3 spare slots past the image
-    ztbits = pz.view(np.int32)
+    # 0)
     m = 0
     s = 0
     for i in range(n):
@@ -209,6 +223,23 @@ def splat_passes(
             flags[i] = 0
             continue
         s += 1
+    return m, s
+
+
+@numba.njit(**_JIT)
+def _front(n, ranges, pz, zbits, width, height):
+    """The least test depth per pixel over the first n points (`_footprints`' output), compared as
+    int32 bits (as torch does), folded into zbits (a minimum: the order of points does not matter)."""
+    hw = width * height
+    flags = ranges[4]
+    ztbits = pz.view(np.int32)
+    for i in range(n):
+        if flags[i] == 0:
+            continue
+        c0 = np.int64(ranges[0, i])
+        c1 = np.int64(ranges[1, i])
+        r0 = np.int64(ranges[2, i])
+        r1 = np.int64(ranges[3, i])
         bits = ztbits[i]
         if c1 - c0 <= 1 and r1 - r0 <= 1:  # up to 2 x 2 pixels: branch-free, absent ones go to spare slots
             p00, p01, p10, p11 = _quad(c0, c1, r0, r1, width, hw)
@@ -222,12 +253,16 @@ def splat_passes(
                     p = r * width + c
                     zbits[p] = min(zbits[p], bits)
 
-    if s == 0:
-        return m, s
 
-    # pass 2: among the front surface (test depth <= zmin * tolerance) the least key
+@numba.njit(**_JIT)
+def _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height):
+    """Pass 2 over the first n points: among the front surface (test depth <= zmin * tolerance), the
+    least key per pixel, folded into kbuf (a minimum of distinct keys: order does not matter). A
+    point's tie-break is its index i, or ids[i] when ``ids`` is given."""
+    scale = np.float32(65536.0)  # DIST_SCALE
+    hw = width * height
+    flags = ranges[4]
     zmin = zbits.view(np.float32)
-    kbuf[: hw + 3] = _NO_KEY
     for i in range(n):
         if flags[i] == 0:
             continue
@@ -261,7 +296,43 @@ def splat_passes(
             for c in range(c0, c1 + 1):
                 dx = np.float32(c) - u
                 _offer(kbuf, zmin, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance)
-    return m, s
+
+
+@numba.njit(**_JIT)
+def _gather_block(
+    rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+    r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q, x, y, z, rad, bias, ids,
+):  # fmt: skip
+    """Camera-space members from chunk ``rows[j]``, pool slot ``q`` on, until the block (x's length)
+    is full or the rows end: (points gathered, next j, next q), or points = -1 when a member lies
+    outside [0, count)."""
+    cap = x.shape[0]
+    n = 0
+    while j < rows.shape[0]:
+        row = rows[j]
+        if q < start[row]:
+            q = start[row]
+        end = start[row] + size[row]
+        while q < end:
+            if n == cap:
+                return n, j, q
+            p = np.int64(pool[q])
+            if p < 0 or p >= count:
+                return -1, j, q
+            a = xyz[p, 0]
+            b = xyz[p, 1]
+            c = xyz[p, 2]
+            x[n] = r00 * a + r01 * b + r02 * c + t0
+            y[n] = r10 * a + r11 * b + r12 * c + t1
+            z[n] = r20 * a + r21 * b + r22 * c + t2
+            rad[n] = radius[p]
+            bias[n] = bias_generated if provenance[p] == generated else bias_other
+            ids[n] = p
+            n += 1
+            q += 1
+        j += 1
+        q = np.int64(-1)
+    return n, j, q
 
 
 @numba.njit(**_JIT)
@@ -281,8 +352,14 @@ def render_kernel(
     [P, 3], radius float32 [P], provenance uint8 [P] (the memory's arrays); a point of provenance
     ``generated`` takes depth bias ``bias_generated``, others ``bias_other`` (float32: what torch's
     bias product gives); rot float32 [3, 3], trans float32 [3]: world -> camera, applied as
-    ((r0 x + r1 y) + r2 z) + t per row (what `SpatialMemory._to_camera` computes). Work space: x, y,
-    z, rad, bias float32 and ids int64 [>= members], then `splat_kernel`'s.
+    ((r0 x + r1 y) + r2 z) + t per row (what `SpatialMemory._to_camera` computes).
+
+    Work space: x, y, z, rad, bias float32, ids int64 and pu, pv, pz float32, ranges int32 [5, B]
+    for a block of B members, then zbits and kbuf (H W + 3). Members go through in blocks of B: the
+    front depth per pixel over every block first, then the winners; both are minima, so blocks give
+    the bits one pass over all members would. When the members fill more than one block, the second
+    pass gathers and projects them again (the same operations, so the same values): the work space
+    stays the size of a block however many points the view reaches.
     """
     r00, r01, r02 = rot[0, 0], rot[0, 1], rot[0, 2]
     r10, r11, r12 = rot[1, 0], rot[1, 1], rot[1, 2]
@@ -291,36 +368,60 @@ def render_kernel(
     hw = width * height
     index = np.full(hw, -1, np.int64)
     depth = np.zeros(hw, np.float32)
-    n = 0
-    for j in range(rows.shape[0]):
-        row = rows[j]
-        for q in range(start[row], start[row] + size[row]):
-            p = np.int64(pool[q])
-            if p < 0 or p >= count:
-                return index.reshape(height, width), depth.reshape(height, width), 0, -1
-            a = xyz[p, 0]
-            b = xyz[p, 1]
-            c = xyz[p, 2]
-            x[n] = r00 * a + r01 * b + r02 * c + t0
-            y[n] = r10 * a + r11 * b + r12 * c + t1
-            z[n] = r20 * a + r21 * b + r22 * c + t2
-            rad[n] = radius[p]
-            bias[n] = bias_generated if provenance[p] == generated else bias_other
-            ids[n] = p
-            n += 1
-    m, s = splat_passes(
-        x[:n], y[:n], z[:n], rad[:n], bias[:n], True, ids, fx, fy, cx, cy, f_mean, near, max_r,
-        tolerance, width, height, pu, pv, pz, ranges, zbits, kbuf,
-    )  # fmt: skip
+    zbits[: hw + 3] = _F32_INF_BITS  # 3 spare slots past the image
+    m = 0
+    s = 0
+    total = 0
+    blocks = 0
+    j = 0
+    q = np.int64(-1)
+    while True:
+        n, j, q = _gather_block(
+            rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+            r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q, x, y, z, rad, bias, ids,
+        )  # fmt: skip
+        if n < 0:
+            return index.reshape(height, width), depth.reshape(height, width), 0, -1
+        if n == 0:
+            break
+        blocks += 1
+        total += n
+        mb, sb = _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
+                             pu, pv, pz, ranges)  # fmt: skip
+        m += mb
+        s += sb
+        _front(n, ranges, pz, zbits, width, height)
     if s > 0:
-        for q in range(hw):
-            key = kbuf[q]
+        kbuf[: hw + 3] = _NO_KEY
+        if blocks == 1:  # the one block's footprints are still in the work space
+            _select(total, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
+        else:
+            j = 0
+            q = np.int64(-1)
+            while True:
+                n, j, q = _gather_block(
+                    rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other,
+                    bias_generated, r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q,
+                    x, y, z, rad, bias, ids,
+                )  # fmt: skip
+                if n <= 0:
+                    break
+                _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
+                            pu, pv, pz, ranges)  # fmt: skip
+                _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
+        for p in range(hw):
+            key = kbuf[p]
             if key != _NO_KEY:
-                p = key & _LOW32
-                index[q] = p
+                w = key & _LOW32
+                index[p] = w
                 # the winner's camera z, computed as above (the same float32 operations, so the same bits)
-                depth[q] = r20 * xyz[p, 0] + r21 * xyz[p, 1] + r22 * xyz[p, 2] + t2
-    return index.reshape(height, width), depth.reshape(height, width), m, n
+                depth[p] = r20 * xyz[w, 0] + r21 * xyz[w, 1] + r22 * xyz[w, 2] + t2
+    return index.reshape(height, width), depth.reshape(height, width), m, total
+
+
+RENDER_BLOCK = 1 << 15
+"""Members `render_kernel` projects at a time: its work space (60 bytes a member, 2 MiB) does not grow
+with what the view reaches."""
 
 
 @numba.njit(**_JIT)
@@ -392,12 +493,24 @@ def workspace(n: int, hw: int) -> tuple[np.ndarray, ...]:
     return ws
 
 
-def render_workspace(n: int) -> tuple[np.ndarray, ...]:
-    """This thread's x, y, z, radius, bias (float32) and ids (int64) arrays for `render_kernel`
-    (grown as needed, then reused)."""
+def render_workspace(hw: int) -> tuple[np.ndarray, ...]:
+    """This thread's work space for `render_kernel` at an image of ``hw`` pixels: a block of
+    RENDER_BLOCK members (x, y, z, radius, bias float32, ids int64; pu, pv, pz float32, ranges
+    int32 [5, B]) and the per-pixel zbits, kbuf (grown with the image, then reused)."""
     ws = getattr(_local, "render", None)
-    if ws is None or ws[0].shape[0] < n:
-        cap = max(1024, n + n // 4)
-        ws = (*(np.empty(cap, np.float32) for _ in range(5)), np.empty(cap, np.int64))
+    if ws is None or ws[-2].shape[0] < hw + 3:
+        ws = new_render_workspace(RENDER_BLOCK, hw)
         _local.render = ws
     return ws
+
+
+def new_render_workspace(block: int, hw: int) -> tuple[np.ndarray, ...]:
+    """Fresh `render_kernel` work space for blocks of ``block`` members and ``hw`` pixels."""
+    return (
+        *(np.empty(block, np.float32) for _ in range(5)),
+        np.empty(block, np.int64),
+        *(np.empty(block, np.float32) for _ in range(3)),
+        np.empty((5, block), np.int32),
+        np.empty(hw + 3, np.int32),
+        np.empty(hw + 3, np.int64),
+    )

@@ -268,9 +268,10 @@ def torch_camera_frame(rot: np.ndarray, trans: np.ndarray, xyz: torch.Tensor) ->
     return torch.stack([r[i, 0] * x + r[i, 1] * y + r[i, 2] * z + t[i] for i in range(3)]).T
 
 
+@pytest.mark.parametrize("block", [0, 1, 64, 1000])  # 0: the runtime's work space (one block here)
 @pytest.mark.parametrize("n", [0, 1, 7, 300, 2500])
 @pytest.mark.parametrize("seed", range(3))
-def test_render_kernel_equals_sorted_candidates_through_the_torch_splat(n, seed):
+def test_render_kernel_equals_sorted_candidates_through_the_torch_splat(n, seed, block):
     g = np.random.default_rng(1000 * n + seed)
     width, height = (16, 12) if seed else (41, 23)
     k = Intrinsics(fx=14.0 + seed, fy=13.0, cx=7.5, cy=5.25, width=width, height=height)
@@ -299,7 +300,8 @@ def test_render_kernel_equals_sorted_candidates_through_the_torch_splat(n, seed)
     fast = splat_fast.render_kernel(
         rows, starts, sizes, pool, count, xyz_all, radius_all, prov_all, 2, c(0.0) * bias, c(1.0) * bias,
         rot, trans, c(k.fx), c(k.fy), c(k.cx), c(k.cy), c((k.fx + k.fy) / 2), c(0.05), c(4.0), c(1.02),
-        width, height, *splat_fast.render_workspace(n), *splat_fast.workspace(n, width * height),
+        width, height, *(splat_fast.new_render_workspace(block, width * height) if block
+                         else splat_fast.render_workspace(width * height)),
     )  # fmt: skip
     cand = torch.from_numpy(np.sort(pool[pool >= 0]).astype(np.int64))
     slow = splat_points_torch(
@@ -328,8 +330,13 @@ def test_render_kernel_refuses_a_segment_past_the_count():
         np.array([0], np.int64), starts, sizes, pool, 5, xyz, np.full(10, 0.01, np.float32),
         np.ones(10, np.uint8), 2, c(0), c(0), np.eye(3, dtype=np.float32), np.zeros(3, np.float32),
         c(10), c(10), c(8), c(6), c(10), c(0.05), c(4), c(1.02), 16, 12,
-        *splat_fast.render_workspace(3), *splat_fast.workspace(3, 16 * 12),
+        *splat_fast.render_workspace(16 * 12),
     )  # fmt: skip
+    index, depth, in_view, touched = splat_fast.render_kernel(*args)
+    assert touched == -1 and (index == -1).all() and (depth == 0).all()
+    # in a later block too (blocks of 2: the bad member is the second block's)
+    pool = np.array([1, 2, 9], np.int32)
+    args = (*args[:3], pool, *args[4:23], *splat_fast.new_render_workspace(2, 16 * 12))
     index, depth, in_view, touched = splat_fast.render_kernel(*args)
     assert touched == -1 and (index == -1).all() and (depth == 0).all()
 
