@@ -228,6 +228,7 @@ async def _soak(client, config: BenchConfig) -> dict:
     info = await client.open_session(scene.intrinsics, seed=config.seed, budget_bytes=budget)
     stream = client.stream(info.session_id)
     rss = [rss_mib()]
+    full_at = None  # index into rss of the first sample with memory at its budget
     max_bytes = points = pruned = observations = 0
     latency: list[float] = []
     try:
@@ -246,6 +247,8 @@ async def _soak(client, config: BenchConfig) -> dict:
                 points, pruned = frame.memory.points, frame.memory.points_pruned_total
                 if (i + 1) % RSS_EVERY == 0:
                     rss.append(rss_mib())
+                    if full_at is None and frame.memory.bytes_used >= 0.99 * budget:
+                        full_at = len(rss) - 1
                     bar.set_postfix(rss_mib=f"{rss[-1]:.0f}", mem_mib=f"{max_bytes / MiB:.1f}", points=points)
         seconds = time.perf_counter() - started
         rss.append(rss_mib())
@@ -259,6 +262,12 @@ async def _soak(client, config: BenchConfig) -> dict:
         "peak_rss_mb": max(rss),
         "start_rss_mb": rss[0],
         "end_rss_mb": rss[-1],
+        "rss_mb_every_frames": RSS_EVERY,
+        "rss_mb_series": [round(r, 1) for r in rss],
+        "full_at_frame": None if full_at is None else full_at * RSS_EVERY,
+        "rss_at_full_mb": None if full_at is None else rss[full_at],
+        "growth_mb": max(rss) - rss[0],
+        "growth_after_full_mb": None if full_at is None else max(rss[full_at:]) - rss[full_at],
         "rss_samples": len(rss),
         "budget_mb": float(config.soak_budget_mib),
         "max_bytes_used_mb": max_bytes / MiB,
@@ -367,7 +376,15 @@ def format_report(report: dict) -> str:
     if s["frames"]:
         lines.append(
             f"\nsoak: {s['frames']} frames at {s['size']}x{s['size']} over gRPC, budget {s['budget_mb']:.0f} MiB: "
-            f"peak RSS {s['peak_rss_mb']:.0f} MiB (start {s['start_rss_mb']:.0f}, end {s['end_rss_mb']:.0f}), "
+            f"peak RSS {s['peak_rss_mb']:.0f} MiB (start {s['start_rss_mb']:.0f}, end {s['end_rss_mb']:.0f}; "
+            f"growth {s['growth_mb']:.0f} MiB = {s['growth_mb'] / s['budget_mb']:.2f}x the budget"
+            + (
+                f", {s['growth_after_full_mb']:.0f} MiB after memory reached its budget at frame "
+                f"{s['full_at_frame']}"
+                if s["full_at_frame"] is not None
+                else ""
+            )
+            + "), "
             f"max bytes_used {s['max_bytes_used']} B (<= {int(s['budget_mb'] * MiB)} B); "
             f"{s['observations']} observations sent, "
             f"{s['points_end']} points at the end, {s['points_pruned']} pruned; {s['fps']:.1f} frames/s overall, "

@@ -65,6 +65,14 @@ def test_bench_runs_end_to_end_and_writes_well_formed_json(tmp_path, capsys):
     assert soak["budget_mb"] == 64
     assert 0 < soak["max_bytes_used_mb"] <= soak["budget_mb"]
     assert soak["peak_rss_mb"] > 0
+    assert (
+        soak["rss_mb_series"][0] == round(soak["start_rss_mb"], 1)
+        and len(soak["rss_mb_series"]) == 1 + 20 // 50 + 1
+    )
+    assert soak["growth_mb"] == soak["peak_rss_mb"] - soak["start_rss_mb"]
+    assert (
+        soak["full_at_frame"] is None and soak["growth_after_full_mb"] is None
+    )  # 20 frames never fill 64 MiB
 
     env = report["environment"]
     assert isinstance(env["cpu"], str) and isinstance(env["git_commit"], str | None)
