@@ -33,7 +33,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 # render_kernel lives next to the splat passes it runs (numba's cache checks a function's own file only,
 # not its callees') and is handed out here with the frame loop's other kernels
-from runtime.memory.splat_fast import _JIT, render_kernel, render_workspace  # noqa: F401
+from runtime.memory.splat_fast import _JIT, render_kernel, render_split, render_workspace  # noqa: F401
 from runtime.memory.splat_fast import workspace as splat_workspace  # noqa: F401
 
 

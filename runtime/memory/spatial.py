@@ -511,11 +511,11 @@ class SpatialMemory:
         bias = c(cfg.generated_depth_bias)
         bias_other, bias_generated = c(0.0) * bias, c(1.0) * bias
         fx, fy, cx, cy, f_mean = (c(v) for v in float32_constants(k))
-        index, depth, in_view, touched = fast.render_kernel(
+        index, depth, in_view, touched = fast.render_split(
             rows, starts, sizes, self.chunks.pool.numpy(), self._count, f["xyz"].numpy(), f["radius"].numpy(),
             f["provenance"].numpy(), PROVENANCE_GENERATED, bias_other, bias_generated, rot, trans,
             fx, fy, cx, cy, f_mean, c(cfg.near), c(cfg.max_splat_radius_px),
-            c(1.0 + cfg.depth_tolerance), k.width, k.height, *fast.render_workspace(k.width * k.height),
+            c(1.0 + cfg.depth_tolerance), k.width, k.height,
         )  # fmt: skip
         if touched < 0:
             return None

@@ -30,7 +30,9 @@ more, in page faults, than the kernel. The first call in a process compiles (a f
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -336,6 +338,96 @@ def _gather_block(
 
 
 @numba.njit(**_JIT)
+def render_front(
+    rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+    rot, trans, fx, fy, cx, cy, f_mean, near, max_r, width, height,
+    x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits,
+):  # fmt: skip
+    """First pass of `render_kernel` over the members of chunk ``rows``: zbits (initialised here) gets
+    the least test depth per pixel. Returns (points in view m, of them with pixels s, members read
+    or -1 when a member lies outside [0, count), blocks)."""
+    r00, r01, r02 = rot[0, 0], rot[0, 1], rot[0, 2]
+    r10, r11, r12 = rot[1, 0], rot[1, 1], rot[1, 2]
+    r20, r21, r22 = rot[2, 0], rot[2, 1], rot[2, 2]
+    t0, t1, t2 = trans[0], trans[1], trans[2]
+    zbits[: width * height + 3] = _F32_INF_BITS  # 3 spare slots past the image
+    m = 0
+    s = 0
+    total = 0
+    blocks = 0
+    j = 0
+    q = np.int64(-1)
+    while True:
+        n, j, q = _gather_block(
+            rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+            r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q, x, y, z, rad, bias, ids,
+        )  # fmt: skip
+        if n < 0:
+            return 0, 0, -1, blocks
+        if n == 0:
+            break
+        blocks += 1
+        total += n
+        mb, sb = _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
+                             pu, pv, pz, ranges)  # fmt: skip
+        m += mb
+        s += sb
+        _front(n, ranges, pz, zbits, width, height)
+    return m, s, total, blocks
+
+
+@numba.njit(**_JIT)
+def render_select(
+    rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+    rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
+    x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept,
+):  # fmt: skip
+    """Second pass of `render_kernel`: kbuf (initialised here) gets the least key per pixel among the
+    members of ``rows`` on the front surface of zbits (which may hold the front over more members
+    than these: the two passes can be split among threads and their buffers merged by minimum).
+    ``kept``: members read when `render_front` left this thread's work space holding all of them in
+    one block (its footprints are reused), else 0 (they are gathered and projected again)."""
+    r00, r01, r02 = rot[0, 0], rot[0, 1], rot[0, 2]
+    r10, r11, r12 = rot[1, 0], rot[1, 1], rot[1, 2]
+    r20, r21, r22 = rot[2, 0], rot[2, 1], rot[2, 2]
+    t0, t1, t2 = trans[0], trans[1], trans[2]
+    kbuf[: width * height + 3] = _NO_KEY
+    if kept > 0:
+        _select(kept, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
+        return
+    j = 0
+    q = np.int64(-1)
+    while True:
+        n, j, q = _gather_block(
+            rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+            r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q, x, y, z, rad, bias, ids,
+        )  # fmt: skip
+        if n <= 0:
+            break
+        _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
+                    pu, pv, pz, ranges)  # fmt: skip
+        _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
+
+
+@numba.njit(**_JIT)
+def render_winners(kbuf, xyz, rot, trans, width, height):
+    """(index int64 [H, W], depth float32 [H, W]) from the least keys: the winner's memory index and
+    its camera z, computed as the gathering does (the same float32 operations, so the same bits)."""
+    r20, r21, r22 = rot[2, 0], rot[2, 1], rot[2, 2]
+    t2 = trans[2]
+    hw = width * height
+    index = np.full(hw, -1, np.int64)
+    depth = np.zeros(hw, np.float32)
+    for p in range(hw):
+        key = kbuf[p]
+        if key != _NO_KEY:
+            w = key & _LOW32
+            index[p] = w
+            depth[p] = r20 * xyz[w, 0] + r21 * xyz[w, 1] + r22 * xyz[w, 2] + t2
+    return index.reshape(height, width), depth.reshape(height, width)
+
+
+@numba.njit(**_JIT)
 def render_kernel(
     rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
     rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
@@ -356,72 +448,127 @@ def render_kernel(
 
     Work space: x, y, z, rad, bias float32, ids int64 and pu, pv, pz float32, ranges int32 [5, B]
     for a block of B members, then zbits and kbuf (H W + 3). Members go through in blocks of B: the
-    front depth per pixel over every block first, then the winners; both are minima, so blocks give
-    the bits one pass over all members would. When the members fill more than one block, the second
-    pass gathers and projects them again (the same operations, so the same values): the work space
-    stays the size of a block however many points the view reaches.
+    front depth per pixel over every block first (`render_front`), then the winners
+    (`render_select`); both are minima, so blocks (or threads, each with its share of the rows)
+    give the bits one pass over all members would. When the members fill more than one block, the
+    second pass gathers and projects them again (the same operations, so the same values): the work
+    space stays the size of a block however many points the view reaches.
     """
-    r00, r01, r02 = rot[0, 0], rot[0, 1], rot[0, 2]
-    r10, r11, r12 = rot[1, 0], rot[1, 1], rot[1, 2]
-    r20, r21, r22 = rot[2, 0], rot[2, 1], rot[2, 2]
-    t0, t1, t2 = trans[0], trans[1], trans[2]
-    hw = width * height
-    index = np.full(hw, -1, np.int64)
-    depth = np.zeros(hw, np.float32)
-    zbits[: hw + 3] = _F32_INF_BITS  # 3 spare slots past the image
-    m = 0
-    s = 0
-    total = 0
-    blocks = 0
-    j = 0
-    q = np.int64(-1)
-    while True:
-        n, j, q = _gather_block(
+    m, s, total, blocks = render_front(
+        rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+        rot, trans, fx, fy, cx, cy, f_mean, near, max_r, width, height,
+        x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits,
+    )  # fmt: skip
+    if total < 0:
+        hw = width * height
+        nothing = np.full(hw, -1, np.int64).reshape(height, width)
+        return nothing, np.zeros(hw, np.float32).reshape(height, width), 0, -1
+    kept = total if blocks == 1 else 0
+    if s == 0:
+        kbuf[: width * height + 3] = _NO_KEY
+    else:
+        render_select(
             rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
-            r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q, x, y, z, rad, bias, ids,
+            rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
+            x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept,
         )  # fmt: skip
-        if n < 0:
-            return index.reshape(height, width), depth.reshape(height, width), 0, -1
-        if n == 0:
-            break
-        blocks += 1
-        total += n
-        mb, sb = _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
-                             pu, pv, pz, ranges)  # fmt: skip
-        m += mb
-        s += sb
-        _front(n, ranges, pz, zbits, width, height)
-    if s > 0:
-        kbuf[: hw + 3] = _NO_KEY
-        if blocks == 1:  # the one block's footprints are still in the work space
-            _select(total, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
-        else:
-            j = 0
-            q = np.int64(-1)
-            while True:
-                n, j, q = _gather_block(
-                    rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other,
-                    bias_generated, r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q,
-                    x, y, z, rad, bias, ids,
-                )  # fmt: skip
-                if n <= 0:
-                    break
-                _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
-                            pu, pv, pz, ranges)  # fmt: skip
-                _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
-        for p in range(hw):
-            key = kbuf[p]
-            if key != _NO_KEY:
-                w = key & _LOW32
-                index[p] = w
-                # the winner's camera z, computed as above (the same float32 operations, so the same bits)
-                depth[p] = r20 * xyz[w, 0] + r21 * xyz[w, 1] + r22 * xyz[w, 2] + t2
-    return index.reshape(height, width), depth.reshape(height, width), m, total
+    index, depth = render_winners(kbuf, xyz, rot, trans, width, height)
+    return index, depth, m, total
 
 
-RENDER_BLOCK = 1 << 15
-"""Members `render_kernel` projects at a time: its work space (60 bytes a member, 2 MiB) does not grow
-with what the view reaches."""
+RENDER_BLOCK = 1 << 16
+"""Members `render_kernel` projects at a time: its work space (60 bytes a member, 4 MiB a thread) does
+not grow with what the view reaches."""
+SPLIT_MIN_MEMBERS = 16384
+"""`render_split` shares a render with a helper thread from this many members on."""
+THREADS_ENV = "MIRAGE_RENDER_THREADS"
+"""Set to 1 to render on the calling thread only (default: 2 where the machine has 2 cores or more)."""
+_helper: dict[str, ThreadPoolExecutor] = {}
+_helper_lock = threading.Lock()
+
+
+def _render_threads() -> int:
+    wanted = os.environ.get(THREADS_ENV, "")
+    if wanted.strip():
+        return max(1, min(2, int(wanted)))
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def _helper_pool() -> ThreadPoolExecutor:
+    with _helper_lock:
+        pool = _helper.get("pool")
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirage-render")
+            _helper["pool"] = pool
+        return pool
+
+
+class _BadMember(Exception):
+    """A chunk segment lists a point past the count (the caller falls back, as `render_kernel`)."""
+
+
+def render_split(rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+                 rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height):  # fmt: skip
+    """`render_kernel`'s result (the same bits), shared with a helper thread when the view's chunks
+    hold at least SPLIT_MIN_MEMBERS members: each thread takes the rows holding half of them, the
+    front depths of both are merged (minimum) before the winners pass, and the winners' keys are merged
+    the same way. The kernels release the GIL, so on 2 cores the two halves run at once. One helper
+    thread serves every caller; a caller's half runs there as one task (front, wait for the merged
+    front, select), so callers never interleave inside the helper's work space."""
+    hw = width * height
+    front_args = (start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
+                  rot, trans, fx, fy, cx, cy, f_mean, near, max_r)  # fmt: skip
+    members = np.cumsum(size[rows]) if rows.shape[0] else np.zeros(0, np.int64)
+    total = int(members[-1]) if members.shape[0] else 0
+    if total < SPLIT_MIN_MEMBERS or rows.shape[0] < 2 or _render_threads() < 2:
+        return render_kernel(rows, *front_args, tolerance, width, height, *render_workspace(hw))
+    cut = min(max(int(np.searchsorted(members, total // 2)) + 1, 1), rows.shape[0] - 1)
+    mine, theirs = rows[:cut], rows[cut:]
+    front_done, merged = threading.Event(), threading.Event()
+    shared: dict = {}
+
+    def helper_half():
+        ws = render_workspace(hw)
+        shared["ws"] = ws
+        try:
+            shared["front"] = render_front(theirs, *front_args, width, height, *ws[:-1])
+        finally:
+            front_done.set()
+        merged.wait()
+        if shared.get("abort"):
+            return None
+        _, _, read, blocks = shared["front"]
+        render_select(theirs, *front_args, tolerance, width, height, *ws[:-2], shared["zbits"], ws[-1],
+                      read if blocks == 1 else 0)  # fmt: skip
+        return ws[-1]
+
+    future = _helper_pool().submit(helper_half)
+    try:
+        ws = render_workspace(hw)
+        m_a, _, read_a, blocks_a = render_front(mine, *front_args, width, height, *ws[:-1])
+        front_done.wait()
+        m_b, _, read_b, _ = shared["front"]  # a KeyError here: the helper failed (its error follows)
+        if read_a < 0 or read_b < 0:
+            raise _BadMember
+        zbits = ws[-2]
+        np.minimum(zbits[: hw + 3], shared["ws"][-2][: hw + 3], out=zbits[: hw + 3])
+        shared["zbits"] = zbits
+        merged.set()
+        render_select(mine, *front_args, tolerance, width, height, *ws[:-2], zbits, ws[-1],
+                      read_a if blocks_a == 1 else 0)  # fmt: skip
+        theirs_keys = future.result()
+    except BaseException as exc:
+        shared["abort"] = True
+        merged.set()
+        future.result()  # the helper's own error, if it had one, comes first
+        if isinstance(exc, _BadMember):
+            nothing = np.full(hw, -1, np.int64).reshape(height, width)
+            return nothing, np.zeros(hw, np.float32).reshape(height, width), 0, -1
+        raise
+    kbuf = ws[-1]
+    np.minimum(kbuf[: hw + 3], theirs_keys[: hw + 3], out=kbuf[: hw + 3])
+    index, depth = render_winners(kbuf, xyz, rot, trans, width, height)
+    return index, depth, m_a + m_b, read_a + read_b
 
 
 @numba.njit(**_JIT)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ MiB = 2**20
 INTR = Intrinsics.from_fov(48, 32, 75.0)
 SKY = np.array([110, 160, 230], dtype=np.uint8)
 KERNELS = (
-    "members_kernel", "frustum_kernel", "render_kernel", "compose_kernel", "env_fill_kernel", "touch_kernel",
+    "members_kernel", "frustum_kernel", "render_split", "compose_kernel", "env_fill_kernel", "touch_kernel",
     "write_view_kernel", "any_kernel", "beyond_kernel", "addable_kernel", "infinite_kernel", "to_camera_kernel",
 )  # fmt: skip
 
@@ -231,7 +232,7 @@ def test_memories_on_both_paths_stay_bit_identical(config, seed, calls):
     # an empty memory and a camera at nothing render alike too
     away = Camera(INTR, look_at((0.0, 0.0, 50.0), (0.0, 0.1, 60.0)))
     assert_same(*both(lambda: (SpatialMemory(CONFIGS[config]).render(away), fast.render(away))))
-    for name in ("render_kernel", "compose_kernel", "touch_kernel", "frustum_kernel", "addable_kernel"):
+    for name in ("render_split", "compose_kernel", "touch_kernel", "frustum_kernel", "addable_kernel"):
         assert calls.get(name, 0) > 0, f"{name} never ran"
 
 
@@ -243,7 +244,7 @@ def test_the_torch_switch_runs_no_kernel(calls):
             play(memory, kind, camera, frame, frame)
     assert calls == {}
     play(memory, "generated", camera, 9, 9)
-    assert calls.get("render_kernel") == 1 and calls.get("touch_kernel") == 1
+    assert calls.get("render_split") == 1 and calls.get("touch_kernel") == 1
 
 
 # -- the render kernel: candidates straight from the chunk segments -------------------------------
@@ -319,6 +320,43 @@ def test_render_kernel_equals_sorted_candidates_through_the_torch_splat(n, seed,
     assert_same(torch.from_numpy(fast[1]), slow.depth, "depth")
     if n > 300:
         assert (index >= 0).sum() > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_render_split_over_two_threads_gives_the_kernel_bits(seed, monkeypatch):
+    g = np.random.default_rng(50 + seed)
+    k = Intrinsics(fx=30.0, fy=28.0, cx=20.5, cy=15.0, width=41, height=31)
+    camera = Camera(k, look_at(np.zeros(3), np.array([5.0, 0.3, 0.2])))
+    n = 3000
+    local = np.stack((g.uniform(-4, 4, n), g.uniform(-3, 3, n), g.choice([0.02, 1.0, 2.0, 4.0], n)), 1)
+    local = np.round(local * 4) / 4  # exact ties across the two halves
+    xyz = (local @ camera.cam_to_world[:3, :3].T + camera.cam_to_world[:3, 3]).astype(np.float32)
+    radius = (g.uniform(0, 0.2, n) ** 2 * g.choice([0.1, 1.0, 5.0], n)).astype(np.float32)
+    provenance = g.integers(1, 4, n).astype(np.uint8)
+    starts, sizes, pool = split_segments(g, g.permutation(n).astype(np.int32), 12)
+    rows = g.permutation(starts.size).astype(np.int64)
+    w2c = camera.world_to_cam
+    rot, trans = np.ascontiguousarray(w2c[:3, :3], np.float32), np.ascontiguousarray(w2c[:3, 3], np.float32)
+    c = np.float32
+    args = (rows, starts, sizes, pool, n, xyz, radius, provenance, 2, c(0.0), c(0.3), rot, trans,
+            c(k.fx), c(k.fy), c(k.cx), c(k.cy), c((k.fx + k.fy) / 2), c(0.05), c(4.0), c(1.02), k.width, k.height)  # fmt: skip
+    one = splat_fast.render_kernel(*args, *splat_fast.render_workspace(k.width * k.height))
+    monkeypatch.setattr(splat_fast, "SPLIT_MIN_MEMBERS", 10)
+    monkeypatch.setenv(splat_fast.THREADS_ENV, "2")
+    if seed == 3:  # blocks of 64 in both threads: gathered and projected again for the winners
+        small = {}
+        monkeypatch.setattr(
+            splat_fast, "render_workspace",
+            lambda hw: small.setdefault(threading.get_ident(), splat_fast.new_render_workspace(64, hw)),
+        )  # fmt: skip
+    two = splat_fast.render_split(*args)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1].view(np.int32), two[1].view(np.int32))
+    assert one[2:] == two[2:] and one[3] == n and (one[0] >= 0).sum() > 300
+    filled = [int(r) for r in rows if sizes[r] > 0]
+    for row in (filled[-1], filled[0]):  # a member past the count in the helper's half, then the caller's
+        bad = pool.copy()
+        bad[starts[row]] = n + 3
+        assert splat_fast.render_split(*args[:3], bad, *args[4:])[3] == -1
 
 
 def test_render_kernel_refuses_a_segment_past_the_count():
