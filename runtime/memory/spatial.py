@@ -301,8 +301,7 @@ class SpatialMemory:
         store. When the budget cannot hold every blob, the least relevant are dropped. Returns the
         points pruned (here and by the eviction of packed chunks it needed)."""
         f = self.points()
-        order = self.chunks.eviction_order(in_view, self.trajectory(camera.position), self._now, self.config)
-        rows = order[torch.isin(order, rows)].flip(0)  # most relevant first: the first to get room
+        rows = self._most_relevant_first(rows, camera)  # the first to get room
         blobs = []
         for row in rows.tolist():
             members = self.chunks.members(torch.tensor([row], dtype=torch.int64))
@@ -330,6 +329,14 @@ class SpatialMemory:
                 self.cold.put(row, blob)
                 self.chunks.rows["rmax"][row] = packed_rmax(blob)  # as a restored snapshot's row
         return pruned
+
+    def _most_relevant_first(self, rows: torch.Tensor, camera: Camera) -> torch.Tensor:
+        """``rows`` by relevance, most relevant first: the reverse of `ChunkIndex.eviction_order` (ties in
+        key order there), ranking only these rows (the whole table costs a distance per row and
+        trajectory sample, every frame)."""
+        rows = rows[torch.argsort(self.chunks.rows["key"][rows])]
+        relevance = self.chunks.relevance(rows, self.trajectory(camera.position), self._now, self.config)
+        return rows[torch.argsort(relevance, stable=True)].flip(0)
 
     def _arena_room(self, need: int, keep: torch.Tensor, camera: Camera) -> int:
         """Make ``need`` bytes free at the arena's end: compact, grow within the budget, or evict packed
@@ -421,11 +428,7 @@ class SpatialMemory:
         the budget cannot hold them even after evicting every other packed chunk (a view needing more
         points than the whole budget holds), the least relevant of them are dropped (pruned)."""
         cold = self.cold
-        everything = torch.zeros(0, dtype=torch.int64)
-        order = self.chunks.eviction_order(
-            everything, self.trajectory(camera.position), self._now, self.config
-        )
-        rows = order[torch.isin(order, rows)].flip(0).numpy()  # most relevant first
+        rows = self._most_relevant_first(rows, camera).numpy()
         counts = cold.count[rows]
         blobs = [cold.get(row).copy() for row in rows.tolist()]
         for row in rows.tolist():
