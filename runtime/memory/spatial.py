@@ -401,7 +401,7 @@ class SpatialMemory:
         when a blob is malformed or the budget cannot hold them."""
         if self.cold is None or self._count or self.cold.points:
             raise ValueError("restore_packed needs an empty memory with quantised storage")
-        self._resize_hot(max(MIN_POINTS, int(hot_points)))
+        self._resize_hot(max(1, int(hot_points)))  # exactly what follows: the budget check counted that
         lengths = np.asarray(lengths, dtype=np.int64)
         if (lengths <= 0).any() or int(lengths.sum()) != blobs.shape[0]:
             raise ValueError("packed chunk lengths do not add up to the blob bytes")
