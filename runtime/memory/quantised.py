@@ -55,14 +55,27 @@ def blob_size(count: int, palette: int, index_bytes: int = 1) -> int:
     return HEADER_BYTES + 4 * palette + (BYTES_PER_PACKED_POINT - 1 + index_bytes) * count
 
 
-def _position_codes(xyz: np.ndarray, origin: np.ndarray, chunk_size: float) -> np.ndarray:
-    """uint16 [N, 3] grid codes of float32 positions in voxels with corners ``origin`` (float64)."""
-    q = np.rint((xyz.astype(np.float64) - origin) * (_Q / chunk_size))
-    return np.clip(q, 0, 65535).astype(np.uint16)
+def _cells(xyz: np.ndarray, chunk_size: float) -> np.ndarray:
+    """Voxel coordinates (int64) of float32 positions, as `ChunkIndex.keys` finds them (a float32
+    division, then floor)."""
+    return np.floor(np.asarray(xyz, dtype=np.float32) / np.float32(chunk_size)).astype(np.int64)
 
 
-def _positions(q: np.ndarray, origin: np.ndarray, chunk_size: float) -> np.ndarray:
-    return (origin + q.astype(np.float64) * (chunk_size / _Q)).astype(np.float32)
+def _positions(q: np.ndarray, cells: np.ndarray, chunk_size: float) -> np.ndarray:
+    return (cells * chunk_size + q.astype(np.float64) * (chunk_size / _Q)).astype(np.float32)
+
+
+def _position_codes(xyz: np.ndarray, cells: np.ndarray, chunk_size: float) -> np.ndarray:
+    """uint16 [N, 3] grid codes of float32 positions in the voxels ``cells`` (int64 [N, 3]), each chosen so
+    that its position decodes inside that voxel: the nearest grid point, moved one step inwards while
+    float32 rounding puts it on the next voxel's side of a face (the grid's last point is the face)."""
+    q = np.clip(np.rint((xyz.astype(np.float64) - cells * chunk_size) * (_Q / chunk_size)), 0, 65535)
+    for _ in range(64):  # far from the origin one float32 step spans several grid steps
+        off = _cells(_positions(q, cells, chunk_size), chunk_size) - cells
+        if not off.any():
+            break
+        q = np.clip(q - np.sign(off), 0, 65535)
+    return q.astype(np.uint16)
 
 
 def _radius_codes(radius: np.ndarray) -> np.ndarray:
@@ -87,11 +100,18 @@ def snap(values: dict, chunk_size: float) -> None:
     position, radius and confidence become what a packed chunk would decode them to."""
     import torch
 
-    xyz = values["xyz"].numpy()
-    origin = np.floor(xyz.astype(np.float64) / chunk_size) * chunk_size
-    values["xyz"] = torch.from_numpy(_positions(_position_codes(xyz, origin, chunk_size), origin, chunk_size))
+    values["xyz"] = snap_positions(values["xyz"], chunk_size)
     values["radius"] = torch.from_numpy(_radii(_radius_codes(values["radius"].numpy())))
     values["confidence"] = torch.from_numpy(_confidences(_confidence_codes(values["confidence"].numpy())))
+
+
+def snap_positions(xyz, chunk_size: float):
+    """A float32 [N, 3] position tensor on the packed grid: each point stays in its voxel."""
+    import torch
+
+    xyz = xyz.numpy()
+    cells = _cells(xyz, chunk_size)
+    return torch.from_numpy(_positions(_position_codes(xyz, cells, chunk_size), cells, chunk_size))
 
 
 def snap_confidence(confidence):
@@ -105,41 +125,61 @@ def encode_chunk(fields: dict[str, np.ndarray], ref_last_seen: int, chunk_size: 
     """Pack one chunk's points (numpy arrays named as `spatial.SCHEMA`, n >= 1, all in one voxel of
     side ``chunk_size``) into a uint8 blob. ``ref_last_seen`` is the chunk's newest last_seen (ages
     are stored relative to it)."""
+    n = fields["xyz"].shape[0]
+    return encode_chunks(fields, np.array([0, n]), np.array([ref_last_seen]), chunk_size)[0]
+
+
+def encode_chunks(
+    fields: dict[str, np.ndarray], bounds: np.ndarray, refs: np.ndarray, chunk_size: float
+) -> list[np.ndarray]:
+    """`encode_chunk` for many chunks at once: chunk i is points [bounds[i], bounds[i + 1]) of
+    ``fields`` (each chunk at least one point, all in one voxel), with reference last_seen refs[i].
+    Every code is computed for all points together; only the blobs are put together chunk by chunk."""
+    bounds = np.asarray(bounds, dtype=np.int64)
+    starts, counts = bounds[:-1], np.diff(bounds)
+    rows = counts.shape[0]
+    row = np.repeat(np.arange(rows), counts)
+    refs = np.asarray(refs, dtype=np.int64)
     xyz = np.ascontiguousarray(fields["xyz"], dtype=np.float32)
-    n = xyz.shape[0]
-    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
-    q = _position_codes(xyz, np.floor(lo.astype(np.float64) / chunk_size) * chunk_size, chunk_size)
-    age = np.clip(int(ref_last_seen) - fields["last_seen"].astype(np.int64), 0, 65535).astype(np.uint16)
-    palette, index = np.unique(fields["object_id"].astype(np.int32), return_inverse=True)
-    index_bytes = 1 if palette.shape[0] <= 256 else 2
-    r_code = _radius_codes(fields["radius"])
-    c_code = _confidence_codes(fields["confidence"])
-    meta = (c_code << 2) | (fields["provenance"].astype(np.uint8) & 3)
-    hits = np.clip(fields["hit_count"].astype(np.int64), 0, 255).astype(np.uint8)
-    header = np.array(
-        [n, int(ref_last_seen), int(fields["frame_added"].min()), palette.shape[0], index_bytes, 0],
-        dtype="<i4",
-    )
-    parts = [
-        header.view(np.uint8),
-        np.concatenate([lo, hi]).astype("<f4").view(np.uint8),
-        palette.astype("<i4").view(np.uint8),
-        np.ascontiguousarray(q.T).astype("<u2").view(np.uint8).reshape(-1),
-        age.astype("<u2").view(np.uint8),
-    ]
-    if index_bytes == 2:
-        parts.append(index.astype("<u2").view(np.uint8))
-    parts += [
-        np.ascontiguousarray(fields["rgb"], dtype=np.uint8).reshape(-1),
-        r_code,
-        meta,
-        hits,
-    ]
-    if index_bytes == 1:
-        parts.append(index.astype(np.uint8))
-    blob = np.concatenate(parts)
-    assert blob.shape[0] == blob_size(n, palette.shape[0], index_bytes)
-    return blob
+    lo, hi = np.minimum.reduceat(xyz, starts, axis=0), np.maximum.reduceat(xyz, starts, axis=0)
+    cells = _cells(lo, chunk_size)  # a chunk's points share its voxel
+    q = _position_codes(xyz, cells[row], chunk_size)
+    age = np.clip(refs[row] - fields["last_seen"].astype(np.int64), 0, 65535).astype("<u2")
+    # palettes: the distinct ids of each chunk, ascending; a point's index is its id's rank there
+    keys = (row.astype(np.int64) << 32) | (fields["object_id"].astype(np.int64) + 2**31)
+    distinct, index = np.unique(keys, return_inverse=True)
+    palette = ((distinct & 0xFFFFFFFF) - 2**31).astype("<i4")
+    palette_start = np.searchsorted(distinct >> 32, np.arange(rows))
+    palette_len = np.diff(np.append(palette_start, distinct.shape[0]))
+    index = index.reshape(-1) - palette_start[row]
+    meta = (_confidence_codes(fields["confidence"]) << 2) | (fields["provenance"].astype(np.uint8) & 3)
+    tail = np.stack(
+        [_radius_codes(fields["radius"]), meta, np.clip(fields["hit_count"].astype(np.int64), 0, 255).astype(np.uint8)]
+    )  # fmt: skip
+    rgb = np.ascontiguousarray(fields["rgb"], dtype=np.uint8)
+    added = np.minimum.reduceat(fields["frame_added"].astype(np.int64), starts)
+    box = np.concatenate([lo, hi], axis=1).astype("<f4")
+    blobs = []
+    for i in range(rows):
+        a, b, n, p = int(starts[i]), int(bounds[i + 1]), int(counts[i]), int(palette_len[i])
+        index_bytes = 1 if p <= 256 else 2
+        header = np.array([n, refs[i], added[i], p, index_bytes, 0], dtype="<i4")
+        ids = index[a:b].astype("<u2" if index_bytes == 2 else np.uint8).view(np.uint8)
+        parts = [
+            header.view(np.uint8),
+            box[i].view(np.uint8),
+            palette[palette_start[i] : palette_start[i] + p].view(np.uint8),
+            np.ascontiguousarray(q[a:b].T).view(np.uint8).reshape(-1),
+            age[a:b].view(np.uint8),
+            *([ids] if index_bytes == 2 else []),
+            rgb[a:b].reshape(-1),
+            tail[:, a:b].reshape(-1),
+            *([ids] if index_bytes == 1 else []),
+        ]
+        blob = np.concatenate(parts)
+        assert blob.shape[0] == blob_size(n, p, index_bytes)
+        blobs.append(blob)
+    return blobs
 
 
 def blob_count(blob: np.ndarray) -> int:
@@ -170,9 +210,8 @@ def decode_chunk(blob: np.ndarray, chunk_size: float) -> dict[str, np.ndarray]:
     hits = take(n, "u1")
     if index is None:
         index = take(n, "u1")
-    origin = np.floor(lo.astype(np.float64) / chunk_size) * chunk_size
     return {
-        "xyz": np.ascontiguousarray(_positions(q.T, origin, chunk_size)),
+        "xyz": np.ascontiguousarray(_positions(q.T, _cells(lo, chunk_size), chunk_size)),
         "rgb": rgb.copy(),
         "radius": _radii(r_code),
         "confidence": _confidences(meta >> 2),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from plugin_bridge.camera import Camera
-from runtime.memory.chunks import BYTES_PER_CHUNK, BYTES_PER_POINT, ChunkIndex
+from runtime.memory.chunks import BYTES_PER_CHUNK, BYTES_PER_POINT, ChunkIndex, segment_positions
 from runtime.memory.config import (
     MIN_POINTS,
     PROVENANCE_GENERATED,
@@ -37,10 +37,11 @@ from runtime.memory.quantised import (
     ColdStore,
     check_blob,
     decode_chunk,
-    encode_chunk,
+    encode_chunks,
     packed_rmax,
     snap,
     snap_confidence,
+    snap_positions,
 )
 from runtime.memory.splat import (
     MemoryRender,
@@ -302,17 +303,18 @@ class SpatialMemory:
         points pruned (here and by the eviction of packed chunks it needed)."""
         f = self.points()
         rows = self._most_relevant_first(rows, camera)  # the first to get room
-        blobs = []
-        for row in rows.tolist():
-            members = self.chunks.members(torch.tensor([row], dtype=torch.int64))
-            blobs.append(
-                encode_chunk(
-                    {name: f[name][members].numpy() for name, _, _ in SCHEMA},
-                    int(self.chunks.rows["last_seen"][row]),
-                    self.config.chunk_size_m,
-                )
-            )
-        self._remove(self.chunks.members(rows, self._count), keep_rows=True)
+        sizes = self.chunks.rows["size"][rows]
+        points = self.chunks.pool[segment_positions(self.chunks.rows["start"][rows], sizes)].long()
+        chunk = torch.repeat_interleave(torch.arange(rows.numel()), sizes)
+        points = points[torch.from_numpy(np.lexsort((points.numpy(), chunk.numpy())))]  # ascending in each
+        bounds = np.concatenate([[0], np.cumsum(sizes.numpy())])
+        blobs = encode_chunks(
+            {name: f[name][points].numpy() for name, _, _ in SCHEMA},
+            bounds,
+            self.chunks.rows["last_seen"][rows].numpy(),
+            self.config.chunk_size_m,
+        )
+        self._remove(points, keep_rows=True)
         self._version += 1
         # the hot store holds one view's chunks: when they need far less than it has, give the bytes
         # back to the arena (it grows again by a quarter at a time, see `_reserve`)
@@ -802,6 +804,8 @@ class SpatialMemory:
             return 0, 0, 0, pix, None
         z = frame.depth[pix]
         xyz = unproject_pixels(camera, pix, z)
+        if self.cold is not None:  # on the packed grid from the start, so each finds its chunk below
+            xyz = snap_positions(xyz, self.config.chunk_size_m)
         pruned = dropped = 0
         evicted = None
         if self.cold is not None:  # packed chunks (all outside the view) go before any hot point
