@@ -809,15 +809,17 @@ class SpatialMemory:
         pruned = dropped = 0
         evicted = None
         if self.cold is not None:  # packed chunks (all outside the view) go before any hot point
-            in_view = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
             # a packed chunk whose points all lie outside the view may still get new ones: unpack it
             targets = self.chunks.existing_rows(xyz)
             packed = targets[torch.from_numpy(self.cold.count[targets.numpy()] > 0)]
+            short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
+            needs_room = self.max_points < self._count + pix.numel()
+        if self.cold is not None and (packed.numel() or needs_room or short > 0):
+            in_view = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
             if packed.numel():
                 in_view = torch.unique(torch.cat([in_view, packed]))
                 pruned += self._unpack(packed, camera, in_view)
             pruned += self._hot_room(pix.numel(), in_view, camera)
-            short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
             if short > 0:
                 pruned += self._evict_packed(
                     camera, in_view, rows=short + self.chunks.max_chunks // EVICTION_HEADROOM

@@ -303,11 +303,15 @@ def _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height):
 @numba.njit(**_JIT)
 def _gather_block(
     rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
-    r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q, x, y, z, rad, bias, ids,
+    rot, trans, j, q, x, y, z, rad, bias, ids,
 ):  # fmt: skip
     """Camera-space members from chunk ``rows[j]``, pool slot ``q`` on, until the block (x's length)
     is full or the rows end: (points gathered, next j, next q), or points = -1 when a member lies
     outside [0, count)."""
+    r00, r01, r02 = rot[0, 0], rot[0, 1], rot[0, 2]
+    r10, r11, r12 = rot[1, 0], rot[1, 1], rot[1, 2]
+    r20, r21, r22 = rot[2, 0], rot[2, 1], rot[2, 2]
+    t0, t1, t2 = trans[0], trans[1], trans[2]
     cap = x.shape[0]
     n = 0
     while j < rows.shape[0]:
@@ -346,10 +350,6 @@ def render_front(
     """First pass of `render_kernel` over the members of chunk ``rows``: zbits (initialised here) gets
     the least test depth per pixel. Returns (points in view m, of them with pixels s, members read
     or -1 when a member lies outside [0, count), blocks)."""
-    r00, r01, r02 = rot[0, 0], rot[0, 1], rot[0, 2]
-    r10, r11, r12 = rot[1, 0], rot[1, 1], rot[1, 2]
-    r20, r21, r22 = rot[2, 0], rot[2, 1], rot[2, 2]
-    t0, t1, t2 = trans[0], trans[1], trans[2]
     zbits[: width * height + 3] = _F32_INF_BITS  # 3 spare slots past the image
     m = 0
     s = 0
@@ -360,7 +360,7 @@ def render_front(
     while True:
         n, j, q = _gather_block(
             rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
-            r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q, x, y, z, rad, bias, ids,
+            rot, trans, j, q, x, y, z, rad, bias, ids,
         )  # fmt: skip
         if n < 0:
             return 0, 0, -1, blocks
@@ -387,10 +387,6 @@ def render_select(
     than these: the two passes can be split among threads and their buffers merged by minimum).
     ``kept``: members read when `render_front` left this thread's work space holding all of them in
     one block (its footprints are reused), else 0 (they are gathered and projected again)."""
-    r00, r01, r02 = rot[0, 0], rot[0, 1], rot[0, 2]
-    r10, r11, r12 = rot[1, 0], rot[1, 1], rot[1, 2]
-    r20, r21, r22 = rot[2, 0], rot[2, 1], rot[2, 2]
-    t0, t1, t2 = trans[0], trans[1], trans[2]
     kbuf[: width * height + 3] = _NO_KEY
     if kept > 0:
         _select(kept, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
@@ -400,7 +396,7 @@ def render_select(
     while True:
         n, j, q = _gather_block(
             rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
-            r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, j, q, x, y, z, rad, bias, ids,
+            rot, trans, j, q, x, y, z, rad, bias, ids,
         )  # fmt: skip
         if n <= 0:
             break
