@@ -13,8 +13,11 @@ Prints a table; writes JSON.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import math
+import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,12 @@ frames; decode: of the seed observations (a pose carries no image); transport: c
 minus the server's span (server_sent_us - server_received_us): serialisation, HTTP/2, client decoding."""
 RSS_EVERY = 50
 """Soak frames between RSS samples."""
+SOAK_WARMUP_FRAMES = 200
+"""Frames of the soak server's warm-up session (at most soak_frames)."""
+SOAK_WARMUP_MIB = 4
+"""Budget of the warm-up session, MiB: small enough that pruning runs in it."""
+SERVER_START_S = 300
+"""Seconds the soak's server process may take to start serving."""
 
 
 @dataclass
@@ -218,22 +227,99 @@ async def _bench_size(
     return row
 
 
-async def _soak(client, config: BenchConfig) -> dict:
-    """Stream soak_frames generate-mode frames along an exploring path (an engine observation every
-    soak_observe_every frames, so memory keeps growing into its budget); sample RSS every RSS_EVERY."""
+async def _server_process() -> tuple[asyncio.subprocess.Process, int, collections.deque, list]:
+    """A `mirage serve` process on a free loopback port: (process, port, the tail of its stderr, the
+    tasks reading its output)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runtime", "serve", "--host", "127.0.0.1", "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    errors: collections.deque = collections.deque(maxlen=40)
+
+    async def drain(stream, keep) -> None:
+        async for line in stream:
+            if keep is not None:
+                keep.append(line.decode(errors="replace").rstrip())
+
+    async def port() -> int:
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                await proc.wait()
+                raise RuntimeError(
+                    f"the soak's server process exited ({proc.returncode}) before serving:\n"
+                    + "\n".join(errors)
+                )
+            found = re.search(rb"serving mirage\.v1 on \S+:(\d+)", line)
+            if found:
+                return int(found.group(1))
+
+    readers = [asyncio.ensure_future(drain(proc.stderr, errors))]
+    try:
+        bound = await asyncio.wait_for(port(), SERVER_START_S)
+    except BaseException:
+        await _stop_process(proc, readers)
+        raise
+    readers.append(asyncio.ensure_future(drain(proc.stdout, None)))
+    return proc, bound, errors, readers
+
+
+async def _stop_process(proc: asyncio.subprocess.Process, readers: list) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    for task in readers:
+        task.cancel()
+
+
+async def _soak(config: BenchConfig) -> dict:
+    """RSS of a runtime serving one long session: a `mirage serve` process of its own (so the client,
+    the engine rendering the observations and the bench's own figures stay out of what is measured)
+    first serves a short warm-up session with a tiny budget (kernels loaded, the generator's buffers at
+    this size, pruning run once), then soak_frames generate-mode frames along an exploring path with an
+    engine observation every soak_observe_every frames, so memory keeps growing into its budget; its
+    RSS is sampled every RSS_EVERY frames from the session's start."""
     size = min(config.sizes)
-    budget = config.soak_budget_mib * MiB
-    every = config.soak_observe_every
     scene = PandaSceneSource(SceneConfig(name=config.scene, width=size, height=size, seed=config.seed))
+    proc = readers = None
+    try:
+        scene.render(exploring_path(1, seed=config.seed)[0])
+        proc, port, errors, readers = await _server_process()
+        try:
+            async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
+                warm = min(SOAK_WARMUP_FRAMES, config.soak_frames)
+                await _soak_session(client, scene, config, warm, SOAK_WARMUP_MIB * MiB, None, "soak warm-up")
+                return await _soak_session(
+                    client, scene, config, config.soak_frames, config.soak_budget_mib * MiB, proc.pid, "soak"
+                )
+        except Exception:
+            if errors:
+                print("the soak's server process said:\n" + "\n".join(errors), file=sys.stderr)
+            raise
+    finally:
+        scene.close()
+        if proc is not None:
+            await _stop_process(proc, readers)
+
+
+async def _soak_session(client, scene, config: BenchConfig, frames: int, budget: int, pid, desc: str) -> dict:
+    """Stream one soak session of ``frames`` frames with ``budget`` bytes; sample process ``pid``'s RSS."""
+    every = config.soak_observe_every
     info = await client.open_session(scene.intrinsics, seed=config.seed, budget_bytes=budget)
     stream = client.stream(info.session_id)
-    rss = [rss_mib()]
+    rss = [rss_mib(pid)]
     full_at = None  # index into rss of the first sample with memory at its budget
     max_bytes = points = pruned = observations = 0
     latency: list[float] = []
     try:
         started = time.perf_counter()
-        with tqdm(exploring_path(config.soak_frames, seed=config.seed), desc="soak", unit="frame") as bar:
+        with tqdm(
+            exploring_path(frames, seed=config.seed), desc=desc, unit="frame", leave=pid is not None
+        ) as bar:
             for i, pose in enumerate(bar):
                 message = pose_from_matrix(pose)
                 if every > 0 and i % every == 0:
@@ -246,19 +332,20 @@ async def _soak(client, config: BenchConfig) -> dict:
                 max_bytes = max(max_bytes, frame.memory.bytes_used)
                 points, pruned = frame.memory.points, frame.memory.points_pruned_total
                 if (i + 1) % RSS_EVERY == 0:
-                    rss.append(rss_mib())
+                    rss.append(rss_mib(pid))
                     if full_at is None and frame.memory.bytes_used >= 0.99 * budget:
                         full_at = len(rss) - 1
                     bar.set_postfix(rss_mib=f"{rss[-1]:.0f}", mem_mib=f"{max_bytes / MiB:.1f}", points=points)
         seconds = time.perf_counter() - started
-        rss.append(rss_mib())
+        rss.append(rss_mib(pid))
         await stream.close()
     finally:
-        scene.close()
         await client.close_session(info.session_id)
     return {
-        "frames": int(config.soak_frames),
-        "size": int(size),
+        "frames": int(frames),
+        "size": int(scene.intrinsics.width),
+        "server_process": True,
+        "warmup_frames": int(min(SOAK_WARMUP_FRAMES, config.soak_frames)),
         "peak_rss_mb": max(rss),
         "start_rss_mb": rss[0],
         "end_rss_mb": rss[-1],
@@ -269,13 +356,13 @@ async def _soak(client, config: BenchConfig) -> dict:
         "growth_mb": max(rss) - rss[0],
         "growth_after_full_mb": None if full_at is None else max(rss[full_at:]) - rss[full_at],
         "rss_samples": len(rss),
-        "budget_mb": float(config.soak_budget_mib),
+        "budget_mb": budget / MiB,
         "max_bytes_used_mb": max_bytes / MiB,
         "max_bytes_used": int(max_bytes),
         "points_end": int(points),
         "points_pruned": int(pruned),
         "observations": int(observations),
-        "fps": config.soak_frames / seconds,
+        "fps": frames / seconds,
         "last_quarter_p50_ms": _median(latency[-max(1, len(latency) // 4) :]),
     }
 
@@ -315,7 +402,7 @@ async def _run(config: BenchConfig) -> dict:
             ]
             scaling = await _scaling(config)
             if config.soak_frames > 0:
-                soak = await _soak(client, config)
+                soak = await _soak(config)
             else:
                 soak["peak_rss_mb"] = rss_mib()
     finally:
@@ -375,7 +462,8 @@ def format_report(report: dict) -> str:
     s = report["soak"]
     if s["frames"]:
         lines.append(
-            f"\nsoak: {s['frames']} frames at {s['size']}x{s['size']} over gRPC, budget {s['budget_mb']:.0f} MiB: "
+            f"\nsoak: {s['frames']} frames at {s['size']}x{s['size']} over gRPC, budget {s['budget_mb']:.0f} MiB, "
+            f"RSS of the server process (after a {s['warmup_frames']}-frame warm-up session): "
             f"peak RSS {s['peak_rss_mb']:.0f} MiB (start {s['start_rss_mb']:.0f}, end {s['end_rss_mb']:.0f}; "
             f"growth {s['growth_mb']:.0f} MiB = {s['growth_mb'] / s['budget_mb']:.2f}x the budget"
             + (

@@ -28,10 +28,11 @@ _WALL_DEPTH_M = 3.0  # synthetic walls stand this far in front of their own came
 _WALL_SPACING_M = 4.0  # grid pitch of the synthetic cameras (their walls never overlap at 60 degrees)
 
 
-def rss_mib() -> float:
-    """Resident set size of this process (VmRSS), MiB; 0.0 where /proc is not available."""
+def rss_mib(pid: int | None = None) -> float:
+    """Resident set size (VmRSS) of process ``pid`` (None: this one), MiB; 0.0 where /proc is not
+    available."""
     try:
-        with open("/proc/self/status") as fh:
+        with open(f"/proc/{'self' if pid is None else int(pid)}/status") as fh:
             for line in fh:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024.0  # kB

@@ -472,9 +472,12 @@ def render_kernel(
     return index, depth, m, total
 
 
-RENDER_BLOCK = 1 << 16
-"""Members `render_kernel` projects at a time: its work space (60 bytes a member, 4 MiB a thread) does
-not grow with what the view reaches."""
+RENDER_BLOCK = 1 << 14
+"""Members `render_kernel` projects at a time: its work space (60 bytes a member, 0.94 MiB) does not
+grow with what the view reaches. A view with more members than a block (per thread) is gathered and
+projected again for its winners pass: blocks of 65,536 kept that pass cheaper at 256x256 (about
+0.2 ms) but held 3.75 MiB a work space, 6 MiB more resident memory for a session's render split over
+two threads."""
 SPLIT_MIN_MEMBERS = 16384
 """`render_split` shares a render with a helper thread from this many members on."""
 THREADS_ENV = "MIRAGE_RENDER_THREADS"
@@ -517,16 +520,19 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
     members = np.cumsum(size[rows]) if rows.shape[0] else np.zeros(0, np.int64)
     total = int(members[-1]) if members.shape[0] else 0
     if total < SPLIT_MIN_MEMBERS or rows.shape[0] < 2 or _render_threads() < 2:
-        return render_kernel(rows, *front_args, tolerance, width, height, *render_workspace(hw))
+        ws = render_workspace(hw)
+        try:
+            return render_kernel(rows, *front_args, tolerance, width, height, *ws)
+        finally:
+            release_render_workspace(ws)
     cut = min(max(int(np.searchsorted(members, total // 2)) + 1, 1), rows.shape[0] - 1)
     mine, theirs = rows[:cut], rows[cut:]
     front_done, merged = threading.Event(), threading.Event()
     shared: dict = {}
 
     def helper_half():
-        ws = render_workspace(hw)
-        shared["ws"] = ws
         try:
+            ws = shared["ws"] = render_workspace(hw)
             shared["front"] = render_front(theirs, *front_args, width, height, *ws[:-1])
         finally:
             front_done.set()
@@ -539,32 +545,38 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
         return ws[-1]
 
     future = _helper_pool().submit(helper_half)
+    ws = None
     try:
-        ws = render_workspace(hw)
-        m_a, _, read_a, blocks_a = render_front(mine, *front_args, width, height, *ws[:-1])
-        front_done.wait()
-        m_b, _, read_b, _ = shared["front"]  # a KeyError here: the helper failed (its error follows)
-        if read_a < 0 or read_b < 0:
-            raise _BadMember
-        zbits = ws[-2]
-        np.minimum(zbits[: hw + 3], shared["ws"][-2][: hw + 3], out=zbits[: hw + 3])
-        shared["zbits"] = zbits
-        merged.set()
-        render_select(mine, *front_args, tolerance, width, height, *ws[:-2], zbits, ws[-1],
-                      read_a if blocks_a == 1 else 0)  # fmt: skip
-        theirs_keys = future.result()
-    except BaseException as exc:
-        shared["abort"] = True
-        merged.set()
-        future.result()  # the helper's own error, if it had one, comes first
-        if isinstance(exc, _BadMember):
-            nothing = np.full(hw, -1, np.int64).reshape(height, width)
-            return nothing, np.zeros(hw, np.float32).reshape(height, width), 0, -1
-        raise
-    kbuf = ws[-1]
-    np.minimum(kbuf[: hw + 3], theirs_keys[: hw + 3], out=kbuf[: hw + 3])
-    index, depth = render_winners(kbuf, xyz, rot, trans, width, height)
-    return index, depth, m_a + m_b, read_a + read_b
+        try:
+            ws = render_workspace(hw)
+            m_a, _, read_a, blocks_a = render_front(mine, *front_args, width, height, *ws[:-1])
+            front_done.wait()
+            m_b, _, read_b, _ = shared["front"]  # a KeyError here: the helper failed (its error follows)
+            if read_a < 0 or read_b < 0:
+                raise _BadMember
+            zbits = ws[-2]
+            np.minimum(zbits[: hw + 3], shared["ws"][-2][: hw + 3], out=zbits[: hw + 3])
+            shared["zbits"] = zbits
+            merged.set()
+            render_select(mine, *front_args, tolerance, width, height, *ws[:-2], zbits, ws[-1],
+                          read_a if blocks_a == 1 else 0)  # fmt: skip
+            theirs_keys = future.result()
+        except BaseException as exc:
+            shared["abort"] = True
+            merged.set()
+            future.result()  # the helper's own error, if it had one, comes first
+            if isinstance(exc, _BadMember):
+                nothing = np.full(hw, -1, np.int64).reshape(height, width)
+                return nothing, np.zeros(hw, np.float32).reshape(height, width), 0, -1
+            raise
+        kbuf = ws[-1]
+        np.minimum(kbuf[: hw + 3], theirs_keys[: hw + 3], out=kbuf[: hw + 3])
+        index, depth = render_winners(kbuf, xyz, rot, trans, width, height)
+        return index, depth, m_a + m_b, read_a + read_b
+    finally:  # the helper is done with its work space here (its result was awaited)
+        for used in (ws, shared.get("ws")):
+            if used is not None:
+                release_render_workspace(used)
 
 
 @numba.njit(**_JIT)
@@ -637,14 +649,30 @@ def workspace(n: int, hw: int) -> tuple[np.ndarray, ...]:
 
 
 def render_workspace(hw: int) -> tuple[np.ndarray, ...]:
-    """This thread's work space for `render_kernel` at an image of ``hw`` pixels: a block of
-    RENDER_BLOCK members (x, y, z, radius, bias float32, ids int64; pu, pv, pz float32, ranges
-    int32 [5, B]) and the per-pixel zbits, kbuf (grown with the image, then reused)."""
-    ws = getattr(_local, "render", None)
-    if ws is None or ws[-2].shape[0] < hw + 3:
-        ws = new_render_workspace(RENDER_BLOCK, hw)
-        _local.render = ws
-    return ws
+    """A work space for `render_kernel` at an image of ``hw`` pixels, taken from the shared spares (or
+    made): a block of RENDER_BLOCK members (x, y, z, radius, bias float32, ids int64; pu, pv, pz
+    float32, ranges int32 [5, B]) and the per-pixel zbits, kbuf. Hand it back with
+    `release_render_workspace` when the render is done: spares are shared by all threads, so the
+    process holds as many work spaces as renders ever ran at once (two for one session's render split
+    over two threads), not one per thread that ever rendered (every gRPC worker and the helper)."""
+    with _spare_lock:
+        for i, ws in enumerate(_spare):
+            if ws[-2].shape[0] >= hw + 3:
+                return _spare.pop(i)
+        if _spare:
+            _spare.pop()  # too small for this image: made again at this size below
+    return new_render_workspace(RENDER_BLOCK, hw)
+
+
+def release_render_workspace(ws: tuple[np.ndarray, ...]) -> None:
+    """Give back a work space from `render_workspace` (one of another block size is dropped)."""
+    if ws[0].shape[0] == RENDER_BLOCK:
+        with _spare_lock:
+            _spare.append(ws)
+
+
+_spare: list[tuple[np.ndarray, ...]] = []
+_spare_lock = threading.Lock()
 
 
 def new_render_workspace(block: int, hw: int) -> tuple[np.ndarray, ...]:

@@ -65,6 +65,8 @@ def test_bench_runs_end_to_end_and_writes_well_formed_json(tmp_path, capsys):
     assert soak["budget_mb"] == 64
     assert 0 < soak["max_bytes_used_mb"] <= soak["budget_mb"]
     assert soak["peak_rss_mb"] > 0
+    # measured on a server process of its own, after its warm-up session (not this process's RSS)
+    assert soak["server_process"] is True and soak["warmup_frames"] == 20
     assert (
         soak["rss_mb_series"][0] == round(soak["start_rss_mb"], 1)
         and len(soak["rss_mb_series"]) == 1 + 20 // 50 + 1

@@ -359,6 +359,35 @@ def test_render_split_over_two_threads_gives_the_kernel_bits(seed, monkeypatch):
         assert splat_fast.render_split(*args[:3], bad, *args[4:])[3] == -1
 
 
+def test_render_work_spaces_are_shared_by_threads_not_kept_per_thread(monkeypatch):
+    """Renders from many threads in turn (the server's workers) hold no more work spaces than ran at
+    once: two for a render split over two threads."""
+    g = np.random.default_rng(7)
+    k = Intrinsics(fx=30.0, fy=28.0, cx=20.5, cy=15.0, width=41, height=31)
+    camera = Camera(k, look_at(np.zeros(3), np.array([5.0, 0.3, 0.2])))
+    n = 2000
+    local = np.stack((g.uniform(-4, 4, n), g.uniform(-3, 3, n), g.uniform(1, 6, n)), 1)
+    xyz = (local @ camera.cam_to_world[:3, :3].T + camera.cam_to_world[:3, 3]).astype(np.float32)
+    starts, sizes, pool = split_segments(g, g.permutation(n).astype(np.int32), 6)
+    w2c = camera.world_to_cam
+    c = np.float32
+    args = (np.arange(starts.size, dtype=np.int64), starts, sizes, pool, n, xyz, np.full(n, 0.02, np.float32),
+            np.ones(n, np.uint8), 2, c(0.0), c(0.3), np.ascontiguousarray(w2c[:3, :3], c),
+            np.ascontiguousarray(w2c[:3, 3], c), c(k.fx), c(k.fy), c(k.cx), c(k.cy), c((k.fx + k.fy) / 2),
+            c(0.05), c(4.0), c(1.02), k.width, k.height)  # fmt: skip
+    monkeypatch.setattr(splat_fast, "SPLIT_MIN_MEMBERS", 10)
+    monkeypatch.setenv(splat_fast.THREADS_ENV, "2")
+    monkeypatch.setattr(splat_fast, "_spare", [])
+    results = []
+    for _ in range(4):
+        worker = threading.Thread(target=lambda: results.append(splat_fast.render_split(*args)))
+        worker.start()
+        worker.join()
+    assert len(results) == 4 and all(np.array_equal(results[0][0], r[0]) for r in results)
+    assert (results[0][0] >= 0).sum() > 100
+    assert len(splat_fast._spare) == 2
+
+
 def test_render_kernel_refuses_a_segment_past_the_count():
     g = np.random.default_rng(4)
     xyz = g.normal(size=(10, 3)).astype(np.float32) + np.float32([0, 0, 3])
