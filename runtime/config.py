@@ -27,8 +27,12 @@ class ServerConfig:
     """Seconds in-flight calls get to finish on shutdown."""
     workers: int = 2
     """Threads for memory and model work (kept off the event loop)."""
-    torch_threads: int = 2
-    """Intra-op threads for torch (memory render and ingest)."""
+    torch_threads: int = 1
+    """Intra-op threads for torch (memory render and ingest). One: on 2 cores the compiled render
+    already runs on two threads and onnxruntime keeps its own pool, and torch's second thread only
+    competed with them (`mirage bench` memory render + ingest at 256x256: 3.94 / 4.13 ms with one
+    against 5.01 / 5.45 ms with two, runs alternating; the frame loop's frames/s the same within
+    noise)."""
 
 
 @dataclass

@@ -70,7 +70,9 @@ SCHEMA: tuple[tuple[str, torch.dtype, tuple[int, ...]], ...] = (
 )
 NEW_CONFIDENCE = {PROVENANCE_OBSERVED: 0.75, PROVENANCE_GENERATED: 0.5, PROVENANCE_IMPORTED: 0.75}
 EVICTION_HEADROOM = 64  # evicting frees 1/64 of capacity beyond the need, so evictions are rare
-BUDGET_BYTES_PER_CHUNK_ROW = 4096  # the chunk table has a row per 4 KiB of budget (2% of it)
+BUDGET_BYTES_PER_CHUNK_ROW = {"full": 4096, "quantised": 1024}
+"""Budget bytes per chunk-table row: about 75 points a row either way (a row is 2% of its 4 KiB in full
+storage; 10% of its 1 KiB quantised, where a packed point costs 15 bytes, not 54)."""
 MATCH_MAX_RADIUS_PX = 1.5  # a matched point must be at least this fine in the current view
 REFINE_MAX_SLOPE = 1.0  # refinement accepts depth varying across a footprint as on a plane up to 45 deg
 
@@ -115,7 +117,7 @@ class SpatialMemory:
         trajectory and the free-space keyframes.
         """
         per_point = BYTES_PER_POINT + sum(d.itemsize * math.prod(s) for _, d, s in SCHEMA)
-        max_chunks = max(256, config.budget_bytes // BUDGET_BYTES_PER_CHUNK_ROW)
+        max_chunks = max(256, config.budget_bytes // BUDGET_BYTES_PER_CHUNK_ROW[config.storage])
         env_bytes = EnvironmentMap.nbytes_for(config.env_width, config.env_height)
         trajectory_bytes = config.trajectory_samples * 3 * 8
         keyframe_bytes = FreeSpaceKeyframes.nbytes_for(
@@ -352,6 +354,10 @@ class SpatialMemory:
             return 0
         limit = self.config.budget_bytes - self._fixed_bytes - self.capacity * self.bytes_per_point
         want = cold.live + need
+        if want > limit and self.capacity > max(MIN_POINTS, self._count):
+            # the hot store's spare capacity goes before any packed chunk does (it grows back by a quarter)
+            self._resize_hot(max(MIN_POINTS, self._count))
+            limit = self.config.budget_bytes - self._fixed_bytes - self.capacity * self.bytes_per_point
         if want <= limit:
             cold.resize(min(limit, max(want + want // 8, cold.capacity + cold.capacity // 4)))
             return 0

@@ -262,7 +262,7 @@ def test_quantised_storage_holds_over_3x_the_points_of_full_in_the_same_budget()
         corridor_walk(memory, range(250))
         assert memory.bytes_used() <= budget and memory.stats().points_pruned_total > 0  # both full
         held[storage] = memory.num_points
-    assert held["quantised"] >= 3.0 * held["full"], held  # measured: 688,214 against 207,722 (3.3x)
+    assert held["quantised"] >= 3.0 * held["full"], held  # measured: 705,154 against 207,722 (3.39x)
 
 
 @example(steps=[("observe", 20), ("observe", 1)])  # points on a voxel face once snapped across it
