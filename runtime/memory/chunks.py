@@ -34,7 +34,10 @@ _ROW_FIELDS = (  # per chunk row: name, dtype, trailing shape, empty value
     ("size", torch.int64, (), 0),
     ("cap", torch.int64, (), 0),
 )
-BYTES_PER_CHUNK = sum(d.itemsize * int(np.prod(s)) for _, d, s, _ in _ROW_FIELDS)
+INDEX_BYTES_PER_CHUNK = 8 + 4 + 4
+"""Per row of the table, the key index beside the columns: a sorted key (int64), its row (int32) and
+a slot of the free-row stack (int32)."""
+BYTES_PER_CHUNK = sum(d.itemsize * int(np.prod(s)) for _, d, s, _ in _ROW_FIELDS) + INDEX_BYTES_PER_CHUNK
 _KEY_BIAS = 2**20  # voxel coordinates are clamped to +-2**20 chunks and packed 21 bits each
 _FRUSTUM_MARGIN_PX = 1.0  # slack for float32 (kernel) against float64 (planes) rounding
 _NEAR_SLACK = 1e-3
@@ -60,13 +63,19 @@ class ChunkIndex:
         self.rows = {
             n: torch.full((self.max_chunks, *s), e, dtype=d, device=device) for n, d, s, e in _ROW_FIELDS
         }
+        # the key index, in arrays the budget counts (a dict and a list of Python ints cost ~100 bytes a
+        # row, uncounted): used keys ascending with their rows, and the free rows as a stack
+        self._keys = np.empty(self.max_chunks, dtype=np.int64)
+        self._key_rows = np.empty(self.max_chunks, dtype=np.int32)
+        self._free = np.empty(self.max_chunks, dtype=np.int32)
         self.reset(0)
 
     def reset(self, point_capacity: int) -> None:
         for name, _, _, empty in _ROW_FIELDS:
             self.rows[name].fill_(empty)
-        self._row_of: dict[int, int] = {}  # voxel key -> row
-        self._free = list(range(self.max_chunks - 1, -1, -1))  # pop() hands out the lowest row
+        self._used_count = 0  # _keys[:n] ascending, _key_rows[:n] their rows
+        self._free[:] = np.arange(self.max_chunks - 1, -1, -1, dtype=np.int32)  # the top is the lowest row
+        self._free_count = self.max_chunks
         self._used: torch.Tensor | None = None  # used rows in key order, until a row is taken or freed
         self.point_chunk = torch.zeros(point_capacity, dtype=torch.int32, device=self.device)
         self.point_pos = torch.zeros(point_capacity, dtype=torch.int32, device=self.device)
@@ -75,17 +84,43 @@ class ChunkIndex:
 
     @property
     def num_chunks(self) -> int:
-        return len(self._row_of)
+        return self._used_count
 
     @property
     def free_chunks(self) -> int:
-        return len(self._free)
+        return self._free_count
 
     def nbytes(self) -> int:
         return sum(
             t.numel() * t.element_size()
             for t in (*self.rows.values(), self.point_chunk, self.point_pos, self.pool)
-        )
+        ) + sum(a.nbytes for a in (self._keys, self._key_rows, self._free))
+
+    def row_of(self, keys) -> np.ndarray:
+        """Rows (int64) of voxel ``keys`` (int64 array), -1 where a key has none."""
+        keys = np.asarray(keys, dtype=np.int64)
+        n = self._used_count
+        if n == 0:
+            return np.full(keys.shape, -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._keys[:n], keys), n - 1)
+        return np.where(self._keys[at] == keys, self._key_rows[at], -1).astype(np.int64)
+
+    def _take_rows(self, keys: np.ndarray) -> np.ndarray:
+        """Rows for new voxel ``keys`` (distinct, ascending, none used yet): the lowest free rows in key
+        order, entered in the index. Raises ValueError when the table has too few free rows."""
+        m = keys.shape[0]
+        if m > self._free_count:
+            raise ValueError(f"chunk table full ({self.max_chunks} chunks): evict chunks before adding")
+        rows = self._free[self._free_count - m : self._free_count][::-1].astype(np.int64)
+        self._free_count -= m
+        n = self._used_count
+        at = np.searchsorted(self._keys[:n], keys)
+        self._keys[: n + m] = np.insert(self._keys[:n], at, keys)
+        self._key_rows[: n + m] = np.insert(self._key_rows[:n], at, rows.astype(np.int32))
+        self._used_count = n + m
+        self._used = None
+        self.rows["key"][torch.from_numpy(rows).to(self.device)] = torch.from_numpy(keys).to(self.device)
+        return rows
 
     def reserve(self, point_capacity: int, count: int) -> None:
         """Grow the per-point arrays and the pool with the point storage (keeping the first ``count``)."""
@@ -122,16 +157,13 @@ class ChunkIndex:
     def add_packed(self, lo, hi, rmax: float, last_seen: int, counts) -> int:
         """A row for a packed chunk (no members here) with the given AABB of its points' centres, largest
         radius, newest last_seen and provenance counts [4]; returns the row."""
-        key = int(self.keys(torch.as_tensor(lo, dtype=torch.float32, device=self.device)[None])[0])
-        if key in self._row_of:
-            raise ValueError(f"chunk {key} already has a row: a packed chunk cannot share it")
-        if not self._free:
+        key = self.keys(torch.as_tensor(lo, dtype=torch.float32, device=self.device)[None]).cpu().numpy()
+        if self.row_of(key)[0] >= 0:
+            raise ValueError(f"chunk {int(key[0])} already has a row: a packed chunk cannot share it")
+        if not self._free_count:
             raise ValueError(f"chunk table full ({self.max_chunks} chunks)")
-        row = self._free.pop()
-        self._row_of[key] = row
-        self._used = None
+        row = int(self._take_rows(key)[0])
         r = self.rows
-        r["key"][row] = key
         r["lo"][row] = torch.as_tensor(lo, dtype=torch.float32)
         r["hi"][row] = torch.as_tensor(hi, dtype=torch.float32)
         r["rmax"][row] = float(rmax)
@@ -155,15 +187,13 @@ class ChunkIndex:
 
     def existing_rows(self, xyz: torch.Tensor) -> torch.Tensor:
         """Rows (int64, ascending) of the chunks of ``xyz`` that already have one."""
-        keys = torch.unique(self.keys(xyz)).tolist()
-        rows = sorted(self._row_of[k] for k in keys if k in self._row_of)
-        return torch.tensor(rows, dtype=torch.int64, device=self.device)
+        rows = self.row_of(torch.unique(self.keys(xyz)).cpu().numpy())
+        return torch.from_numpy(np.sort(rows[rows >= 0])).to(self.device)
 
     def new_chunks(self, xyz: torch.Tensor) -> torch.Tensor:
         """Distinct keys (sorted) of ``xyz`` that have no chunk yet."""
-        keys = torch.unique(self.keys(xyz))
-        missing = [k for k in keys.tolist() if k not in self._row_of]
-        return torch.tensor(missing, dtype=torch.int64, device=self.device)
+        keys = torch.unique(self.keys(xyz)).cpu().numpy()
+        return torch.from_numpy(keys[self.row_of(keys) < 0]).to(self.device)
 
     # -- updates ---------------------------------------------------------------------------------
     def append(self, first: int, xyz: torch.Tensor, radius: torch.Tensor, last_seen, provenance) -> None:
@@ -173,20 +203,12 @@ class ChunkIndex:
             return
         keys = self.keys(xyz)
         ukeys, inverse = torch.unique(keys, return_inverse=True)
-        rows = []
-        for key in ukeys.tolist():
-            row = self._row_of.get(key)
-            if row is None:
-                if not self._free:
-                    raise ValueError(
-                        f"chunk table full ({self.max_chunks} chunks): evict chunks before adding"
-                    )
-                row = self._free.pop()
-                self._row_of[key] = row
-                self._used = None
-                self.rows["key"][row] = key
-            rows.append(row)
-        urow = torch.tensor(rows, dtype=torch.int64, device=self.device)
+        ukeys_np = ukeys.cpu().numpy()
+        rows = self.row_of(ukeys_np)
+        new = rows < 0
+        if new.any():
+            rows[new] = self._take_rows(ukeys_np[new])
+        urow = torch.from_numpy(rows).to(self.device)
         row = urow[inverse]  # [m]
         counts = torch.bincount(inverse, minlength=urow.numel())
         self._make_room(urow, counts)
@@ -229,7 +251,7 @@ class ChunkIndex:
     def _compact(self, urow: torch.Tensor, counts: torch.Tensor) -> None:
         """Rewrite the pool densely, each used row with room for its pending ``counts`` plus a quarter."""
         r = self.rows
-        used = torch.tensor(sorted(self._row_of.values()), dtype=torch.int64, device=self.device)
+        used = torch.from_numpy(np.sort(self._key_rows[: self._used_count]).astype(np.int64)).to(self.device)
         extra = torch.zeros(self.max_chunks, dtype=torch.int64, device=self.device)
         extra[urow] = counts
         want = r["size"][used] + extra[used]
@@ -310,11 +332,16 @@ class ChunkIndex:
         r["last_seen"].scatter_reduce_(0, target, fields["last_seen"][points], "amax")
 
     def _free_row(self, row: int) -> None:
-        del self._row_of[int(self.rows["key"][row])]
+        n = self._used_count
+        at = int(np.searchsorted(self._keys[:n], int(self.rows["key"][row])))
+        self._keys[at : n - 1] = self._keys[at + 1 : n]
+        self._key_rows[at : n - 1] = self._key_rows[at + 1 : n]
+        self._used_count = n - 1
         self._used = None
         for name, _, _, empty in _ROW_FIELDS:
             self.rows[name][row] = empty
-        self._free.append(row)
+        self._free[self._free_count] = row
+        self._free_count += 1
 
     def touch(self, points: torch.Tensor, frame_index: int) -> None:
         """Record that ``points`` were seen at ``frame_index`` (their chunks' newest last_seen)."""
@@ -327,8 +354,7 @@ class ChunkIndex:
     def used_rows(self) -> torch.Tensor:
         """Rows in use, in ascending key order (not row order: rows are handed out by history)."""
         if self._used is None:
-            rows = [self._row_of[k] for k in sorted(self._row_of)]
-            self._used = torch.tensor(rows, dtype=torch.int64, device=self.device)
+            self._used = torch.from_numpy(self._key_rows[: self._used_count].astype(np.int64)).to(self.device)
         return self._used
 
     def in_frustum(self, camera: Camera, near: float, max_radius_px: float) -> torch.Tensor:

@@ -196,3 +196,37 @@ def test_eviction_takes_whole_chunks_out_of_view_and_keeps_the_table_exact():
     assert_consistent(memory)
     xyz = memory.points()["xyz"]
     assert all(bool((xyz == p).all(1).any()) for p in kept_xyz)  # nothing shown was evicted
+
+
+def test_key_index_hands_out_and_takes_back_rows_as_a_dict_and_a_free_list_would():
+    """The chunk table's key index (sorted key array and a free-row stack, in bytes the budget counts)
+    against the plain model: a dict key -> row and a list of free rows, the lowest handed out first and
+    a freed row next."""
+    from runtime.memory.chunks import BYTES_PER_CHUNK, INDEX_BYTES_PER_CHUNK, ChunkIndex
+
+    g = np.random.default_rng(11)
+    idx = ChunkIndex(2.0, 64, torch.device("cpu"))
+    row_of: dict[int, int] = {}
+    free = list(range(63, -1, -1))
+    for _ in range(300):
+        if g.uniform() < 0.6 and free:
+            keys = np.unique(g.integers(0, 200, int(g.integers(1, 6))))
+            new = np.array([k for k in keys.tolist() if k not in row_of][: len(free)], dtype=np.int64)
+            if new.size:
+                rows = idx._take_rows(new)
+                for k, r in zip(new.tolist(), rows.tolist(), strict=True):
+                    assert r == free.pop()
+                    row_of[k] = r
+        elif row_of:
+            k = int(g.choice(sorted(row_of)))
+            idx._free_row(row_of[k])
+            free.append(row_of.pop(k))
+        probe = g.integers(0, 200, 20)
+        assert idx.row_of(probe).tolist() == [row_of.get(k, -1) for k in probe.tolist()]
+        assert idx.used_rows().tolist() == [row_of[k] for k in sorted(row_of)]
+        assert idx.num_chunks == len(row_of) and idx.free_chunks == len(free)
+    with pytest.raises(ValueError, match="chunk table full"):
+        idx._take_rows(np.arange(1000, 1000 + idx.free_chunks + 1, dtype=np.int64))
+    assert idx.free_chunks == len(free)  # refused whole: nothing taken
+    # no points indexed: the table is all it holds, key index included, as the budget counts it
+    assert idx.nbytes() == 64 * BYTES_PER_CHUNK and INDEX_BYTES_PER_CHUNK == 16

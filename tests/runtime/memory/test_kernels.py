@@ -99,8 +99,9 @@ def state(memory: SpatialMemory) -> dict:
     return {
         "points": memory.points(),
         "rows": dict(c.rows),
-        "row_of": dict(c._row_of),
-        "free": list(c._free),
+        "keys": c._keys[: c.num_chunks].copy(),
+        "key_rows": c._key_rows[: c.num_chunks].copy(),
+        "free": c._free[: c.free_chunks].copy(),
         "pool": c.pool[: c._pool_end],
         "chunk": c.point_chunk[:n],
         "pos": c.point_pos[:n],
