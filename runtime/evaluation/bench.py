@@ -6,7 +6,8 @@ wait for its frame), so latency is clean. The same seeds and poses then run in-p
 built with the server's GeneratorHost and MemoryConfig, `step_pose` called directly), so the gRPC
 overhead reads as a ratio. Every shipped generator is then timed alone (onnxruntime, median) and in
 the frame loop over gRPC at each size, side by side. Then memory render+ingest cost against memory size
-(`bench_memory`) and an RSS soak over a long exploring path with a small budget, so pruning runs.
+(`bench_memory`) and an RSS soak over a long exploring path with a small budget, so pruning runs (on a
+`mirage serve` process of its own, so that only the runtime's memory is measured).
 Prints a table; writes JSON.
 """
 
