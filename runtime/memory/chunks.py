@@ -332,8 +332,10 @@ class ChunkIndex:
         r["last_seen"].scatter_reduce_(0, target, fields["last_seen"][points], "amax")
 
     def _free_row(self, row: int) -> None:
-        n = self._used_count
-        at = int(np.searchsorted(self._keys[:n], int(self.rows["key"][row])))
+        n, key = self._used_count, int(self.rows["key"][row])
+        at = int(np.searchsorted(self._keys[:n], key))
+        if at == n or self._keys[at] != key or self._key_rows[at] != row:
+            raise ValueError(f"chunk row {row} is not in use")
         self._keys[at : n - 1] = self._keys[at + 1 : n]
         self._key_rows[at : n - 1] = self._key_rows[at + 1 : n]
         self._used_count = n - 1

@@ -228,5 +228,8 @@ def test_key_index_hands_out_and_takes_back_rows_as_a_dict_and_a_free_list_would
     with pytest.raises(ValueError, match="chunk table full"):
         idx._take_rows(np.arange(1000, 1000 + idx.free_chunks + 1, dtype=np.int64))
     assert idx.free_chunks == len(free)  # refused whole: nothing taken
+    with pytest.raises(ValueError, match="not in use"):
+        idx._free_row(free[-1])  # a free row cannot be freed again
+    assert idx.free_chunks == len(free) and idx.num_chunks == len(row_of)
     # no points indexed: the table is all it holds, key index included, as the budget counts it
     assert idx.nbytes() == 64 * BYTES_PER_CHUNK and INDEX_BYTES_PER_CHUNK == 16
