@@ -294,9 +294,10 @@ async def _soak(config: BenchConfig) -> dict:
             async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
                 warm = min(SOAK_WARMUP_FRAMES, config.soak_frames)
                 await _soak_session(client, scene, config, warm, SOAK_WARMUP_MIB * MiB, None, "soak warm-up")
-                return await _soak_session(
+                soak = await _soak_session(
                     client, scene, config, config.soak_frames, config.soak_budget_mib * MiB, proc.pid, "soak"
                 )
+                return {**soak, "warmup_frames": int(warm)}
         except Exception:
             if errors:
                 print("the soak's server process said:\n" + "\n".join(errors), file=sys.stderr)
@@ -346,7 +347,6 @@ async def _soak_session(client, scene, config: BenchConfig, frames: int, budget:
         "frames": int(frames),
         "size": int(scene.intrinsics.width),
         "server_process": True,
-        "warmup_frames": int(min(SOAK_WARMUP_FRAMES, config.soak_frames)),
         "peak_rss_mb": max(rss),
         "start_rss_mb": rss[0],
         "end_rss_mb": rss[-1],

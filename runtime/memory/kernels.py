@@ -1,8 +1,8 @@
 """Compiled (numba) kernels for memory's frame loop, each the twin of a torch path, bit for bit.
 
-`runtime.memory.splat_fast` holds the splat kernels (with the render's `render_kernel`: the chunks'
-members gathered, taken into the camera frame, biased and splatted in one call, re-exported here);
-this module the rest of a render and an ingest that touch every candidate or every pixel:
+`runtime.memory.splat_fast` holds the splat kernels (with the render's `render_split`: the chunks'
+members gathered, taken into the camera frame, biased and splatted, over two threads, re-exported
+here); this module the rest of a render and an ingest that touch every candidate or every pixel:
 
 * `frustum_kernel`: `ChunkIndex.in_frustum`'s test of the chunk boxes against the view pyramid;
 * `members_kernel`: `ChunkIndex.members` (with a point count): the chunks' members in ascending
@@ -31,10 +31,9 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-# render_kernel lives next to the splat passes it runs (numba's cache checks a function's own file only,
-# not its callees') and is handed out here with the frame loop's other kernels
-from runtime.memory.splat_fast import _JIT, render_kernel, render_split, render_workspace  # noqa: F401
-from runtime.memory.splat_fast import workspace as splat_workspace  # noqa: F401
+# the render's kernels live next to the splat passes they run (numba's cache checks a function's own file
+# only, not its callees'); render_split is handed out here with the frame loop's other kernels
+from runtime.memory.splat_fast import _JIT, render_split  # noqa: F401
 
 
 @numba.njit(**_JIT)
