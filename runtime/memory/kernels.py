@@ -13,7 +13,9 @@ here); this module the rest of a render and an ingest that touch every candidate
   trigonometry rounds as it does);
 * `touch_kernel`: `SpatialMemory._touch` (points, their chunks and environment texels marked seen);
 * `beyond_kernel`, `addable_kernel`, `infinite_kernel`: the per-pixel masks of `SpatialMemory.ingest`;
-* `any_kernel`, `write_view_kernel`: `EnvironmentMap.write_view` once the texel -> pixel map is known.
+* `any_kernel`, `write_view_kernel`: `EnvironmentMap.write_view` once the texel -> pixel map is known;
+* `decode_view_kernel`, `touch_packed_kernel`: quantised storage's per-point work on packed chunks
+  (`quantised.decode_view`, `quantised.touch_packed`: the numpy code there is their reference).
 
 Each takes numpy views of the memory's CPU tensors and writes through them. The callers dispatch as
 `splat.splat_points` does (`splat.fast_kernels`): CPU tensors take these kernels unless
@@ -302,6 +304,63 @@ def write_view_kernel(texels, pix, at_infinity, rgb, env_rgb, env_last, frame_in
 
 
 _local = threading.local()
+
+
+@numba.njit(**_JIT)
+def decode_view_kernel(
+    arena, first, n, position, colour, age, wide, palette, p, corner, step, radius_table, confidence_bits,
+    xyz, radius, provenance, rgb, confidence, object_id,
+):  # fmt: skip
+    """`quantised.decode_view` per point: blob i's n[i] points go to [first[i], first[i] + n[i]) of
+    the outputs. position, colour, age, palette: the sections' arena offsets (int64 [R]); wide: 2-byte
+    object indices; p: palette lengths; corner: float64 [R, 3] the voxel corners (cells * chunk size);
+    step: chunk size / 65535; radius_table: float32 [256]; confidence_bits: the float16 bits [64] (and
+    ``confidence`` is the output's uint16 view). Positions are float64 corner + q step, rounded to
+    float32, as `quantised._positions` computes them."""
+    for i in range(first.shape[0] - 1):
+        m, pos, col, base = n[i], position[i], colour[i], first[i]
+        for j in range(m):
+            k = base + j
+            for a in range(3):
+                at = pos + 2 * (a * m + j)
+                q = np.int64(arena[at]) | (np.int64(arena[at + 1]) << 8)
+                xyz[k, a] = np.float32(corner[i, a] + np.float64(q) * step)
+            at = col + 3 * j
+            rgb[k, 0], rgb[k, 1], rgb[k, 2] = arena[at], arena[at + 1], arena[at + 2]
+            radius[k] = radius_table[arena[col + 3 * m + j]]
+            meta = arena[col + 4 * m + j]
+            provenance[k] = meta & np.uint8(3)
+            confidence[k] = confidence_bits[meta >> np.uint8(2)]
+            if wide[i]:
+                at = age[i] + 2 * m + 2 * j
+                index = np.int64(arena[at]) | (np.int64(arena[at + 1]) << 8)
+            else:
+                index = np.int64(arena[col + 6 * m + j])
+            at = palette[i] + 4 * min(index, p[i] - 1)
+            v = np.int64(arena[at]) | (np.int64(arena[at + 1]) << 8) | (np.int64(arena[at + 2]) << 16)
+            v |= np.int64(arena[at + 3]) << 24
+            object_id[k] = v - (np.int64(1) << 32) if v >= (np.int64(1) << 31) else v
+
+
+@numba.njit(**_JIT)
+def touch_packed_kernel(arena, age, colour, n, shift, ref, row, point, frame_index):
+    """`quantised.touch_packed` per point: blob r's ages grow by shift[r] (saturating at 65535); point
+    t (point[t] of blob row[t], each once) gets age ref[row[t]] - frame_index (clipped to 0..65535) and
+    hit count + 1 (saturating at 255). age, colour: the sections' arena offsets (int64 [R])."""
+    for r in range(age.shape[0]):
+        s = shift[r]
+        if s > 0:
+            for j in range(n[r]):
+                at = age[r] + 2 * j
+                v = min((np.int64(arena[at]) | (np.int64(arena[at + 1]) << 8)) + s, 65535)
+                arena[at], arena[at + 1] = v & 0xFF, v >> 8
+    for t in range(point.shape[0]):
+        r, j = row[t], point[t]
+        at = age[r] + 2 * j
+        v = min(max(ref[r] - frame_index, 0), 65535)
+        arena[at], arena[at + 1] = v & 0xFF, v >> 8
+        at = colour[r] + 5 * n[r] + j
+        arena[at] = min(np.int64(arena[at]) + 1, 255)
 
 
 def bitmap_workspace(bits: int) -> np.ndarray:

@@ -1,11 +1,14 @@
-"""Quantised storage: chunks out of view packed at 15 bytes a point, in one byte arena.
+"""Quantised storage: chunks packed at 15 bytes a point in one byte arena, and rendered from there.
 
-A memory created with ``MemoryConfig.storage = "quantised"`` keeps in full precision only the chunks
-its current view needs (the hot store: `SpatialMemory`'s struct of arrays and chunk index); a chunk
-that leaves the view is packed into a blob (`encode_chunk`) and its points leave the hot store, and a
-packed chunk that enters a view is unpacked back (`decode_chunk`) before render reads it. A packed
-point costs 15 bytes instead of the hot store's 54, with no per-point index: a blob is one chunk's
-points, found through its chunk row.
+A memory created with ``MemoryConfig.storage = "quantised"`` keeps in full precision (the hot store:
+`SpatialMemory`'s struct of arrays and chunk index) only the chunks frames are adding points to; a chunk
+that leaves the view, or that no frame added to for `spatial.HOT_IDLE_FRAMES`, is packed into a blob
+(`encode_chunk`) and its points leave the hot store. Render reads the packed chunks in view straight
+from the arena (`decode_view`, the same values a hot chunk holds), and a generated frame marks the
+packed points it showed as seen in their blobs (`touch_packed`). A chunk is unpacked (`decode_chunk`)
+only when a frame adds points to it, or before an observed frame, which may change or carve any point
+in view. A packed point costs 15 bytes instead of the hot store's 54, with no per-point index: a blob
+is one chunk's points, found through its chunk row.
 
 Blob layout (little-endian; every array starts 2-byte aligned)::
 
@@ -45,8 +48,9 @@ RADIUS_OCTAVE0 = 14.0
 BYTES_PER_PACKED_POINT = 15
 """Positions 6, age 2, colour 3, radius 1, confidence and provenance 1, hit count 1, object index 1."""
 HEADER_BYTES = 6 * 4 + 6 * 4
-BYTES_PER_COLD_ROW = 3 * 8
-"""Per chunk-table row: the blob's arena offset, length and point count (int64 each)."""
+BYTES_PER_COLD_ROW = 4 * 8
+"""Per chunk-table row: the blob's arena offset, length and point count, and the frame that last added
+points to the chunk (int64 each)."""
 _Q = 65535.0
 
 
@@ -257,6 +261,135 @@ def check_blob(blob: np.ndarray, chunk_size: float) -> dict[str, np.ndarray]:
     return fields
 
 
+_RADIUS_TABLE = _radii(np.arange(256, dtype=np.uint8))
+"""Every radius code decoded (a lookup gives `_radii`'s bits)."""
+_CONFIDENCE_TABLE = _confidences(np.arange(64, dtype=np.uint8))
+
+
+def _fast_kernels():
+    """`runtime.memory.kernels` where the frame loop uses its numba kernels (`splat.fast_kernels`), else None."""
+    from runtime.memory.splat import fast_kernels
+
+    return fast_kernels()
+
+
+def _u16(arena: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Little-endian uint16 values at byte offsets ``at`` of ``arena`` (any alignment), as int64."""
+    return arena[at].astype(np.int64) | (arena[at + 1].astype(np.int64) << 8)
+
+
+def _put_u16(arena: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
+    arena[at] = (values & 0xFF).astype(np.uint8)
+    arena[at + 1] = (values >> 8).astype(np.uint8)
+
+
+def _blob_layout(arena: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+    """Where each section of the blobs at ``offsets`` (int64 [R]) starts, from their headers (int64 [R]
+    each): count n, ref, palette p, wide (2-byte object indices), palette / position / age / colour
+    offsets in the arena; lo: float32 [R, 3] the box's lower corner."""
+    raw = arena[offsets[:, None] + np.arange(36)]
+    head = np.ascontiguousarray(raw[:, :24]).view("<i4").astype(np.int64)
+    n, p, wide = head[:, 0], head[:, 3], head[:, 4] == 2
+    palette = offsets + HEADER_BYTES
+    position = palette + 4 * p
+    age = position + 6 * n
+    colour = age + 2 * n + np.where(wide, 2 * n, 0)
+    return {
+        "n": n, "ref": head[:, 1], "p": p, "wide": wide, "palette": palette, "position": position,
+        "age": age, "colour": colour, "lo": np.ascontiguousarray(raw[:, 24:36]).view("<f4"),
+    }  # fmt: skip
+
+
+def decode_view(
+    store: ColdStore, rows: np.ndarray, chunk_size: float
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The points of the packed chunks ``rows`` (int64 [R], each holding a blob) for a render, decoded
+    straight from the arena, all chunks at once: (fields, first). fields: xyz float32 [N, 3], radius
+    float32, provenance uint8, rgb uint8 [N, 3], confidence float16, object_id int32 (the values
+    `decode_chunk` gives, bit for bit); chunk i's points are [first[i], first[i + 1]) in blob order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    arena = store.arena
+    first = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(store.count[rows], out=first[1:])
+    total = int(first[-1])
+    if total == 0:
+        empty = {"xyz": np.zeros((0, 3), np.float32), "radius": np.zeros(0, np.float32),
+                 "provenance": np.zeros(0, np.uint8), "rgb": np.zeros((0, 3), np.uint8),
+                 "confidence": np.zeros(0, np.float16), "object_id": np.zeros(0, np.int32)}  # fmt: skip
+        return empty, first
+    at = _blob_layout(arena, store.offset[rows])
+    fast = _fast_kernels()
+    if fast is not None:
+        out = {"xyz": np.empty((total, 3), np.float32), "radius": np.empty(total, np.float32),
+               "provenance": np.empty(total, np.uint8), "rgb": np.empty((total, 3), np.uint8),
+               "confidence": np.empty(total, np.float16), "object_id": np.empty(total, np.int32)}  # fmt: skip
+        fast.decode_view_kernel(
+            arena, first, at["n"], at["position"], at["colour"], at["age"], at["wide"], at["palette"], at["p"],
+            _cells(at["lo"], chunk_size) * chunk_size, chunk_size / _Q, _RADIUS_TABLE,
+            _CONFIDENCE_TABLE.view(np.uint16), out["xyz"], out["radius"], out["provenance"], out["rgb"],
+            out["confidence"].view(np.uint16), out["object_id"],
+        )  # fmt: skip
+        return out, first
+    seg = np.repeat(np.arange(rows.shape[0]), at["n"])
+    j = np.arange(total, dtype=np.int64) - first[seg]
+    n = at["n"][seg]
+    pos = at["position"][seg] + 2 * j
+    q = np.stack([_u16(arena, pos), _u16(arena, pos + 2 * n), _u16(arena, pos + 4 * n)], axis=1)
+    xyz = _positions(q, _cells(at["lo"], chunk_size)[seg], chunk_size)
+    colour = at["colour"][seg]
+    rgb = arena[(colour + 3 * j)[:, None] + np.arange(3)]
+    meta = arena[colour + 4 * n + j]
+    wide = at["wide"][seg]
+    index = np.empty(total, dtype=np.int64)
+    index[wide] = _u16(arena, (at["age"][seg] + 2 * n + 2 * j)[wide])
+    index[~wide] = arena[(colour + 6 * n + j)[~wide]]
+    index = np.minimum(index, at["p"][seg] - 1)
+    ids = arena[(at["palette"][seg] + 4 * index)[:, None] + np.arange(4)]
+    return {
+        "xyz": xyz,
+        "radius": _RADIUS_TABLE[arena[colour + 3 * n + j]],
+        "provenance": (meta & 3).astype(np.uint8),
+        "rgb": rgb,
+        "confidence": _CONFIDENCE_TABLE[meta >> 2],
+        "object_id": np.ascontiguousarray(ids).view("<i4").reshape(-1).astype(np.int32),
+    }, first
+
+
+def touch_packed(store: ColdStore, rows: np.ndarray, points: np.ndarray, frame_index: int) -> np.ndarray:
+    """Mark packed points seen at ``frame_index`` in their blobs, in place: ``rows`` (int64) and
+    ``points`` (int64, the point's position in its blob) name each, a point at most once. As a hot
+    point's touch: last_seen = frame_index (its age from the blob's reference), hit count + 1
+    (saturating at 255); a blob whose reference is older moves it to frame_index, every age of the
+    blob growing by the difference (saturating at 65535). Returns the distinct rows touched."""
+    arena = store.arena
+    urows, inv = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+    if urows.shape[0] == 0:
+        return urows
+    inv, points = inv.reshape(-1).astype(np.int64), np.asarray(points, dtype=np.int64)
+    at = _blob_layout(arena, store.offset[urows])
+    ref = np.maximum(at["ref"], int(frame_index))
+    shift = ref - at["ref"]
+    fast = _fast_kernels()
+    if fast is not None:
+        fast.touch_packed_kernel(
+            arena, at["age"], at["colour"], at["n"], shift, ref, inv, points, int(frame_index)
+        )
+    else:
+        moved = np.flatnonzero(shift > 0)
+        n = at["n"][moved]
+        seg = np.repeat(np.arange(moved.shape[0]), n)
+        ages = at["age"][moved][seg] + 2 * (np.arange(int(n.sum()), dtype=np.int64) - (np.cumsum(n) - n)[seg])
+        _put_u16(arena, ages, np.minimum(_u16(arena, ages) + shift[moved][seg], 65535))
+        ages = at["age"][inv] + 2 * points
+        _put_u16(arena, ages, np.clip(ref[inv] - int(frame_index), 0, 65535))
+        hits = at["colour"][inv] + 5 * at["n"][inv] + points
+        arena[hits] = np.minimum(arena[hits].astype(np.int64) + 1, 255).astype(np.uint8)
+    moved = np.flatnonzero(shift > 0)
+    header = store.offset[urows[moved]] + 4  # the new references
+    arena[header[:, None] + np.arange(4)] = ref[moved].astype("<i4").view(np.uint8).reshape(-1, 4)
+    return urows
+
+
 class ColdStore:
     """Packed chunks in one byte arena, addressed by chunk-table row.
 
@@ -269,6 +402,7 @@ class ColdStore:
         self.offset = np.zeros(max_rows, dtype=np.int64)
         self.length = np.zeros(max_rows, dtype=np.int64)
         self.count = np.zeros(max_rows, dtype=np.int64)  # points packed in the row's blob (0: none)
+        self.written = np.full(max_rows, -1, dtype=np.int64)  # frame that last added points to the chunk
         self.arena = np.zeros(0, dtype=np.uint8)
         self.end = 0  # arena bytes in use from the start (blobs and holes)
         self.live = 0  # bytes of live blobs
@@ -277,6 +411,7 @@ class ColdStore:
         self.offset[:] = 0
         self.length[:] = 0
         self.count[:] = 0
+        self.written[:] = -1
         self.end = self.live = 0
 
     @property
@@ -288,7 +423,9 @@ class ColdStore:
         return int(self.count.sum())
 
     def nbytes(self) -> int:
-        return self.capacity + self.offset.nbytes + self.length.nbytes + self.count.nbytes
+        return (
+            self.capacity + self.offset.nbytes + self.length.nbytes + self.count.nbytes + self.written.nbytes
+        )
 
     @staticmethod
     def nbytes_for(max_rows: int) -> int:

@@ -780,6 +780,7 @@ def _build(config: MemoryConfig, counters: dict, arrays: dict[str, np.ndarray], 
     memory._carved_total = counters["points_carved_total"]
     memory._frames = counters["frames_ingested"]
     memory._now = counters.get("now", 0)
+    memory.restore_written()
     return memory
 
 

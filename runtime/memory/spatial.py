@@ -37,11 +37,13 @@ from runtime.memory.quantised import (
     ColdStore,
     check_blob,
     decode_chunk,
+    decode_view,
     encode_chunks,
     packed_rmax,
     snap,
     snap_confidence,
     snap_positions,
+    touch_packed,
 )
 from runtime.memory.splat import (
     MemoryRender,
@@ -73,6 +75,11 @@ EVICTION_HEADROOM = 64  # evicting frees 1/64 of capacity beyond the need, so ev
 BUDGET_BYTES_PER_CHUNK_ROW = {"full": 4096, "quantised": 1024}
 """Budget bytes per chunk-table row: about 75 points a row either way (a row is 2% of its 4 KiB in full
 storage; 10% of its 1 KiB quantised, where a packed point costs 15 bytes, not 54)."""
+HOT_IDLE_FRAMES = 16
+"""Quantised storage: a chunk in view stays in full precision while frames keep adding points to it;
+this many frames after the last did, it is packed (render reads it from the arena all the same)."""
+_VIEW_FIELDS = ("xyz", "radius", "provenance", "rgb", "confidence", "object_id")
+"""What a render reads of a point (`decode_view` gives these for packed ones)."""
 MATCH_MAX_RADIUS_PX = 1.5  # a matched point must be at least this fine in the current view
 REFINE_MAX_SLOPE = 1.0  # refinement accepts depth varying across a footprint as on a plane up to 45 deg
 
@@ -106,6 +113,9 @@ class SpatialMemory:
         self._trajectory_len = 0  # positions kept, in a ring: newest at (_trajectory_next - 1)
         self._trajectory_next = 0
         self._version = 0  # bumped whenever point indices may change: older renders are refused
+        # quantised storage: (version, hot points, packed rows, their first points) of the last render,
+        # whose point indices from the hot count on are the packed rows' points in that order
+        self._view: tuple[int, int, np.ndarray, np.ndarray] | None = None
         self.reset()
 
     @staticmethod
@@ -152,6 +162,7 @@ class SpatialMemory:
         self._now = 0  # the newest frame index ingested (eviction's "now" outside an ingest)
         self._chunks_evicted_total = self._refined_total = 0
         self._trajectory_len = self._trajectory_next = 0
+        self._idle_packed = 0  # the frame (`_now`) at which `_focus` last packed idle chunks in view
 
     def _remember_position(self, eye) -> None:
         """Add the camera position to the trajectory once it moved trajectory_step_m from the last kept."""
@@ -283,21 +294,35 @@ class SpatialMemory:
         return self.chunks.members(rows, self._count)
 
     # -- quantised storage -----------------------------------------------------------------------
-    def _focus(self, camera: Camera) -> None:
-        """Quantised storage: pack the hot chunks outside ``camera``'s frustum, unpack the packed ones
-        inside it, so render, carving and matching read every point the view could show."""
+    def _focus(self, camera: Camera, pack_idle: bool = True) -> torch.Tensor:
+        """Quantised storage: pack the hot chunks outside ``camera``'s frustum and, unless not
+        ``pack_idle``, those in it that no frame added points to in the last HOT_IDLE_FRAMES (render
+        reads packed chunks from the arena: only chunks an ingest writes to need full precision).
+        Returns the chunk rows in the frustum."""
         rows = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
         used = self.chunks.used_rows()
         if used.numel() == 0:
-            return
-        in_view = torch.isin(used, rows)
-        leave = used[(self.chunks.rows["size"][used] > 0) & ~in_view]
+            return rows
+        leave = ~torch.isin(used, rows)
+        if pack_idle and self._now >= self._idle_packed + HOT_IDLE_FRAMES // 2:  # in batches: fewer calls
+            self._idle_packed = self._now
+            leave |= torch.from_numpy(self.cold.written[used.numpy()] < self._now - HOT_IDLE_FRAMES)
+        leave = used[(self.chunks.rows["size"][used] > 0) & leave]
         if leave.numel():
             self._pruned_total += self._pack(leave, camera, rows)
-        packed = torch.from_numpy(self.cold.count[used.numpy()] > 0)
-        enter = used[in_view & packed]
+        return rows
+
+    def _heat_view(self, camera: Camera, frame_index: int) -> bool:
+        """Quantised storage, before an observed ingest (which may change or remove any point in view):
+        unpack the packed chunks in ``camera``'s frustum and mark every hot one there written at
+        ``frame_index`` (so it stays hot while observations go on). Returns whether any was unpacked."""
+        rows = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
+        enter = rows[torch.from_numpy(self.cold.count[rows.numpy()] > 0)]
         if enter.numel():
             self._pruned_total += self._unpack(enter, camera, rows)
+        hot = rows[self.chunks.rows["size"][rows] > 0].numpy()
+        self.cold.written[hot] = frame_index
+        return bool(enter.numel())
 
     def _pack(self, rows: torch.Tensor, camera: Camera, in_view: torch.Tensor) -> int:
         """Pack the chunks ``rows`` (hot, outside the view) into the arena; their points leave the hot
@@ -361,7 +386,7 @@ class SpatialMemory:
         if want <= limit:
             cold.resize(min(limit, max(want + want // 8, cold.capacity + cold.capacity // 4)))
             return 0
-        pruned = self._evict_packed(camera, keep, nbytes=want + limit // 16 - limit)
+        pruned = self._evict_packed(camera, keep, nbytes=want + limit // EVICTION_HEADROOM - limit)
         cold.resize(max(cold.live, limit))
         return pruned
 
@@ -374,7 +399,9 @@ class SpatialMemory:
         allowed = self.config.budget_bytes - self._fixed_bytes - (self._count + points) * self.bytes_per_point
         pruned = 0
         if cold.live > allowed:
-            pruned = self._evict_packed(camera, keep, nbytes=cold.live - allowed + max(allowed, 0) // 16)
+            pruned = self._evict_packed(
+                camera, keep, nbytes=cold.live - allowed + max(allowed, 0) // EVICTION_HEADROOM
+            )
         cold.resize(max(cold.live, min(cold.capacity, max(allowed, 0))))
         return pruned
 
@@ -431,6 +458,18 @@ class SpatialMemory:
             )  # fmt: skip
             self.cold.put(row, blob)
 
+    def restore_written(self) -> None:
+        """Quantised storage, after a snapshot restored the points: a hot chunk counts as last added to
+        at its points' newest frame_added (what a snapshot keeps of it), and idle chunks are next
+        packed HOT_IDLE_FRAMES // 2 frames on."""
+        self._idle_packed = self._now
+        if self.cold is None or self._count == 0:
+            return
+        written = torch.full((self.chunks.max_chunks,), -1, dtype=torch.int64)
+        rows = self.chunks.point_chunk[: self._count].long()
+        written.scatter_reduce_(0, rows, self._fields["frame_added"][: self._count].long(), "amax")
+        self.cold.written[:] = written.numpy()
+
     def _unpack(self, rows: torch.Tensor, camera: Camera, in_view: torch.Tensor) -> int:
         """Unpack the packed chunks ``rows`` (in the view) into the hot store, most relevant first. When
         the budget cannot hold them even after evicting every other packed chunk (a view needing more
@@ -479,9 +518,13 @@ class SpatialMemory:
         x, y, z = xyz.to(torch.float32).T
         return torch.stack([rot[i, 0] * x + rot[i, 1] * y + rot[i, 2] * z + trans[i] for i in range(3)]).T
 
-    def _render(self, camera: Camera) -> MemoryRender:
+    def _render(self, camera: Camera, pack_idle: bool = True) -> MemoryRender:
+        self._view = None
         if self.cold is not None:
-            self._focus(camera)
+            rows = self._focus(camera, pack_idle)
+            packed = rows[torch.from_numpy(self.cold.count[rows.numpy()] > 0)]
+            if packed.numel():
+                return self._render_packed(camera, rows, packed)
         f = self._fields
         fast = fast_kernels(f["xyz"], self.chunks.pool)
         if fast is not None:  # members, camera frame, bias and splat in one pass over the chunks
@@ -493,6 +536,14 @@ class SpatialMemory:
         # candidates in ascending index order: the kernel's tie-break sees the order a full render does
         cand = self._candidates(camera)
         self.last_touched = int(cand.numel())
+        winners = self._splat_candidates(camera, cand, f)
+        return compose_render(winners, self.points(), self.env, camera, self._version)
+
+    def _splat_candidates(
+        self, camera: Camera, cand: torch.Tensor, f: dict[str, torch.Tensor]
+    ) -> SplatWinners:
+        """The torch path's splat of points ``cand`` (int64, ascending) of arrays ``f``: winners as
+        indices into ``f``."""
         generated = f["provenance"].index_select(0, cand) == PROVENANCE_GENERATED
         winners = splat_points(
             self._to_camera(camera, f["xyz"].index_select(0, cand)),
@@ -505,15 +556,55 @@ class SpatialMemory:
         )
         if cand.numel():
             winners.index = torch.where(winners.index >= 0, cand[winners.index.clamp(min=0)], -1)
-        return compose_render(winners, self.points(), self.env, camera, self._version)
+        return winners
 
-    def _splat_chunks(self, fast, camera: Camera) -> SplatWinners | None:
+    def _render_packed(self, camera: Camera, rows: torch.Tensor, packed: torch.Tensor) -> MemoryRender:
+        """Quantised storage: render the chunks in view (``rows``) when some are packed (``packed``):
+        their points are decoded from the arena (`decode_view`) after the hot store's live points, and
+        the same splat runs over both. A winner's index from the hot count on is a packed point (the
+        packed rows' points in ascending row order, each in blob order): `_touch` marks it in place."""
+        count = self._count
+        prow = np.sort(packed.numpy())
+        decoded, first = decode_view(self.cold, prow, self.config.chunk_size_m)
+        f = self._fields
+        view = {
+            name: torch.from_numpy(np.concatenate([f[name][:count].numpy(), decoded[name]]))
+            for name in _VIEW_FIELDS
+        }
+        self._view = (self._version, count, prow, first)
+        hot = rows[self.chunks.rows["size"][rows] > 0]
+        total = count + int(first[-1])
+        fast = fast_kernels(f["xyz"], self.chunks.pool)
+        winners = None
+        if fast is not None:
+            pool = self.chunks.pool.numpy()
+            starts = np.concatenate(
+                [self.chunks.rows["start"].numpy()[hot.numpy()], pool.shape[0] + first[:-1]]
+            )
+            sizes = np.concatenate([self.chunks.rows["size"].numpy()[hot.numpy()], np.diff(first)])
+            source = (
+                np.arange(starts.shape[0], dtype=np.int64), starts, sizes,
+                np.concatenate([pool, np.arange(count, total, dtype=np.int32)]), total,
+                view["xyz"].numpy(), view["radius"].numpy(), view["provenance"].numpy(),
+            )  # fmt: skip
+            winners = self._splat_chunks(fast, camera, source)
+        if winners is None:
+            cand = torch.cat([self.chunks.members(hot, count), torch.arange(count, total)])
+            self.last_touched = int(cand.numel())
+            winners = self._splat_candidates(camera, cand, view)
+        return compose_render(winners, view, self.env, camera, self._version, take_depth=True)
+
+    def _splat_chunks(self, fast, camera: Camera, source: tuple | None = None) -> SplatWinners | None:
         """The numba twin of `_render`'s candidates and torch splat (`splat_fast.render_kernel`):
         winners as memory indices, or None (nothing done) where the chunk index holds a point past
-        the count."""
+        the count. ``source``: (rows, starts, sizes, pool, count, xyz, radius, provenance) to splat
+        instead of the chunks in view and the hot store (`_render_packed`)."""
         f, cfg, k = self._fields, self.config, camera.intrinsics
-        rows = self.chunks.in_frustum(camera, cfg.near, cfg.max_splat_radius_px).numpy()
-        starts, sizes = self.chunks.rows["start"].numpy(), self.chunks.rows["size"].numpy()
+        if source is None:
+            rows = self.chunks.in_frustum(camera, cfg.near, cfg.max_splat_radius_px).numpy()
+            starts, sizes = self.chunks.rows["start"].numpy(), self.chunks.rows["size"].numpy()
+            source = (rows, starts, sizes, self.chunks.pool.numpy(), self._count, f["xyz"].numpy(),
+                      f["radius"].numpy(), f["provenance"].numpy())  # fmt: skip
         c = np.float32
         w2c = camera.world_to_cam  # as `world_to_cam_torch`: float64 rounded to float32
         rot, trans = np.ascontiguousarray(w2c[:3, :3], dtype=c), np.ascontiguousarray(w2c[:3, 3], dtype=c)
@@ -523,8 +614,7 @@ class SpatialMemory:
         bias_other, bias_generated = c(0.0) * bias, c(1.0) * bias
         fx, fy, cx, cy, f_mean = (c(v) for v in float32_constants(k))
         index, depth, in_view, touched = fast.render_split(
-            rows, starts, sizes, self.chunks.pool.numpy(), self._count, f["xyz"].numpy(), f["radius"].numpy(),
-            f["provenance"].numpy(), PROVENANCE_GENERATED, bias_other, bias_generated, rot, trans,
+            *source, PROVENANCE_GENERATED, bias_other, bias_generated, rot, trans,
             fx, fy, cx, cy, f_mean, c(cfg.near), c(cfg.max_splat_radius_px),
             c(1.0 + cfg.depth_tolerance), k.width, k.height,
         )  # fmt: skip
@@ -539,8 +629,33 @@ class SpatialMemory:
         check_render(render, self._version, None)
         self._touch(render, int(frame_index))
 
+    def _packed_from(self, render: MemoryRender) -> int:
+        """The first point index of ``render`` (made by this memory as it is now) that is a packed
+        point (`_render_packed`); past every index when none is."""
+        view = self._view
+        if view is None or view[0] != render.memory_version:
+            return self._count
+        return view[1]
+
+    def _touch_packed(self, points: torch.Tensor, frame_index: int) -> None:
+        """`_touch` for the packed points of the last render (distinct indices from its hot count on):
+        written into their blobs in place, and their chunks' newest last_seen rises."""
+        _, count, prow, first = self._view
+        j = points.numpy() - count
+        seg = np.searchsorted(first, j, side="right") - 1
+        rows = touch_packed(self.cold, prow[seg], j - first[seg], frame_index)
+        touched = torch.from_numpy(rows)
+        last = self.chunks.rows["last_seen"]
+        last[touched] = torch.clamp(last[touched], min=int(frame_index))
+
     def _touch(self, render: MemoryRender, frame_index: int) -> None:
         index, texel = render.point_index.reshape(-1), render.env_texel.reshape(-1)
+        hot_count = self._packed_from(render)
+        if self._view is not None and self._view[0] == render.memory_version:
+            packed = index >= hot_count
+            if bool(packed.any()):
+                self._touch_packed(torch.unique(index[packed]), int(frame_index))
+                index = torch.where(packed, -1, index)
         f = self._fields
         fast = fast_kernels(index, texel, f["last_seen"])
         if (
@@ -560,7 +675,7 @@ class SpatialMemory:
             )  # fmt: skip
         ):
             return
-        seen = render.point_index[render.point_index >= 0]  # repeats write equal values: no unique needed
+        seen = index[index >= 0]  # repeats write equal values: no unique needed
         self._fields["last_seen"][seen] = frame_index
         self._fields["hit_count"][seen] += 1
         self.chunks.touch(seen, frame_index)
@@ -598,12 +713,21 @@ class SpatialMemory:
             render = self._render(camera)
         else:
             check_render(render, self._version, camera)
+        if (
+            self.cold is not None
+            and provenance == PROVENANCE_OBSERVED
+            and self._heat_view(camera, frame_index)
+        ):
+            # matching, carving and refinement change points in place: the view's chunks are hot now
+            render = self._render(camera, pack_idle=False)
+        hot_count = self._packed_from(render)  # the render's indices from here on are packed points
         carved = updated = refined = shifted = refused = 0
         moved = None  # (removed, holes, movers) once carving renumbered points
         coarse = None  # observed: coarse points the frame confirmed (render numbering)
 
-        def protect() -> torch.Tensor:  # what the render showed, now (only eviction needs it)
+        def protect() -> torch.Tensor:  # the hot points the render showed, now (only eviction needs it)
             shown = _shown(render)
+            shown = shown[shown < hot_count]
             return shown if moved is None else _remap(shown, *moved)
 
         self.last_touched = 0
@@ -814,8 +938,8 @@ class SpatialMemory:
             xyz = snap_positions(xyz, self.config.chunk_size_m)
         pruned = dropped = 0
         evicted = None
-        if self.cold is not None:  # packed chunks (all outside the view) go before any hot point
-            # a packed chunk whose points all lie outside the view may still get new ones: unpack it
+        if self.cold is not None:  # packed chunks (out of view first) go before any hot point
+            # a packed chunk that gets new points is unpacked: points are added in full precision
             targets = self.chunks.existing_rows(xyz)
             packed = targets[torch.from_numpy(self.cold.count[targets.numpy()] > 0)]
             short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
@@ -826,6 +950,8 @@ class SpatialMemory:
                 in_view = torch.unique(torch.cat([in_view, packed]))
                 pruned += self._unpack(packed, camera, in_view)
             pruned += self._hot_room(pix.numel(), in_view, camera)
+            # unpacking and making room may have freed rows already (evicting packed chunks)
+            short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
             if short > 0:
                 pruned += self._evict_packed(
                     camera, in_view, rows=short + self.chunks.max_chunks // EVICTION_HEADROOM
@@ -878,7 +1004,12 @@ class SpatialMemory:
         }
         if self.cold is not None:  # stored as packing keeps it, so a chunk packed later changes nothing
             snap(values, self.config.chunk_size_m)
+        first = self._count
         self._append(values)
+        if self.cold is not None:  # these chunks stay hot while frames keep adding to them
+            self.cold.written[torch.unique(self.chunks.point_chunk[first : self._count]).numpy()] = (
+                frame_index
+            )
         return m, pruned, dropped, pix, evicted
 
 
