@@ -171,6 +171,11 @@ class ChunkIndex:
         r["provenance"][row] = torch.as_tensor(counts, dtype=torch.int32)
         return row
 
+    def add_packed_rows(self, keys: np.ndarray) -> np.ndarray:
+        """Rows (int64) for packed chunks of voxel ``keys`` (distinct, ascending, none with a row yet),
+        their columns left for the caller to fill. Raises ValueError when the table has too few rows."""
+        return self._take_rows(np.asarray(keys, dtype=np.int64))
+
     def drop_row(self, row: int) -> None:
         """Forget an empty row (a packed chunk the budget evicts)."""
         if int(self.rows["size"][row]):

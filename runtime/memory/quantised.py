@@ -48,9 +48,9 @@ RADIUS_OCTAVE0 = 14.0
 BYTES_PER_PACKED_POINT = 15
 """Positions 6, age 2, colour 3, radius 1, confidence and provenance 1, hit count 1, object index 1."""
 HEADER_BYTES = 6 * 4 + 6 * 4
-BYTES_PER_COLD_ROW = 4 * 8
-"""Per chunk-table row: the blob's arena offset, length and point count, and the frame that last added
-points to the chunk (int64 each)."""
+BYTES_PER_COLD_ROW = 8 + 3 * 4
+"""Per chunk-table row: the blob's arena offset (int64), its length and point count, and the frame that
+last added points to the chunk while it was hot (int32 each)."""
 _Q = 65535.0
 
 
@@ -295,7 +295,7 @@ def _blob_layout(arena: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray
     age = position + 6 * n
     colour = age + 2 * n + np.where(wide, 2 * n, 0)
     return {
-        "n": n, "ref": head[:, 1], "p": p, "wide": wide, "palette": palette, "position": position,
+        "n": n, "ref": head[:, 1], "added": head[:, 2], "p": p, "wide": wide, "palette": palette, "position": position,
         "age": age, "colour": colour, "lo": np.ascontiguousarray(raw[:, 24:36]).view("<f4"),
     }  # fmt: skip
 
@@ -355,6 +355,27 @@ def decode_view(
     }, first
 
 
+def decode_rows(
+    store: ColdStore, rows: np.ndarray, chunk_size: float
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`decode_view` with every field of `spatial.SCHEMA` (last_seen, hit_count and frame_added too):
+    what `decode_chunk` gives for each of ``rows``, all chunks at once."""
+    rows = np.asarray(rows, dtype=np.int64)
+    fields, first = decode_view(store, rows, chunk_size)
+    total = int(first[-1])
+    if total == 0:
+        fields.update({name: np.zeros(0, np.int32) for name in ("last_seen", "hit_count", "frame_added")})
+        return fields, first
+    arena = store.arena
+    at = _blob_layout(arena, store.offset[rows])
+    seg = np.repeat(np.arange(rows.shape[0]), at["n"])
+    j = np.arange(total, dtype=np.int64) - first[seg]
+    fields["last_seen"] = (at["ref"][seg] - _u16(arena, at["age"][seg] + 2 * j)).astype(np.int32)
+    fields["hit_count"] = arena[at["colour"][seg] + 5 * at["n"][seg] + j].astype(np.int32)
+    fields["frame_added"] = at["added"][seg].astype(np.int32)
+    return fields, first
+
+
 def touch_packed(store: ColdStore, rows: np.ndarray, points: np.ndarray, frame_index: int) -> np.ndarray:
     """Mark packed points seen at ``frame_index`` in their blobs, in place: ``rows`` (int64) and
     ``points`` (int64, the point's position in its blob) name each, a point at most once. As a hot
@@ -400,9 +421,9 @@ class ColdStore:
 
     def __init__(self, max_rows: int):
         self.offset = np.zeros(max_rows, dtype=np.int64)
-        self.length = np.zeros(max_rows, dtype=np.int64)
-        self.count = np.zeros(max_rows, dtype=np.int64)  # points packed in the row's blob (0: none)
-        self.written = np.full(max_rows, -1, dtype=np.int64)  # frame that last added points to the chunk
+        self.length = np.zeros(max_rows, dtype=np.int32)  # a blob is one chunk: far below 2 GiB
+        self.count = np.zeros(max_rows, dtype=np.int32)  # points packed in the row's blob (0: none)
+        self.written = np.full(max_rows, -1, dtype=np.int32)  # frame that last added points to the hot chunk
         self.arena = np.zeros(0, dtype=np.uint8)
         self.end = 0  # arena bytes in use from the start (blobs and holes)
         self.live = 0  # bytes of live blobs

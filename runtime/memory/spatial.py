@@ -37,6 +37,7 @@ from runtime.memory.quantised import (
     ColdStore,
     check_blob,
     decode_chunk,
+    decode_rows,
     decode_view,
     encode_chunks,
     packed_rmax,
@@ -412,7 +413,7 @@ class SpatialMemory:
         order = order[torch.from_numpy(self.cold.count[order.numpy()] > 0)].numpy()
         if order.shape[0] == 0 or (nbytes <= 0 and rows <= 0):
             return 0
-        freed = np.cumsum(self.cold.length[order])
+        freed = np.cumsum(self.cold.length[order].astype(np.int64))
         take = max(int(np.searchsorted(freed, nbytes)) + 1 if nbytes > 0 else 0, rows)
         pruned = 0
         for row in order[: min(take, order.shape[0])].tolist():
@@ -428,7 +429,7 @@ class SpatialMemory:
         rows = rows[self.cold.count[rows] > 0]
         blobs = [self.cold.get(row) for row in rows.tolist()]
         data = np.concatenate(blobs) if blobs else np.zeros(0, dtype=np.uint8)
-        return self.cold.length[rows].copy(), data
+        return self.cold.length[rows].astype(np.int64), data
 
     def restore_packed(self, lengths: np.ndarray, blobs: np.ndarray, hot_points: int = 0) -> None:
         """Quantised storage: install packed chunks (as `packed_chunks` gives them) into a memory with no
@@ -934,12 +935,26 @@ class SpatialMemory:
             return 0, 0, 0, pix, None
         z = frame.depth[pix]
         xyz = unproject_pixels(camera, pix, z)
-        if self.cold is not None:  # on the packed grid from the start, so each finds its chunk below
-            xyz = snap_positions(xyz, self.config.chunk_size_m)
         pruned = dropped = 0
         evicted = None
-        if self.cold is not None:  # packed chunks (out of view first) go before any hot point
-            # a packed chunk that gets new points is unpacked: points are added in full precision
+        packed_pix = pix[:0]
+        if self.cold is not None:  # on the packed grid from the start, so each finds its chunk below
+            xyz = snap_positions(xyz, self.config.chunk_size_m)
+            if provenance != PROVENANCE_OBSERVED:  # straight into blobs, but for chunks already hot
+                rows = self.chunks.row_of(self.chunks.keys(xyz).numpy())
+                hot = (rows >= 0) & (self.chunks.rows["size"].numpy()[np.maximum(rows, 0)] > 0)
+                if not hot.all():
+                    cold_pix = pix[torch.from_numpy(~hot)]
+                    values = self._new_values(
+                        camera, frame, cold_pix, z[~hot], xyz[~hot], provenance, frame_index
+                    )
+                    kept, pruned, dropped = self._add_packed(camera, values)
+                    packed_pix = cold_pix[torch.from_numpy(kept)]
+                    hot = torch.from_numpy(hot)
+                    pix, z, xyz = pix[hot], z[hot], xyz[hot]
+            if pix.numel() == 0:
+                return packed_pix.numel(), pruned, dropped, packed_pix, None
+            # observed: a packed chunk that gets new points is unpacked (points are added in full precision)
             targets = self.chunks.existing_rows(xyz)
             packed = targets[torch.from_numpy(self.cold.count[targets.numpy()] > 0)]
             short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
@@ -959,6 +974,7 @@ class SpatialMemory:
         room = self.max_points - self._count
         rows_short = self.chunks.new_chunks(xyz).numel() - self.chunks.free_chunks
         if pix.numel() > room or rows_short > 0:
+            wanted = pix.numel()
             k = max(pix.numel() - room, 0)
             shown = protect()
             k = min(k + self.max_points // EVICTION_HEADROOM if k else 0, self._count - shown.numel())
@@ -981,10 +997,24 @@ class SpatialMemory:
                 keys = self.chunks.keys(xyz)
                 keep = ~torch.isin(keys, new) | torch.isin(keys, new[: self.chunks.free_chunks])
                 pix, z, xyz = pix[keep], z[keep], xyz[keep]
-            dropped = int(add.sum()) - pix.numel()
+            dropped += wanted - pix.numel()
         m = pix.numel()
-        if m == 0:
-            return 0, pruned, dropped, pix, evicted
+        if m:
+            first = self._count
+            self._append(self._new_values(camera, frame, pix, z, xyz, provenance, frame_index))
+            if self.cold is not None:  # these chunks stay hot while frames keep adding to them
+                chunks = torch.unique(self.chunks.point_chunk[first : self._count]).numpy()
+                self.cold.written[chunks] = frame_index
+        if packed_pix.numel():
+            pix = torch.cat([packed_pix, pix])
+        return pix.numel(), pruned, dropped, pix, evicted
+
+    def _new_values(
+        self, camera, frame: IngestFrame, pix, z, xyz, provenance, frame_index
+    ) -> dict[str, torch.Tensor]:
+        """The arrays (named as SCHEMA) of new points for pixels ``pix`` at depths ``z`` and positions
+        ``xyz``; with quantised storage on the packed grid (a chunk packed later changes nothing)."""
+        m = pix.numel()
         f_mean = (camera.intrinsics.fx + camera.intrinsics.fy) / 2.0
         ids = frame.object_ids[pix] if frame.object_ids is not None else torch.zeros(m, dtype=torch.int32)
 
@@ -1002,15 +1032,71 @@ class SpatialMemory:
             "object_id": ids.to(device=self.device, dtype=torch.int32),
             "frame_added": full(frame_index, torch.int32),
         }
-        if self.cold is not None:  # stored as packing keeps it, so a chunk packed later changes nothing
+        if self.cold is not None:
             snap(values, self.config.chunk_size_m)
-        first = self._count
-        self._append(values)
-        if self.cold is not None:  # these chunks stay hot while frames keep adding to them
-            self.cold.written[torch.unique(self.chunks.point_chunk[first : self._count]).numpy()] = (
-                frame_index
+        return values
+
+    def _add_packed(self, camera: Camera, values: dict[str, torch.Tensor]) -> tuple[np.ndarray, int, int]:
+        """Quantised storage, a generated or imported frame: store new points ``values`` (on the packed
+        grid, none in a hot chunk) straight into blobs. A packed chunk they land in is decoded with them
+        and packed again; a chunk without a row gets a packed one (rows come from evicting packed chunks
+        out of view when the table is short; the points of chunks still without one are dropped); the
+        arena makes room as `_pack` does. Returns (bool [M]: the points stored, pruned, dropped)."""
+        cs = self.config.chunk_size_m
+        keys = self.chunks.keys(values["xyz"]).numpy()
+        ukeys, inverse = np.unique(keys, return_inverse=True)
+        rows = self.chunks.row_of(ukeys)
+        in_view = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
+        keep = torch.unique(torch.cat([in_view, torch.from_numpy(rows[rows >= 0])]))
+        pruned = 0
+        new = rows < 0
+        short = int(new.sum()) - self.chunks.free_chunks
+        if short > 0:
+            pruned += self._evict_packed(
+                camera, keep, rows=short + self.chunks.max_chunks // EVICTION_HEADROOM
             )
-        return m, pruned, dropped, pix, evicted
+        skip = np.zeros(ukeys.shape[0], dtype=bool)  # new chunks the table has no row for: dropped
+        skip[np.flatnonzero(new)[self.chunks.free_chunks :]] = True
+        kept = ~skip[inverse.reshape(-1)]
+        dropped = int((~kept).sum())
+        ukeys, rows, new = ukeys[~skip], rows[~skip], new[~skip]
+        chunk_of = np.cumsum(~skip)[inverse.reshape(-1)][kept] - 1  # each kept point's target, 0..T-1
+        added = {name: values[name].numpy()[kept] for name, _, _ in SCHEMA}
+        old_rows = rows[~new]
+        old, old_first = decode_rows(self.cold, old_rows, cs)
+        target = np.concatenate([np.repeat(np.flatnonzero(~new), np.diff(old_first)), chunk_of])
+        order = np.argsort(target, kind="stable")  # per chunk: its packed points, then the new ones
+        fields = {name: np.concatenate([old[name], added[name]])[order] for name, _, _ in SCHEMA}
+        counts = np.bincount(target, minlength=ukeys.shape[0])
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        starts = bounds[:-1]
+        refs = np.maximum.reduceat(fields["last_seen"].astype(np.int64), starts)
+        blobs = encode_chunks(fields, bounds, refs, cs)
+        for row in old_rows.tolist():
+            self.cold.drop(row)
+        provenance = np.zeros((ukeys.shape[0], 4), dtype=np.int64)
+        np.add.at(provenance, (np.repeat(np.arange(ukeys.shape[0]), counts), fields["provenance"]), 1)
+        lo, hi = np.minimum.reduceat(fields["xyz"], starts), np.maximum.reduceat(fields["xyz"], starts)
+        rmax = np.maximum.reduceat(fields["radius"], starts)
+        if new.any():
+            rows[new] = self.chunks.add_packed_rows(ukeys[new])
+        r, at = self.chunks.rows, torch.from_numpy(rows)
+        r["lo"][at], r["hi"][at] = torch.from_numpy(lo), torch.from_numpy(hi)
+        r["rmax"][at] = torch.from_numpy(rmax)
+        r["last_seen"][at] = torch.from_numpy(refs.astype(np.int32))
+        r["provenance"][at] = torch.from_numpy(provenance.astype(np.int32))
+        pruned += self._arena_room(
+            sum(b.shape[0] for b in blobs), torch.unique(torch.cat([keep, at])), camera
+        )
+        for row, blob in zip(rows.tolist(), blobs, strict=True):
+            if blob.shape[0] > self.cold.room():  # no room left even after evicting: prune it
+                pruned += int(r["provenance"][row].sum())
+                self._chunks_evicted_total += 1
+                self.chunks.drop_row(row)
+            else:
+                self.cold.put(row, blob)
+        self._version += 1
+        return kept, pruned, dropped
 
 
 def _shown(render: MemoryRender) -> torch.Tensor:
