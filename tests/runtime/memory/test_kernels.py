@@ -34,6 +34,7 @@ SKY = np.array([110, 160, 230], dtype=np.uint8)
 KERNELS = (
     "members_kernel", "frustum_kernel", "render_split", "compose_kernel", "env_fill_kernel", "touch_kernel",
     "write_view_kernel", "any_kernel", "beyond_kernel", "addable_kernel", "infinite_kernel", "to_camera_kernel",
+    "decode_view_kernel", "touch_packed_kernel",
 )  # fmt: skip
 
 
@@ -95,8 +96,14 @@ def assert_same(a, b, what: str = "") -> None:
 
 def state(memory: SpatialMemory) -> dict:
     """Everything a memory holds: points, chunk index, environment, keyframes, totals."""
-    n, c = memory.num_points, memory.chunks
+    n, c = memory.hot_points, memory.chunks
+    packed = {}
+    if memory.cold is not None:  # quantised storage: the blobs and the row tables
+        lengths, blobs = memory.packed_chunks()
+        packed = {"packed": (torch.from_numpy(lengths), torch.from_numpy(blobs))}
+        packed["written"] = torch.from_numpy(memory.cold.written.copy())
     return {
+        **packed,
         "points": memory.points(),
         "rows": dict(c.rows),
         "keys": c._keys[: c.num_chunks].copy(),
@@ -161,6 +168,15 @@ CONFIGS = {
         generated_depth_bias=0.0,
         generated_far=4.0,
     ),
+    "quantised": MemoryConfig(budget_bytes=16 * MiB, env_width=128, env_height=64, storage="quantised"),
+    "quantised_tight": MemoryConfig(  # evicts packed chunks: budget and chunk table run out
+        budget_bytes=MiB,
+        initial_capacity=512,
+        env_width=64,
+        env_height=32,
+        freespace_keyframes=4,
+        storage="quantised",
+    ),  # fmt: skip
     "fine_chunks": MemoryConfig(
         budget_bytes=4 * MiB,
         chunk_size_m=0.5,
@@ -233,7 +249,10 @@ def test_memories_on_both_paths_stay_bit_identical(config, seed, calls):
     # an empty memory and a camera at nothing render alike too
     away = Camera(INTR, look_at((0.0, 0.0, 50.0), (0.0, 0.1, 60.0)))
     assert_same(*both(lambda: (SpatialMemory(CONFIGS[config]).render(away), fast.render(away))))
-    for name in ("render_split", "compose_kernel", "touch_kernel", "frustum_kernel", "addable_kernel"):
+    ran = ["render_split", "compose_kernel", "touch_kernel", "frustum_kernel", "addable_kernel"]
+    if fast.cold is not None:
+        ran += ["decode_view_kernel", "touch_packed_kernel"]
+    for name in ran:
         assert calls.get(name, 0) > 0, f"{name} never ran"
 
 
