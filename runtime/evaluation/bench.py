@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import math
 import re
@@ -48,6 +49,8 @@ frames; decode: of the seed observations (a pose carries no image); transport: c
 minus the server's span (server_sent_us - server_received_us): serialisation, HTTP/2, client decoding."""
 RSS_EVERY = 50
 """Soak frames between RSS samples."""
+STORAGES = ("full", "quantised")
+"""Memory storage modes timed side by side in-process (`MemoryConfig.storage`)."""
 SOAK_WARMUP_FRAMES = 200
 """Frames of the soak server's warm-up session (at most soak_frames)."""
 SOAK_WARMUP_MIB = 4
@@ -173,7 +176,8 @@ def _bench_inprocess(spec, generator, memory_config, path, observations, warmup:
     finally:
         session.close()
     timed = latency[warmup:]
-    return {"fps_inprocess": len(timed) / seconds, "inprocess_p50_ms": _percentiles(timed)[0]}
+    p50, p95, _ = _percentiles(timed)
+    return {"fps_inprocess": len(timed) / seconds, "inprocess_p50_ms": p50, "inprocess_p95_ms": p95}
 
 
 async def _bench_size(
@@ -197,6 +201,15 @@ async def _bench_size(
             inproc = await asyncio.to_thread(
                 _bench_inprocess, spec, generator, memory_config, path, observations, config.warmup, bar
             )
+            by_storage = {spec.storage: inproc}
+            for storage in STORAGES:  # the other storage mode, in-process on the same poses
+                if storage not in by_storage:
+                    bar.set_postfix_str(f"in-process, {storage} storage")
+                    bar.total += total
+                    by_storage[storage] = await asyncio.to_thread(
+                        _bench_inprocess, dataclasses.replace(spec, storage=storage), generator, memory_config,
+                        path, observations, config.warmup, bar,
+                    )  # fmt: skip
             by_generator = {
                 spec.generator: {
                     "generator_ms": time_generator(generator, size),
@@ -223,6 +236,14 @@ async def _bench_size(
         **grpc_figures,
         **inproc,
         "generators": by_generator,
+        "storage": {
+            name: {
+                "fps": f["fps_inprocess"],
+                "p50_ms": f["inprocess_p50_ms"],
+                "p95_ms": f["inprocess_p95_ms"],
+            }
+            for name, f in by_storage.items()
+        },
     }
     row["overhead_ratio"] = row["fps_inprocess"] / row["fps_grpc"]
     return row
@@ -449,6 +470,13 @@ def format_report(report: dict) -> str:
             mark = "*" if name == rows[0]["generator"] else " "
             lines.append(f"{name + mark:>14} " + " ".join(cells))
         lines.append("  * the runtime's default (the rows above)")
+    lines += ["", "storage side by side (in-process, the same poses; frames/s, p50 / p95 ms):"]
+    for r in rows:
+        cells = [
+            f"{name} {f['fps']:.1f} fps, {f['p50_ms']:.1f} / {f['p95_ms']:.1f} ms"
+            for name, f in r["storage"].items()
+        ]
+        lines.append(f"{r['size']:>3}x{r['size']:<3} " + "; ".join(cells))
     m = report["memory_scaling"]
     lines += [
         "",

@@ -19,6 +19,7 @@ ROW_NUMBERS = (
     "p95_ms",
     "p99_ms",
     "inprocess_p50_ms",
+    "inprocess_p95_ms",
 )
 SCALING_KEYS = ("render_ingest_ms", "render_ingest_ms_10x", "ratio_10x")
 SOAK_KEYS = ("peak_rss_mb", "budget_mb", "max_bytes_used_mb")
@@ -43,6 +44,10 @@ def test_bench_runs_end_to_end_and_writes_well_formed_json(tmp_path, capsys):
     for key in ROW_NUMBERS:
         assert _number(row[key]), key
     assert row["fps_grpc"] > 0 and row["fps_inprocess"] > 0
+    assert set(row["storage"]) == {"full", "quantised"}  # both storage modes timed on the same poses
+    for figures in row["storage"].values():
+        assert _number(figures["fps"]) and 0 < figures["p50_ms"] <= figures["p95_ms"]
+    assert row["storage"]["full"]["p50_ms"] == row["inprocess_p50_ms"]
     assert row["overhead_ratio"] == pytest.approx(row["fps_inprocess"] / row["fps_grpc"])
     assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
     assert set(row["stages_ms"]) == set(STAGES)
