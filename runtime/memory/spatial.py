@@ -114,9 +114,6 @@ class SpatialMemory:
         self._trajectory_len = 0  # positions kept, in a ring: newest at (_trajectory_next - 1)
         self._trajectory_next = 0
         self._version = 0  # bumped whenever point indices may change: older renders are refused
-        # quantised storage: (version, hot points, packed rows, their first points) of the last render,
-        # whose point indices from the hot count on are the packed rows' points in that order
-        self._view: tuple[int, int, np.ndarray, np.ndarray] | None = None
         self.reset()
 
     @staticmethod
@@ -520,7 +517,6 @@ class SpatialMemory:
         return torch.stack([rot[i, 0] * x + rot[i, 1] * y + rot[i, 2] * z + trans[i] for i in range(3)]).T
 
     def _render(self, camera: Camera, pack_idle: bool = True) -> MemoryRender:
-        self._view = None
         if self.cold is not None:
             rows = self._focus(camera, pack_idle)
             packed = rows[torch.from_numpy(self.cold.count[rows.numpy()] > 0)]
@@ -572,7 +568,6 @@ class SpatialMemory:
             name: torch.from_numpy(np.concatenate([f[name][:count].numpy(), decoded[name]]))
             for name in _VIEW_FIELDS
         }
-        self._view = (self._version, count, prow, first)
         hot = rows[self.chunks.rows["size"][rows] > 0]
         total = count + int(first[-1])
         fast = fast_kernels(f["xyz"], self.chunks.pool)
@@ -593,7 +588,9 @@ class SpatialMemory:
             cand = torch.cat([self.chunks.members(hot, count), torch.arange(count, total)])
             self.last_touched = int(cand.numel())
             winners = self._splat_candidates(camera, cand, view)
-        return compose_render(winners, view, self.env, camera, self._version, take_depth=True)
+        render = compose_render(winners, view, self.env, camera, self._version, take_depth=True)
+        render.packed = (count, prow, first)
+        return render
 
     def _splat_chunks(self, fast, camera: Camera, source: tuple | None = None) -> SplatWinners | None:
         """The numba twin of `_render`'s candidates and torch splat (`splat_fast.render_kernel`):
@@ -633,15 +630,12 @@ class SpatialMemory:
     def _packed_from(self, render: MemoryRender) -> int:
         """The first point index of ``render`` (made by this memory as it is now) that is a packed
         point (`_render_packed`); past every index when none is."""
-        view = self._view
-        if view is None or view[0] != render.memory_version:
-            return self._count
-        return view[1]
+        return self._count if render.packed is None else render.packed[0]
 
-    def _touch_packed(self, points: torch.Tensor, frame_index: int) -> None:
-        """`_touch` for the packed points of the last render (distinct indices from its hot count on):
-        written into their blobs in place, and their chunks' newest last_seen rises."""
-        _, count, prow, first = self._view
+    def _touch_packed(self, render: MemoryRender, points: torch.Tensor, frame_index: int) -> None:
+        """`_touch` for packed points of ``render`` (distinct indices from its hot count on): written
+        into their blobs in place, and their chunks' newest last_seen rises."""
+        count, prow, first = render.packed
         j = points.numpy() - count
         seg = np.searchsorted(first, j, side="right") - 1
         rows = touch_packed(self.cold, prow[seg], j - first[seg], frame_index)
@@ -651,11 +645,10 @@ class SpatialMemory:
 
     def _touch(self, render: MemoryRender, frame_index: int) -> None:
         index, texel = render.point_index.reshape(-1), render.env_texel.reshape(-1)
-        hot_count = self._packed_from(render)
-        if self._view is not None and self._view[0] == render.memory_version:
-            packed = index >= hot_count
+        if render.packed is not None:
+            packed = index >= render.packed[0]
             if bool(packed.any()):
-                self._touch_packed(torch.unique(index[packed]), int(frame_index))
+                self._touch_packed(render, torch.unique(index[packed]), int(frame_index))
                 index = torch.where(packed, -1, index)
         f = self._fields
         fast = fast_kernels(index, texel, f["last_seen"])

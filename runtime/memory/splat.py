@@ -64,6 +64,10 @@ class MemoryRender:
     env_texel: torch.Tensor  # [H, W] int64: environment texel shown, -1 where none
     camera: Camera | None = None  # the camera rendered (ingest checks it is handed the right render)
     memory_version: int = -1  # layout version of the memory when rendered (stale renders are refused)
+    packed: tuple[int, np.ndarray, np.ndarray] | None = None
+    """Quantised storage, a render that read packed chunks: (hot points h, the packed rows, their first
+    points): a point_index i >= h is point i - h of those rows' points (rows ascending, each in blob
+    order; chunk k's are [first[k], first[k + 1]))."""
 
 
 @dataclass

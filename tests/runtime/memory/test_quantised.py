@@ -388,11 +388,14 @@ def test_generate_marks_packed_points_seen_in_place_and_observe_makes_the_view_h
     memory = SpatialMemory(MemoryConfig(budget_bytes=16 * MiB, storage="quantised"))
     walk(memory, range(12))
     view = cam((0.0, -2.0, 1.2), (0.0, 6.0, 1.0), SMALL)
-    memory.render(cam((0.0, -2.0, 1.2), (0.0, -6.0, 1.0), SMALL))
+    away = cam((0.0, -2.0, 1.2), (0.0, -6.0, 1.0), SMALL)
+    memory.render(away)
     render = memory.render(view)
+    other = memory.render(away)  # a later render at the same layout: the first keeps its own mapping
+    assert other.memory_version == render.memory_version and other.packed is not None
     hot_before, shown = memory.hot_points, render.point_index.reshape(-1)
     packed = torch.unique(shown[shown >= hot_before]) - hot_before
-    _, count, prow, first = memory._view
+    count, prow, first = render.packed
     seg = np.searchsorted(first, packed.numpy(), side="right") - 1
     before = {int(r): decode_chunk(memory.cold.get(r).copy(), SIZE) for r in np.unique(prow[seg])}
     memory.ingest(view, *ray_cast(view, ROOM), provenance=2, frame_index=20, mask=np.zeros((72, 96), bool),
