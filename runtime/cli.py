@@ -61,7 +61,15 @@ def _bench(args: argparse.Namespace) -> int:
     from runtime.evaluation.bench import BenchConfig, run_bench
 
     sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
-    run_bench(BenchConfig(sizes=sizes, frames=args.frames, soak_frames=args.soak_frames, json_path=args.json))
+    run_bench(
+        BenchConfig(
+            sizes=sizes,
+            frames=args.frames,
+            soak_frames=args.soak_frames,
+            soak_storage=args.soak_storage,
+            json_path=args.json,
+        )
+    )
     return 0
 
 
@@ -140,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default="128,256", help="comma-separated square frame sizes")
     bench.add_argument("--frames", type=int, default=200, help="frames per size for FPS and latency")
     bench.add_argument("--soak-frames", type=int, default=2000, help="frames of the RSS soak (0 skips it)")
+    bench.add_argument(
+        "--soak-storage", default="full", choices=("full", "quantised"), help="memory storage of the soak"
+    )
     bench.add_argument("--json", default="", help="also write the figures to this JSON file")
     bench.set_defaults(func=_bench)
 

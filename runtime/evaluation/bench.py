@@ -75,6 +75,8 @@ class BenchConfig:
     """Untimed frames streamed first (the same poses on both paths)."""
     soak_budget_mib: int = 64
     """Memory budget of the soak session, MiB: small, so that pruning is exercised."""
+    soak_storage: str = "full"
+    """Memory storage mode of the soak sessions (`MemoryConfig.storage`: "full" or "quantised")."""
     soak_observe_every: int = 4
     """The soak also sends an engine RGB-D observation every this many frames (0: poses only)."""
     scene: str = "garden"
@@ -93,6 +95,8 @@ class BenchConfig:
             raise ValueError(f"sizes={self.sizes}: give square sizes that are positive multiples of 8")
         if self.frames < 1 or self.warmup < 0 or self.soak_frames < 0:
             raise ValueError("frames must be >= 1, warmup and soak_frames >= 0")
+        if self.soak_storage not in STORAGES:
+            raise ValueError(f"soak_storage={self.soak_storage!r}: use one of {', '.join(STORAGES)}")
         if self.soak_budget_mib < 2:
             raise ValueError(f"soak_budget_mib={self.soak_budget_mib}: use at least 2 MiB")
 
@@ -332,7 +336,9 @@ async def _soak(config: BenchConfig) -> dict:
 async def _soak_session(client, scene, config: BenchConfig, frames: int, budget: int, pid, desc: str) -> dict:
     """Stream one soak session of ``frames`` frames with ``budget`` bytes; sample process ``pid``'s RSS."""
     every = config.soak_observe_every
-    info = await client.open_session(scene.intrinsics, seed=config.seed, budget_bytes=budget)
+    info = await client.open_session(
+        scene.intrinsics, seed=config.seed, budget_bytes=budget, storage=config.soak_storage
+    )
     stream = client.stream(info.session_id)
     rss = [rss_mib(pid)]
     full_at = None  # index into rss of the first sample with memory at its budget
@@ -366,6 +372,7 @@ async def _soak_session(client, scene, config: BenchConfig, frames: int, budget:
         await client.close_session(info.session_id)
     return {
         "frames": int(frames),
+        "storage": config.soak_storage,
         "size": int(scene.intrinsics.width),
         "server_process": True,
         "peak_rss_mb": max(rss),
@@ -491,7 +498,8 @@ def format_report(report: dict) -> str:
     s = report["soak"]
     if s["frames"]:
         lines.append(
-            f"\nsoak: {s['frames']} frames at {s['size']}x{s['size']} over gRPC, budget {s['budget_mb']:.0f} MiB, "
+            f"\nsoak: {s['frames']} frames at {s['size']}x{s['size']} over gRPC, budget {s['budget_mb']:.0f} MiB "
+            f"({s['storage']} storage), "
             f"RSS of the server process (after a {s['warmup_frames']}-frame warm-up session): "
             f"peak RSS {s['peak_rss_mb']:.0f} MiB (start {s['start_rss_mb']:.0f}, end {s['end_rss_mb']:.0f}; "
             f"growth {s['growth_mb']:.0f} MiB = {s['growth_mb'] / s['budget_mb']:.2f}x the budget"

@@ -67,7 +67,7 @@ def test_bench_runs_end_to_end_and_writes_well_formed_json(tmp_path, capsys):
     assert soak["frames"] == 20 and isinstance(soak["frames"], int)
     for key in SOAK_KEYS:
         assert _number(soak[key]), key
-    assert soak["budget_mb"] == 64
+    assert soak["budget_mb"] == 64 and soak["storage"] == "full"
     assert 0 < soak["max_bytes_used_mb"] <= soak["budget_mb"]
     assert soak["peak_rss_mb"] > 0
     # measured on a server process of its own, after its warm-up session (not this process's RSS)
@@ -97,6 +97,8 @@ def test_config_rejects_sizes_the_runtime_cannot_serve():
         BenchConfig(sizes=(100,)).validate()
     with pytest.raises(ValueError, match="frames"):
         BenchConfig(frames=0).validate()
+    with pytest.raises(ValueError, match="soak_storage='packed'"):
+        BenchConfig(soak_storage="packed").validate()
 
 
 def test_exploring_path_is_smooth_and_stays_on_the_lawn():
