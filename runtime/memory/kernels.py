@@ -15,7 +15,8 @@ here); this module the rest of a render and an ingest that touch every candidate
 * `beyond_kernel`, `addable_kernel`, `infinite_kernel`: the per-pixel masks of `SpatialMemory.ingest`;
 * `any_kernel`, `write_view_kernel`: `EnvironmentMap.write_view` once the texel -> pixel map is known;
 * `decode_view_kernel`, `touch_packed_kernel`: quantised storage's per-point work on packed chunks
-  (`quantised.decode_view`, `quantised.touch_packed`: the numpy code there is their reference).
+  (`quantised.decode_view`, `quantised.touch_packed`: the numpy code there is their reference);
+  `compact_kernel`: `quantised.ColdStore.compact`'s moves, blob by blob.
 
 Each takes numpy views of the memory's CPU tensors and writes through them. The callers dispatch as
 `splat.splat_points` does (`splat.fast_kernels`): CPU tensors take these kernels unless
@@ -361,6 +362,22 @@ def touch_packed_kernel(arena, age, colour, n, shift, ref, row, point, frame_ind
         arena[at], arena[at + 1] = v & 0xFF, v >> 8
         at = colour[r] + 5 * n[r] + j
         arena[at] = min(np.int64(arena[at]) + 1, 255)
+
+
+@numba.njit(**_JIT)
+def compact_kernel(arena, rows, offset, length):
+    """`quantised.ColdStore.compact`: the blobs of ``rows`` (in arena order) moved to the arena's start,
+    in that order, in place (each moves towards the start, so a forward copy never overwrites bytes
+    still to be read); ``offset`` is updated. Returns the end of the last blob."""
+    at = np.int64(0)
+    for row in rows:
+        start, size = offset[row], np.int64(length[row])
+        if start != at:
+            for i in range(size):
+                arena[at + i] = arena[start + i]
+            offset[row] = at
+        at += size
+    return at
 
 
 def bitmap_workspace(bits: int) -> np.ndarray:

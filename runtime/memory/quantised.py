@@ -487,6 +487,10 @@ class ColdStore:
         """Move the live blobs to the arena's start, in arena order (in place)."""
         rows = self.rows()
         rows = rows[np.argsort(self.offset[rows], kind="stable")]
+        fast = _fast_kernels()
+        if fast is not None:
+            self.end = int(fast.compact_kernel(self.arena, rows, self.offset, self.length))
+            return
         at = 0
         for row in rows.tolist():
             start, size = int(self.offset[row]), int(self.length[row])

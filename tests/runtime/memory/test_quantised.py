@@ -211,7 +211,10 @@ def test_malformed_blobs_are_refused():
         check_blob(bad, SIZE)
 
 
-def test_cold_store_compacts_in_place_and_resizes_keeping_every_blob():
+@pytest.mark.parametrize("kernel", ["numba", "torch"])
+def test_cold_store_compacts_in_place_and_resizes_keeping_every_blob(kernel, monkeypatch):
+    if kernel == "torch":  # the numpy loop instead of the numba kernel
+        monkeypatch.setenv("MIRAGE_SPLAT_KERNEL", "torch")
     g = np.random.default_rng(4)
     store = ColdStore(8)
     blobs = {row: encode_chunk(chunk_points(g, 10 + 5 * row), 1000, SIZE) for row in range(6)}
@@ -225,6 +228,8 @@ def test_cold_store_compacts_in_place_and_resizes_keeping_every_blob():
         store.put(1, blobs[1])
     store.compact()
     assert store.end == store.live == sum(blobs[r].shape[0] for r in (0, 2, 3, 5))
+    sizes = [blobs[r].shape[0] for r in (0, 2, 3, 5)]
+    assert store.offset[[0, 2, 3, 5]].tolist() == np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
     store.put(4, blobs[4])
     store.resize(store.live + 100)
     for row in (0, 2, 3, 4, 5):
