@@ -307,7 +307,13 @@ def decode_view(
     straight from the arena, all chunks at once: (fields, first). fields: xyz float32 [N, 3], radius
     float32, provenance uint8, rgb uint8 [N, 3], confidence float16, object_id int32 (the values
     `decode_chunk` gives, bit for bit); chunk i's points are [first[i], first[i + 1]) in blob order."""
-    rows = np.asarray(rows, dtype=np.int64)
+    fields, first, _ = _decode_view(store, np.asarray(rows, dtype=np.int64), chunk_size)
+    return fields, first
+
+
+def _decode_view(store: ColdStore, rows: np.ndarray, chunk_size: float):
+    """`decode_view` (``rows`` int64) with the blobs' layout as well (`_blob_layout`; None when the
+    blobs hold no point): (fields, first, layout)."""
     arena = store.arena
     first = np.zeros(rows.shape[0] + 1, dtype=np.int64)
     np.cumsum(store.count[rows], out=first[1:])
@@ -316,7 +322,7 @@ def decode_view(
         empty = {"xyz": np.zeros((0, 3), np.float32), "radius": np.zeros(0, np.float32),
                  "provenance": np.zeros(0, np.uint8), "rgb": np.zeros((0, 3), np.uint8),
                  "confidence": np.zeros(0, np.float16), "object_id": np.zeros(0, np.int32)}  # fmt: skip
-        return empty, first
+        return empty, first, None
     at = _blob_layout(arena, store.offset[rows])
     fast = _fast_kernels()
     if fast is not None:
@@ -329,7 +335,7 @@ def decode_view(
             _CONFIDENCE_TABLE.view(np.uint16), out["xyz"], out["radius"], out["provenance"], out["rgb"],
             out["confidence"].view(np.uint16), out["object_id"],
         )  # fmt: skip
-        return out, first
+        return out, first, at
     seg = np.repeat(np.arange(rows.shape[0]), at["n"])
     j = np.arange(total, dtype=np.int64) - first[seg]
     n = at["n"][seg]
@@ -345,14 +351,18 @@ def decode_view(
     index[~wide] = arena[(colour + 6 * n + j)[~wide]]
     index = np.minimum(index, at["p"][seg] - 1)
     ids = arena[(at["palette"][seg] + 4 * index)[:, None] + np.arange(4)]
-    return {
-        "xyz": xyz,
-        "radius": _RADIUS_TABLE[arena[colour + 3 * n + j]],
-        "provenance": (meta & 3).astype(np.uint8),
-        "rgb": rgb,
-        "confidence": _CONFIDENCE_TABLE[meta >> 2],
-        "object_id": np.ascontiguousarray(ids).view("<i4").reshape(-1).astype(np.int32),
-    }, first
+    return (
+        {
+            "xyz": xyz,
+            "radius": _RADIUS_TABLE[arena[colour + 3 * n + j]],
+            "provenance": (meta & 3).astype(np.uint8),
+            "rgb": rgb,
+            "confidence": _CONFIDENCE_TABLE[meta >> 2],
+            "object_id": np.ascontiguousarray(ids).view("<i4").reshape(-1).astype(np.int32),
+        },
+        first,
+        at,
+    )
 
 
 def decode_rows(
@@ -361,13 +371,12 @@ def decode_rows(
     """`decode_view` with every field of `spatial.SCHEMA` (last_seen, hit_count and frame_added too):
     what `decode_chunk` gives for each of ``rows``, all chunks at once."""
     rows = np.asarray(rows, dtype=np.int64)
-    fields, first = decode_view(store, rows, chunk_size)
+    fields, first, at = _decode_view(store, rows, chunk_size)
     total = int(first[-1])
     if total == 0:
         fields.update({name: np.zeros(0, np.int32) for name in ("last_seen", "hit_count", "frame_added")})
         return fields, first
     arena = store.arena
-    at = _blob_layout(arena, store.offset[rows])
     seg = np.repeat(np.arange(rows.shape[0]), at["n"])
     j = np.arange(total, dtype=np.int64) - first[seg]
     fields["last_seen"] = (at["ref"][seg] - _u16(arena, at["age"][seg] + 2 * j)).astype(np.int32)
@@ -390,13 +399,13 @@ def touch_packed(store: ColdStore, rows: np.ndarray, points: np.ndarray, frame_i
     at = _blob_layout(arena, store.offset[urows])
     ref = np.maximum(at["ref"], int(frame_index))
     shift = ref - at["ref"]
+    moved = np.flatnonzero(shift > 0)
     fast = _fast_kernels()
     if fast is not None:
         fast.touch_packed_kernel(
             arena, at["age"], at["colour"], at["n"], shift, ref, inv, points, int(frame_index)
         )
     else:
-        moved = np.flatnonzero(shift > 0)
         n = at["n"][moved]
         seg = np.repeat(np.arange(moved.shape[0]), n)
         ages = at["age"][moved][seg] + 2 * (np.arange(int(n.sum()), dtype=np.int64) - (np.cumsum(n) - n)[seg])
@@ -405,7 +414,6 @@ def touch_packed(store: ColdStore, rows: np.ndarray, points: np.ndarray, frame_i
         _put_u16(arena, ages, np.clip(ref[inv] - int(frame_index), 0, 65535))
         hits = at["colour"][inv] + 5 * at["n"][inv] + points
         arena[hits] = np.minimum(arena[hits].astype(np.int64) + 1, 255).astype(np.uint8)
-    moved = np.flatnonzero(shift > 0)
     header = store.offset[urows[moved]] + 4  # the new references
     arena[header[:, None] + np.arange(4)] = ref[moved].astype("<i4").view(np.uint8).reshape(-1, 4)
     return urows

@@ -346,15 +346,24 @@ class SpatialMemory:
         target = max(MIN_POINTS, self._count + self._count // 4)
         if self.capacity > 2 * target:
             self._resize_hot(target)
-        pruned = self._arena_room(sum(b.shape[0] for b in blobs), in_view, camera)
         for row, blob in zip(rows.tolist(), blobs, strict=True):
+            self.chunks.rows["rmax"][row] = packed_rmax(blob)  # as a restored snapshot's row
+        return self._store_blobs(rows.tolist(), blobs, in_view, camera)
+
+    def _store_blobs(
+        self, rows: list[int], blobs: list[np.ndarray], keep: torch.Tensor, camera: Camera
+    ) -> int:
+        """Put ``blobs`` into the arena as the chunks ``rows`` (their rows filled, no blob held), after
+        making room (`_arena_room`, never evicting ``keep``); a blob that still finds none is pruned
+        with its row. Returns the points pruned."""
+        pruned = self._arena_room(sum(b.shape[0] for b in blobs), keep, camera)
+        for row, blob in zip(rows, blobs, strict=True):
             if blob.shape[0] > self.cold.room():  # no room left even after evicting: prune it
                 pruned += int(self.chunks.rows["provenance"][row].sum())
                 self._chunks_evicted_total += 1
                 self.chunks.drop_row(row)
             else:
                 self.cold.put(row, blob)
-                self.chunks.rows["rmax"][row] = packed_rmax(blob)  # as a restored snapshot's row
         return pruned
 
     def _most_relevant_first(self, rows: torch.Tensor, camera: Camera) -> torch.Tensor:
@@ -934,14 +943,15 @@ class SpatialMemory:
         if self.cold is not None:  # on the packed grid from the start, so each finds its chunk below
             xyz = snap_positions(xyz, self.config.chunk_size_m)
             if provenance != PROVENANCE_OBSERVED:  # straight into blobs, but for chunks already hot
-                rows = self.chunks.row_of(self.chunks.keys(xyz).numpy())
+                keys = self.chunks.keys(xyz).numpy()
+                rows = self.chunks.row_of(keys)
                 hot = (rows >= 0) & (self.chunks.rows["size"].numpy()[np.maximum(rows, 0)] > 0)
                 if not hot.all():
                     cold_pix = pix[torch.from_numpy(~hot)]
                     values = self._new_values(
                         camera, frame, cold_pix, z[~hot], xyz[~hot], provenance, frame_index
                     )
-                    kept, pruned, dropped = self._add_packed(camera, values)
+                    kept, pruned, dropped = self._add_packed(camera, values, keys[~hot])
                     packed_pix = cold_pix[torch.from_numpy(kept)]
                     hot = torch.from_numpy(hot)
                     pix, z, xyz = pix[hot], z[hot], xyz[hot]
@@ -1029,14 +1039,16 @@ class SpatialMemory:
             snap(values, self.config.chunk_size_m)
         return values
 
-    def _add_packed(self, camera: Camera, values: dict[str, torch.Tensor]) -> tuple[np.ndarray, int, int]:
+    def _add_packed(
+        self, camera: Camera, values: dict[str, torch.Tensor], keys: np.ndarray
+    ) -> tuple[np.ndarray, int, int]:
         """Quantised storage, a generated or imported frame: store new points ``values`` (on the packed
-        grid, none in a hot chunk) straight into blobs. A packed chunk they land in is decoded with them
-        and packed again; a chunk without a row gets a packed one (rows come from evicting packed chunks
-        out of view when the table is short; the points of chunks still without one are dropped); the
-        arena makes room as `_pack` does. Returns (bool [M]: the points stored, pruned, dropped)."""
+        grid, none in a hot chunk; ``keys`` their voxel keys) straight into blobs. A packed chunk they
+        land in is decoded with them and packed again; a chunk without a row gets a packed one (rows
+        come from evicting packed chunks out of view when the table is short; the points of chunks
+        still without one are dropped); the blobs go in by `_store_blobs`, as `_pack`'s do. Returns
+        (bool [M]: the points stored, pruned, dropped)."""
         cs = self.config.chunk_size_m
-        keys = self.chunks.keys(values["xyz"]).numpy()
         ukeys, inverse = np.unique(keys, return_inverse=True)
         rows = self.chunks.row_of(ukeys)
         in_view = self.chunks.in_frustum(camera, self.config.near, self.config.max_splat_radius_px)
@@ -1078,16 +1090,7 @@ class SpatialMemory:
         r["rmax"][at] = torch.from_numpy(rmax)
         r["last_seen"][at] = torch.from_numpy(refs.astype(np.int32))
         r["provenance"][at] = torch.from_numpy(provenance.astype(np.int32))
-        pruned += self._arena_room(
-            sum(b.shape[0] for b in blobs), torch.unique(torch.cat([keep, at])), camera
-        )
-        for row, blob in zip(rows.tolist(), blobs, strict=True):
-            if blob.shape[0] > self.cold.room():  # no room left even after evicting: prune it
-                pruned += int(r["provenance"][row].sum())
-                self._chunks_evicted_total += 1
-                self.chunks.drop_row(row)
-            else:
-                self.cold.put(row, blob)
+        pruned += self._store_blobs(rows.tolist(), blobs, torch.unique(torch.cat([keep, at])), camera)
         self._version += 1
         return kept, pruned, dropped
 
