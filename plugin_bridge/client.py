@@ -123,9 +123,12 @@ def open_session_request(
     capabilities: tuple[str, ...] = ("generate", "observation"),
     protocol_version: tuple[int, int, int] = CLIENT_PROTOCOL_VERSION,
     jpeg_quality: int = 0,
+    generator_detail: float | None = None,
 ) -> pb.OpenSessionRequest:
+    """``generator_detail``: the generator's detail strength (models with detail control; None: the
+    model's default, 0: its mean prediction, 1: as trained)."""
     major, minor, patch = protocol_version
-    return pb.OpenSessionRequest(
+    req = pb.OpenSessionRequest(
         protocol_version=pb.Version(major=major, minor=minor, patch=patch),
         capabilities=list(capabilities),
         convention=CONVENTION_TO_PROTO[Convention(str(getattr(convention, "value", convention)).lower())],
@@ -141,6 +144,9 @@ def open_session_request(
         release_on_disconnect=release_on_disconnect,
         jpeg_quality=jpeg_quality,
     )
+    if generator_detail is not None:
+        req.generator_detail = generator_detail
+    return req
 
 
 def _session_info(resp: pb.OpenSessionResponse, req: pb.OpenSessionRequest) -> SessionInfo:

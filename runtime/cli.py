@@ -81,6 +81,15 @@ def _train(args: argparse.Namespace) -> int:
         config.run_dir = args.run
     if args.steps:
         config.steps = args.steps
+    if args.init:
+        config.init = args.init
+    if args.lr:
+        config.lr = args.lr
+    if args.warmup >= 0:
+        config.warmup = args.warmup
+    if args.logmse:
+        config.loss.logmse = args.logmse
+    config.model.detail = args.detail
     if args.train_examples:
         config.data.examples = {**config.data.examples, "train": args.train_examples}
     run = train(config)
@@ -164,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-examples", type=int, default=0, help="training examples to render (default 10000)"
     )
     tr.add_argument("--max-minutes", type=float, default=0.0, help="stop with a checkpoint after this long")
+    tr.add_argument("--init", default="", help="start from this model.safetensors of an earlier run")
+    tr.add_argument(
+        "--detail", action="store_true", help="train a model with noise-modulated detail (see LearnedConfig)"
+    )
+    tr.add_argument("--lr", type=float, default=0.0, help="peak learning rate (default 2e-3)")
+    tr.add_argument("--warmup", type=int, default=-1, help="warm-up steps (default 200)")
+    tr.add_argument("--logmse", type=float, default=0.0, help="weight of the per-example log-MSE loss")
     tr.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and batches")
     tr.set_defaults(func=_train)
 

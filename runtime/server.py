@@ -27,7 +27,7 @@ from mirage.v1 import mirage_pb2_grpc as pb_grpc
 from runtime import wire
 from runtime.allocator import tune_malloc
 from runtime.config import RuntimeConfig
-from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models
+from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models, models_with_detail
 from runtime.session import Session, SessionClosedError
 from runtime.types import ObservationInput, PoseInput
 
@@ -161,6 +161,12 @@ class MirageServicer(pb_grpc.MirageServicer):
                 )
         try:
             generator = await self._run(self.load_generator, spec.generator)
+            if spec.detail is not None and not generator.detail_control:
+                with_detail = models_with_detail(self.config.generator.models_dir)
+                raise ValueError(
+                    f"generator {generator.name!r} has no detail control: leave generator_detail unset, or "
+                    f"choose a generator that has it ({', '.join(with_detail) or 'none installed here'})"
+                )
             session = await self._run(Session, spec, generator, self.config.memory)
         except ValueError as exc:  # e.g. a budget too small for the memory's fixed tables
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -182,6 +188,10 @@ class MirageServicer(pb_grpc.MirageServicer):
                 sha256=generator.sha256,
                 kind=generator.card.kind,
                 providers=list(generator.providers),
+                detail_control=generator.detail_control,
+                detail=(spec.detail if spec.detail is not None else generator.detail_default or 0.0)
+                if generator.detail_control
+                else 0.0,
             ),
             memory=wire.memory_stats_to_proto(session.memory.stats()),
             max_message_bytes=self.config.server.max_message_bytes,

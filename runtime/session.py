@@ -82,6 +82,7 @@ class Session:
                 coverage,
                 intrinsics=self.spec.intrinsics,
                 seed=(self.spec.seed * 1_000_003 + self.frame_index) & 0x7FFFFFFF,
+                detail=self.spec.detail,
             )
             t2 = time.perf_counter()
             covered = coverage >= 0.5

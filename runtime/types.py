@@ -29,6 +29,8 @@ class SessionSpec:
     client_capabilities: tuple[str, ...] = ()
     storage: str = "full"
     """Memory storage mode: "full" or "quantised" (`runtime.memory.MemoryConfig.storage`)."""
+    detail: float | None = None
+    """Generator detail strength (0..MAX_DETAIL) the client asked for; None: the card's default."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from runtime.types import FrameResult, ObservationInput, PoseInput, SessionSpec
 
 QUATERNION_NORM_TOLERANCE = 1e-3
 SIZE_MULTIPLE = 8  # generators take H, W in multiples of 8
+MAX_DETAIL = 4.0  # largest generator_detail a session may ask for
 
 _CONVENTIONS = {
     pb.POSE_CONVENTION_UNSPECIFIED: Convention.OPENCV,
@@ -200,6 +201,14 @@ def session_spec_from_proto(
             "memory.storage QUANTISED keeps memory persistent: send window_frames 0 with it "
             f"(got {req.memory.window_frames})"
         )
+    detail = None
+    if req.HasField("generator_detail"):
+        detail = float(req.generator_detail)
+        if not (math.isfinite(detail) and 0.0 <= detail <= MAX_DETAIL):
+            raise _invalid(
+                f"generator_detail must be within 0..{MAX_DETAIL:g} (0: the generator's mean prediction, "
+                f"1: detail as trained), got {req.generator_detail}; leave it unset for the model's default"
+            )
     return SessionSpec(
         convention=convention,
         units_per_meter=float(upm),
@@ -213,6 +222,7 @@ def session_spec_from_proto(
         storage=storage,
         seed=int(req.seed),
         release_on_disconnect=bool(req.release_on_disconnect),
+        detail=detail,
         client_capabilities=tuple(req.capabilities),
     )
 

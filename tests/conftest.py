@@ -133,3 +133,49 @@ def tiny_learned_models(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("learned-models")
     export_model("learned_v1", out, weights=str(run / FINAL), verbose=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_detail_models(tiny_dataset, tiny_learned_models, tmp_path_factory):
+    """(models folder, run folder): learned_v2 trained for 2 steps with detail on the tiny dataset,
+    started from tiny_learned_models' run (as the shipped model starts from learned_v1's), exported
+    next to copies of that learned_v1 and of the shipped pushpull_v1."""
+    import shutil
+    from pathlib import Path
+
+    from runtime.generator.export import export_model
+    from runtime.generator.learned import LearnedConfig
+    from runtime.training import dataset as ds
+    from runtime.training.train import FINAL, TrainConfig, train
+
+    _, data, root = tiny_dataset
+    first = next(tiny_learned_models.parent.glob("learned-run*/model.safetensors"))
+    saved = ds.default_cache_dir
+    ds.default_cache_dir = lambda: root
+    try:
+        run = train(
+            TrainConfig(
+                run_dir=str(tmp_path_factory.mktemp("detail-run")),
+                data=data,
+                model=LearnedConfig(widths=(8, 8, 16), dilations=(1, 2), detail=True),
+                init=str(first),
+                steps=2,
+                batch=2,
+                crop=32,
+                lr=5e-4,
+                warmup=1,
+                val_every=2,
+                checkpoint_every=2,
+                progress=False,
+            )
+        )
+    finally:
+        ds.default_cache_dir = saved
+    out = tmp_path_factory.mktemp("detail-models")
+    export_model("learned_v2", out, weights=str(run / FINAL), verbose=False)
+    for path in tiny_learned_models.iterdir():
+        shutil.copy(path, out / path.name)
+    shipped = Path(__file__).resolve().parents[1] / "exported_models"
+    for name in ("pushpull_v1.onnx", "pushpull_v1.card.json"):
+        shutil.copy(shipped / name, out / name)
+    return out, run

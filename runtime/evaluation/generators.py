@@ -94,13 +94,44 @@ def score_examples(
     }
 
 
-def host_runner(host) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-    """Run a GeneratorHost's onnxruntime session one example at a time on batched feeds."""
+def parse_generator(label: str) -> tuple[str, float | None]:
+    """``"NAME"`` or ``"NAME@DETAIL"`` (a model with detail control at that detail strength)."""
+    name, sep, detail = label.partition("@")
+    if not sep:
+        return name, None
+    try:
+        value = float(detail)
+    except ValueError:
+        raise ValueError(f"{label!r}: the detail after '@' must be a number, e.g. {name}@0.5") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{label!r}: the detail after '@' must be >= 0")
+    return name, value
+
+
+def load_generator(label: str, models_dir: str | None = None):
+    """(host, detail) for a ``parse_generator`` label; a detail on a model without control is refused."""
+    from runtime.generator.host import GeneratorConfig, GeneratorHost
+
+    name, detail = parse_generator(label)
+    host = GeneratorHost.load(GeneratorConfig(name=name, models_dir=models_dir))
+    if detail is not None and not host.detail_control:
+        raise ValueError(f"{label!r}: model {name!r} has no detail control; drop the '@{detail:g}'")
+    return host, detail
+
+
+def host_runner(host, detail: float | None = None) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """Run a GeneratorHost's onnxruntime session one example at a time on batched feeds; a model with
+    detail control gets its noise scaled by ``detail`` (None: the card's default), as the host does."""
+    scale = None
+    if host.detail_control:
+        scale = np.float32(host.detail_default if detail is None else detail)
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         outs = []
         for j in range(feeds["memory_rgb"].shape[0]):
             one = {name: feeds[name][j : j + 1] for name in host.input_names}
+            if scale is not None:
+                one["noise"] = one["noise"] * scale
             outs.append(host.session.run(["rgb"], one)[0][0])
         return np.stack(outs)
 
@@ -131,14 +162,15 @@ def time_generator(host, size: int, repeats: int = 30, seed: int = 0) -> float:
 
 def compare_generators(names: list[str], split, fov_x_deg: float, *, seed: int = 0, timing: bool = True,
                        models_dir: str | None = None) -> list[dict]:  # fmt: skip
-    """One row per generator: scores over ``split`` (also per scene: held-out scene vs arrangements)."""
-    from runtime.generator.host import GeneratorConfig, GeneratorHost
-
+    """One row per generator (``parse_generator`` labels): scores over ``split`` (also per scene:
+    held-out scene vs arrangements)."""
     rows = []
     for name in names:
-        host = GeneratorHost.load(GeneratorConfig(name=name, models_dir=models_dir))
-        run = host_runner(host)
+        host, detail = load_generator(name, models_dir)
+        run = host_runner(host, detail)
         row = {"generator": name, **score_examples(run, split, fov_x_deg, seed=seed)}
+        if host.detail_control:
+            row["detail"] = host.detail_default if detail is None else detail
         for label, test in (("courtyard", lambda m: m["scene"] == "courtyard"),
                             ("arrangements", lambda m: m["scene"] != "courtyard")):  # fmt: skip
             sub = score_examples(run, split, fov_x_deg, seed=seed, keep=test)
@@ -163,8 +195,6 @@ def contact_sheet(names: list[str], split, fov_x_deg: float, path, *, count: int
     scene and arrangements). Returns the example indices shown."""
     from PIL import Image, ImageDraw
 
-    from runtime.generator.host import GeneratorConfig, GeneratorHost
-
     h, w = split["memory_depth"].shape[1:3]
     rays = ray_directions(Intrinsics.from_fov(w, h, fov_x_deg))
     by_kind: dict[tuple[str, bool], list[int]] = {}  # (kind, held-out scene?) -> examples
@@ -185,8 +215,8 @@ def contact_sheet(names: list[str], split, fov_x_deg: float, path, *, count: int
     mem[holes] = (255, 0, 255)
     columns.append(("memory render", mem))
     for name in names:
-        host = GeneratorHost.load(GeneratorConfig(name=name, models_dir=models_dir))
-        out = host_runner(host)(feeds)
+        host, detail = load_generator(name, models_dir)
+        out = host_runner(host, detail)(feeds)
         gen = np.clip(np.rint(out.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
         columns.append((name, np.where(holes[..., None], gen, split["memory_rgb"][idx])))
     columns.append(("truth (Panda3D)", np.asarray(split["truth_rgb"][idx])))

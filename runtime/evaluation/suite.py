@@ -26,7 +26,7 @@ from runtime.evaluation.cycle import METHOD_WINDOWS, CycleRun, run_cycle
 from runtime.evaluation.fidelity import FidelitySpec, run_fidelity
 from runtime.evaluation.generators import compare_generators, contact_sheet
 from runtime.evaluation.metrics import PSNR_CAP_DB, context_loss_reduction, memory_persistence, psnr
-from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models
+from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models, models_with_detail
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 from runtime.scenes.paths import abc_loop, out_and_back, revisit_pairs
 from runtime.server import run_server, stop_server
@@ -118,7 +118,10 @@ class EvalConfig:
             baseline = [n for n in ("pushpull_v1", "learned_v1") if n != default and n in shipped]
             self.generators = (default, *baseline[:1])
         if not self.table_generators:
-            self.table_generators = (default, *(n for n in shipped if n != default))
+            # a model with detail control is also scored without its detail (NAME@0)
+            plain = set(models_with_detail())
+            order = (default, *(n for n in shipped if n != default))
+            self.table_generators = tuple(x for n in order for x in ((n, f"{n}@0") if n in plain else (n,)))
 
     @property
     def spec(self) -> SuiteSpec:

@@ -56,6 +56,9 @@ class ModelSpec:
     )
     evaluation: dict = field(default_factory=lambda: {"note": "see README Results"})
     license: str = "Apache-2.0"
+    detail: dict | None = None
+    """Card key ``detail`` of a model whose noise input scales its detail (``default``: the strength
+    the host uses when a session does not ask for one)."""
 
 
 def _build_pushpull(weights: str | None) -> torch.nn.Module:
@@ -66,14 +69,37 @@ def _build_pushpull(weights: str | None) -> torch.nn.Module:
     return PushPullFiller()
 
 
-def _build_learned(weights: str | None) -> torch.nn.Module:
-    from runtime.training.train import load_weights
+def _learned_builder(name: str, detail: bool) -> Callable[[str | None], torch.nn.Module]:
+    def build(weights: str | None) -> torch.nn.Module:
+        from runtime.training.train import load_weights
 
-    if not weights:
-        raise ExportError(
-            "learned_v1 needs its trained weights: --weights RUN_DIR/model.safetensors (train with `mirage train`)"
-        )
-    return load_weights(weights)
+        if not weights:
+            raise ExportError(
+                f"{name} needs its trained weights: --weights RUN_DIR/model.safetensors (train with `mirage train`)"
+            )
+        model = load_weights(weights)
+        if model.config.detail != detail:
+            raise ExportError(
+                f"{name} is a model {'with' if detail else 'without'} detail, but {weights} holds one "
+                f"{'with' if model.config.detail else 'without'} (`mirage train --detail` trains one with it)"
+            )
+        return model
+
+    return build
+
+
+LEARNED_DESCRIPTION = (
+    "Completes a memory render: holes are first filled by the push-pull pyramid, then a small "
+    "encoder-decoder (space-to-depth, 1/2-1/4-1/8 resolution with a dilated context block, skips fused "
+    "at every scale, depth-to-space) predicts a residual colour and inverse depth on top, from memory "
+    "colour, inverse depth, coverage, the fill, its edges, camera rays{noise}. Pixels "
+    "memory covers (coverage >= 0.999) are returned exactly. Predicted inverse depth below 1e-3 is "
+    "returned as +inf (sky: the runtime puts it in the environment map). See runtime/generator/learned.py."
+)
+DETAIL_DEFAULT = 1.0
+"""learned_v2's detail strength when a session does not ask for one."""
+EVALUATE_DETAILS = (0.0, 0.5, 1.0)
+"""Detail strengths ``--evaluate`` scores a model with detail control at."""
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -91,17 +117,28 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
     ),
     "learned_v1": ModelSpec(
-        build=_build_learned,
+        build=_learned_builder("learned_v1", detail=False),
         inputs=("memory_rgb", "memory_depth", "memory_coverage", "ray_dirs", "noise"),
         kind="learned multi-scale encoder-decoder (trained on Panda3D renders of Mirage memory)",
-        description=(
-            "Completes a memory render: holes are first filled by the push-pull pyramid, then a small "
-            "encoder-decoder (space-to-depth, 1/2-1/4-1/8 resolution with a dilated context block, skips fused "
-            "at every scale, depth-to-space) predicts a residual colour and inverse depth on top, from memory "
-            "colour, inverse depth, coverage, the fill, its edges, camera rays and a noise channel. Pixels "
-            "memory covers (coverage >= 0.999) are returned exactly. Predicted inverse depth below 1e-3 is "
-            "returned as +inf (sky: the runtime puts it in the environment map). See runtime/generator/learned.py."
-        ),
+        description=LEARNED_DESCRIPTION.format(noise=" and a noise channel"),
+    ),
+    "learned_v2": ModelSpec(
+        build=_learned_builder("learned_v2", detail=True),
+        inputs=("memory_rgb", "memory_depth", "memory_coverage", "ray_dirs", "noise"),
+        kind="learned multi-scale encoder-decoder with noise-modulated detail (trained on Panda3D renders "
+        "of Mirage memory)",
+        description=LEARNED_DESCRIPTION.format(noise="")
+        + " A second head predicts a per-pixel, per-colour detail amplitude from the decoder's features; "
+        "the output colour is the mean prediction plus amplitude x noise, so unseen texture (grass, gravel) "
+        "has the local strength the scene has instead of being smoothed away. The noise input enters only "
+        "there: scaling it scales the detail (0 gives the mean prediction, the best PSNR).",
+        detail={
+            "input": "noise",
+            "default": DETAIL_DEFAULT,
+            "range": [0.0, 4.0],
+            "description": "the host multiplies the standard normal noise by this strength "
+            "(OpenSessionRequest.generator_detail); 0: mean prediction only, 1: detail as trained",
+        },
     ),
 }
 
@@ -240,6 +277,7 @@ def export_model(
         evaluation=dict(evaluation) if evaluation else dict(spec.evaluation),
         license=spec.license,
         created=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+        extra={"detail": dict(spec.detail)} if spec.detail else {},
     )
     card.write(card_path)
     size = onnx_path.stat().st_size
@@ -338,8 +376,51 @@ def export_int8(
     return ExportResult(qname, onnx_path, card_path, digest, distance, size)
 
 
+def _home(path: str) -> str:
+    home = str(Path.home())
+    return "~" + path[len(home) :] if path.startswith(home + os.sep) else path
+
+
+def train_command(config: dict) -> str:
+    """The ``mirage train`` command line that runs a training ``config`` (as saved by the run)."""
+    from dataclasses import asdict
+
+    from runtime.training.train import TrainConfig
+
+    d = asdict(TrainConfig())
+    parts = ["mirage train"]
+    if config["run_dir"] != d["run_dir"]:
+        parts.append(f"--run {_home(config['run_dir'])}")
+    if config.get("init"):
+        parts.append(f"--init {_home(config['init'])}")
+    if config["model"].get("detail"):
+        parts.append("--detail")
+    parts.append(f"--steps {config['steps']}")
+    for key, flag in (("lr", "--lr"), ("warmup", "--warmup"), ("seed", "--seed")):
+        if config[key] != d[key]:
+            parts.append(f"{flag} {config[key]:g}")
+    if config["loss"].get("logmse"):
+        parts.append(f"--logmse {config['loss']['logmse']:g}")
+    fixed = {k: config[k] for k in ("batch", "crop", "weight_decay", "threads") if config[k] != d[k]}
+    fixed.update(
+        {f"loss.{k}": v for k, v in config["loss"].items() if k != "logmse" and v != d["loss"].get(k)}
+    )
+    fixed.update(
+        {
+            f"model.{k}": v
+            for k, v in config["model"].items()
+            if k != "detail" and list(v) != list(d["model"][k])
+        }
+    )
+    if fixed:
+        parts.append(f"(TrainConfig fields not on the command line: {fixed})")
+    return " ".join(parts)
+
+
 def training_record(weights: str | Path) -> dict:
-    """The card's ``training`` block, from the metadata ``mirage train`` writes into model.safetensors."""
+    """The card's ``training`` block, from the metadata ``mirage train`` writes into model.safetensors.
+    A run started from an earlier one's weights (``--init``) lists both under ``stages``; its command,
+    steps and wall time are the whole chain's."""
     import json
 
     from safetensors import safe_open
@@ -351,8 +432,8 @@ def training_record(weights: str | Path) -> dict:
     config, history = json.loads(meta["config"]), json.loads(meta.get("history", "{}"))
     data = config["data"]
     val = history.get("val", [])
-    return {
-        "command": "mirage train" + (f" --steps {config['steps']}" if config.get("steps") else ""),
+    record = {
+        "command": train_command(config),
         "data": (
             f"{sum(data['examples'].values())} examples rendered by Panda3D through Mirage's own memory at "
             f"{data['size']}x{data['size']} (train {data['examples']['train']}: random arrangements of the wheel's "
@@ -366,12 +447,34 @@ def training_record(weights: str | Path) -> dict:
         "steps": int(meta.get("step", 0)),
         "batch": config["batch"],
         "crop": config["crop"],
+        "lr": config["lr"],
         "losses": config["loss"],
         "wall_minutes": round(float(history.get("seconds", 0.0)) / 60.0, 1),
         "hardware": f"this machine: {os.cpu_count()} CPU cores, no GPU (torch threads = {config['threads']})",
         "validation_first": val[0] if val else None,
         "validation_last": val[-1] if val else None,
         "checkpoint_format": "safetensors",
+    }
+    init = config.get("init")
+    if not init:
+        return record
+    if not Path(init).is_file():
+        raise ExportError(
+            f"{weights} was trained from {init}, which is gone: the card must record that first stage too"
+        )
+    first = training_record(init)
+    if first["dataset_config"] != data:
+        raise ExportError(f"{weights} and the run it started from ({init}) used different datasets")
+    keys = ("command", "steps", "lr", "losses", "wall_minutes", "validation_first", "validation_last")
+    stages = first.get("stages") or [{k: first[k] for k in keys}]
+    stages = [*stages, {k: record[k] for k in keys}]
+    return {
+        **record,
+        "command": " && ".join(st["command"] for st in stages),
+        "steps": sum(st["steps"] for st in stages),
+        "wall_minutes": round(sum(st["wall_minutes"] for st in stages), 1),
+        "validation_first": stages[0]["validation_first"],
+        "stages": stages,
     }
 
 
@@ -386,7 +489,12 @@ def evaluate_export(name: str, models_dir: Path, baseline: str = "pushpull_v1") 
     names = [name] if name == baseline else [name, baseline]
     if (models_dir / f"{name}{INT8_SUFFIX}{CARD_SUFFIX}").is_file():
         names.insert(1, name + INT8_SUFFIX)
-    dirs = {n: str(models_dir) if (models_dir / f"{n}{CARD_SUFFIX}").is_file() else None for n in names}
+    if REGISTRY[name].detail:  # the same model at other detail strengths, side by side
+        names[1:1] = [f"{name}@{d:g}" for d in EVALUATE_DETAILS if d != REGISTRY[name].detail["default"]]
+    dirs = {
+        n: str(models_dir) if (models_dir / f"{n.partition('@')[0]}{CARD_SUFFIX}").is_file() else None
+        for n in names
+    }
     rows = []
     for n in names:
         rows.extend(compare_generators([n], split, data.fov_x_deg, models_dir=dirs[n]))

@@ -83,6 +83,19 @@ def available_models(models_dir: str | Path | None = None) -> list[str]:
     return sorted(names)
 
 
+def models_with_detail(models_dir: str | Path | None = None) -> list[str]:
+    """Installed models whose card declares detail control (read from the cards, nothing loaded)."""
+    root = Path(models_dir) if models_dir else default_models_dir()
+    out = []
+    for name in available_models(root):
+        try:
+            if "detail" in ModelCard.load(root / f"{name}{CARD_SUFFIX}").extra:
+                out.append(name)
+        except ModelCardError:
+            continue
+    return out
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -144,6 +157,9 @@ class GeneratorHost:
         self.output_names: tuple[str, ...] = tuple(o.name for o in session.get_outputs())
         self._rays: dict[Intrinsics, np.ndarray] = {}
         self._check_contract()
+        self.detail_default: float | None = self._detail_default()
+        """The card's default detail strength; None when the model has no detail control (its noise
+        input, if any, is not a detail scale)."""
 
     @classmethod
     def load(cls, config: GeneratorConfig) -> GeneratorHost:
@@ -213,6 +229,27 @@ class GeneratorHost:
                 f"{list(self.input_names)}; re-export to rewrite the card"
             )
 
+    def _detail_default(self) -> float | None:
+        detail = self.card.extra.get("detail")
+        if detail is None:
+            return None
+        default = detail.get("default") if isinstance(detail, dict) else None
+        if (
+            "noise" not in self.input_names
+            or not isinstance(default, (int, float))
+            or isinstance(default, bool)
+        ):
+            raise ModelCardError(
+                f"model {self.name!r}: card key 'detail' must be an object with a numeric 'default' on a "
+                f"model with a noise input, got {detail!r:.120}; re-export to rewrite the card"
+            )
+        return float(default)
+
+    @property
+    def detail_control(self) -> bool:
+        """Whether the noise input scales the model's detail (``generate(..., detail=)``)."""
+        return self.detail_default is not None
+
     def _rays_for(self, intrinsics: Intrinsics) -> np.ndarray:
         rays = self._rays.get(intrinsics)
         if rays is None:
@@ -229,9 +266,16 @@ class GeneratorHost:
         *,
         intrinsics: Intrinsics,
         seed: int = 0,
+        detail: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Complete a memory render. In: rgb [H,W,3] 0..1, depth [H,W] metres (0 unknown, inf allowed),
-        coverage [H,W] 0..1. Out: rgb [H,W,3] float32 0..1 and depth [H,W] float32 metres (>= 0)."""
+        coverage [H,W] 0..1. Out: rgb [H,W,3] float32 0..1 and depth [H,W] float32 metres (>= 0).
+        ``detail`` scales the noise of a model with detail control (None: the card's default)."""
+        if detail is not None and not self.detail_control:
+            raise ValueError(
+                f"model {self.name!r} has no detail control (no 'detail' in its card); pass detail=None"
+            )
+        scale = np.float32(self.detail_default if detail is None else detail) if self.detail_control else None
         rgb = np.asarray(memory_rgb)
         depth = np.asarray(memory_depth)
         cov = np.asarray(memory_coverage)
@@ -272,6 +316,8 @@ class GeneratorHost:
             elif name == "noise":
                 rng = np.random.default_rng(seed)
                 feeds[name] = rng.standard_normal((1, 1, h, w), dtype=np.float32)
+                if scale is not None:
+                    feeds[name] *= scale
         out_rgb, out_depth = self.session.run(["rgb", "depth"], feeds)
         return (
             np.ascontiguousarray(out_rgb[0].transpose(1, 2, 0), dtype=np.float32),

@@ -6,7 +6,7 @@ smooth multi-scale estimate, plus a second one that weights far surfaces up (dis
 background). The network then sees the memory, both fills, edges, the rays and the noise, and
 predicts a residual on top of the plain fill for colour and for inverse depth:
 
-    x [N,17,H,W] -> space-to-depth -> enc1 (H/2) -> enc2 (H/4) -> enc3 (H/8, dilated context)
+    x [N,21,H,W] -> space-to-depth -> enc1 (H/2) -> enc2 (H/4) -> enc3 (H/8, dilated context)
                  -> dec2 (H/4, + enc2) -> dec1 (H/2, + enc1) -> depth-to-space -> [N,4,H,W]
 
 Low-level edges (the input's edge channel and the H/2 skip) are fused with coarse context (the
@@ -31,6 +31,13 @@ FAR_DEPTH = 2000.0
 """Largest depth the model returns (metres): beyond memory's far plane (1000 m), so the runtime stores
 such pixels (sky) in the environment map as content at infinity."""
 FAR_INV = 1.0 / (1.0 + FAR_DEPTH)
+DETAIL_BIAS = -4.0
+"""Initial pre-softplus detail amplitude: softplus(-4) = 0.018, little."""
+BASE_CHANNELS = 3 + 1 + 1 + 3 + 1 + 3 + 4 + 1 + 3
+"""Input channels before the noise: memory rgb, inverse depth, coverage, fill rgb, fill inverse depth,
+far fill rgb, row fill (rgb + inverse depth), edges, rays."""
+NOISE_CHANNEL = BASE_CHANNELS
+"""Index of the noise among the input channels of a model without detail (the last one)."""
 
 
 @dataclass
@@ -41,6 +48,11 @@ class LearnedConfig:
     """Channels at 1/2, 1/4 and 1/8 resolution."""
     dilations: tuple[int, ...] = (1, 2, 4)
     """Dilations of the 1/8-resolution context block (one residual 3x3 conv each)."""
+    detail: bool = False
+    """Noise-modulated detail: the network predicts a per-pixel, per-colour amplitude and adds
+    ``amplitude * noise`` to its colour, so texture the memory cannot say (grass, gravel) comes out
+    with the strength the scene has there instead of as mush. The noise then enters only this way,
+    so a host that scales the noise input scales the detail (0 gives the mean prediction alone)."""
 
 
 def inverse_depth(depth: torch.Tensor) -> torch.Tensor:
@@ -73,8 +85,8 @@ def _gray_edges(rgb: torch.Tensor) -> torch.Tensor:
 class LearnedFiller(nn.Module):
     """``forward(memory_rgb, memory_depth, memory_coverage, ray_dirs, noise) -> (rgb, depth)``, NCHW.
 
-    Full-resolution detail enters by space-to-depth (each 2x2 block of the 17 input channels becomes
-    68 channels at H/2) and leaves by depth-to-space (16 channels at H/2 become 4 at H), so no
+    Full-resolution detail enters by space-to-depth (each 2x2 block of the 21 input channels becomes
+    84 channels at H/2) and leaves by depth-to-space (16 channels at H/2 become 4 at H), so no
     convolution runs at full resolution: that keeps it within 15 ms at 128x128 on 2 cores.
     """
 
@@ -82,8 +94,7 @@ class LearnedFiller(nn.Module):
         super().__init__()
         self.config = config or LearnedConfig()
         c1, c2, c3 = self.config.widths
-        # memory rgb, inv depth, coverage, fill rgb, fill inv, far fill, row fill (rgb + inv), edges, rays, noise
-        cin = 3 + 1 + 1 + 3 + 1 + 3 + 4 + 1 + 3 + 1
+        cin = BASE_CHANNELS + (0 if self.config.detail else 1)  # + the noise, without detail
         self.enc1 = nn.Sequential(_conv(4 * cin, c1), _conv(c1, c1))
         self.enc2 = nn.Sequential(_conv(c1, c2, stride=2), _conv(c2, c2))
         self.enc3 = _conv(c2, c3, stride=2)
@@ -94,6 +105,12 @@ class LearnedFiller(nn.Module):
         self.head = nn.Conv2d(c1, 4 * 4, 3, padding=1)
         nn.init.zeros_(self.head.weight)  # starts as the push-pull fill
         nn.init.zeros_(self.head.bias)
+        self.detail_head: nn.Module | None = None
+        if self.config.detail:
+            last = nn.Conv2d(c1, 3 * 4, 3, padding=1)
+            nn.init.zeros_(last.weight)
+            nn.init.constant_(last.bias, DETAIL_BIAS)  # starts with almost no detail
+            self.detail_head = nn.Sequential(_conv(c1, c1), last)
 
     @staticmethod
     def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -106,8 +123,9 @@ class LearnedFiller(nn.Module):
         memory_coverage: torch.Tensor,  # [N,1,H,W] 0..1
         ray_dirs: torch.Tensor,  # [N,3,H,W] unit camera rays
         noise: torch.Tensor,  # [N,1,H,W] standard normal
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rgb [N,3,H,W], inverse depth [N,1,H,W]) for every pixel, before covered ones are restored."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(rgb [N,3,H,W], inverse depth [N,1,H,W], detail amplitude [N,3,H,W] or None) for every
+        pixel, before covered ones are restored; rgb is the mean prediction, without detail."""
         cov = memory_coverage.clamp(0.0, 1.0)
         inv = inverse_depth(memory_depth)
         # inverse depth is known wherever memory covers (0 = environment at infinity)
@@ -129,7 +147,7 @@ class LearnedFiller(nn.Module):
                 rows,
                 _gray_edges(fill_rgb),
                 ray_dirs,
-                noise,
+                *(() if self.config.detail else (noise,)),
             ],
             dim=1,
         )
@@ -142,7 +160,11 @@ class LearnedFiller(nn.Module):
         h = self.dec2(torch.cat([self._up(h, e2), e2], dim=1))
         h = self.dec1(torch.cat([self._up(h, e1), e1], dim=1))
         out = F.pixel_shuffle(self.head(h), 2)
-        return (fill_rgb + out[:, 0:3]).clamp(0.0, 1.0), (fill_inv + out[:, 3:4]).clamp(0.0, 1.0)
+        amp = None
+        if self.detail_head is not None:
+            # trained by its own loss only: the trunk is shaped by the reconstruction losses alone
+            amp = F.softplus(F.pixel_shuffle(self.detail_head(h.detach()), 2))
+        return (fill_rgb + out[:, 0:3]).clamp(0.0, 1.0), (fill_inv + out[:, 3:4]).clamp(0.0, 1.0), amp
 
     def forward(
         self,
@@ -152,6 +174,8 @@ class LearnedFiller(nn.Module):
         ray_dirs: torch.Tensor,
         noise: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        rgb, inv = self.complete(memory_rgb, memory_depth, memory_coverage, ray_dirs, noise)
+        rgb, inv, amp = self.complete(memory_rgb, memory_depth, memory_coverage, ray_dirs, noise)
+        if amp is not None:
+            rgb = (rgb + amp * noise).clamp(0.0, 1.0)
         keep = memory_coverage >= COVERED
         return torch.where(keep, memory_rgb, rgb), torch.where(keep, memory_depth, depth_from_inverse(inv))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from plugin_bridge.camera import Intrinsics
 from runtime.generator.host import ray_directions
-from runtime.generator.learned import LearnedConfig, LearnedFiller, inverse_depth
+from runtime.generator.learned import NOISE_CHANNEL, LearnedConfig, LearnedFiller, inverse_depth
 from runtime.generator.pushpull import COVERED
 from runtime.training.dataset import DatasetConfig, Split, build_dataset
 
@@ -43,6 +43,9 @@ class LossWeights:
     grad: float = 0.5
     energy: float = 0.0
     depth: float = 0.5
+    detail: float = 1.0
+    """Models with detail only: local gradient energy of (mean + amplitude * noise) against the
+    truth's, |log| ratio per 4x4 window of filled pixels. Only the detail head learns from it."""
     logmse: float = 0.0
     """Mean over examples of log(MSE of the filled pixels): the per-image PSNR the model is judged by
     (up to scale), so an example with small holes counts as much as one with huge ones."""
@@ -127,8 +130,11 @@ def losses(
     inv: torch.Tensor,  # [N,1,H,W] predicted inverse depth
     batch: dict[str, torch.Tensor],
     weights: LossWeights,
+    amp: torch.Tensor | None = None,  # [N,3,H,W] detail amplitude of a model with detail
 ) -> dict[str, torch.Tensor]:
-    """Loss terms over filled pixels (and their total under ``total``)."""
+    """Loss terms over filled pixels (and their total under ``total``). ``rgb`` is the mean
+    prediction: the reconstruction terms judge it without detail, the detail term judges the
+    detail added to it (and reaches only the amplitude)."""
     m = batch["filled"]
     truth = batch["truth_rgb"]
     composed = torch.where(m > 0, rgb, batch["memory_rgb"])
@@ -150,8 +156,31 @@ def losses(
     full = (pool[2] > 0.75).to(rgb.dtype)
     out["energy"] = _masked_mean((pool[0] - pool[1]).abs() / pool[2].clamp_min(1e-3), full)
     out["depth"] = _masked_mean((inv - batch["truth_inv"]).abs(), m)
+    if amp is not None:
+        out["detail"] = detail_loss((rgb.detach() + amp * batch["noise"]).clamp(0.0, 1.0), truth, m)
     out["total"] = sum(getattr(weights, k) * v for k, v in out.items())
     return out
+
+
+def window_energy(img: torch.Tensor, m: torch.Tensor, window: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean of gx^2 + gy^2 over channels and the window's pixel pairs inside the mask, the share of
+    such pairs) per ``window`` x ``window`` window, [N,1,H/w,W/w]: forward differences as in
+    ``metrics.gradient_energy``, a pair counting only when both ends are in the mask."""
+    gx = img[..., :-1, 1:] - img[..., :-1, :-1]
+    gy = img[..., 1:, :-1] - img[..., :-1, :-1]
+    energy = (gx * gx + gy * gy).mean(dim=1, keepdim=True)
+    pairs = m[..., :-1, :-1] * m[..., :-1, 1:] * m[..., 1:, :-1]
+    share = F.avg_pool2d(pairs, window, window)
+    return F.avg_pool2d(energy * pairs, window, window) / share.clamp_min(1e-6), share
+
+
+def detail_loss(final: torch.Tensor, truth: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """|log| of the local gradient-energy ratio, output against truth, over 4x4 windows at least
+    half made of filled pixel pairs: as much texture as the truth has there, wherever it sits."""
+    e_out, share = window_energy(final, m)
+    e_true, _ = window_energy(truth, m)
+    ratio = (torch.log(e_out + 1e-4) - torch.log(e_true + 1e-4)).abs()
+    return _masked_mean(ratio, (share >= 0.5).to(final.dtype))
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -252,7 +281,7 @@ def load_weights(path: str | Path) -> LearnedFiller:
         meta = fh.metadata() or {}
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     model_cfg = json.loads(meta["config"])["model"] if "config" in meta else {}
-    config = LearnedConfig(**{k: tuple(v) for k, v in model_cfg.items()})
+    config = LearnedConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items()})
     model = LearnedFiller(config)
     model.load_state_dict(
         {k.removeprefix("model."): v for k, v in tensors.items() if not k.startswith("opt.")}
@@ -261,16 +290,70 @@ def load_weights(path: str | Path) -> LearnedFiller:
 
 
 # ------------------------------------------------------------------------------------------ validation
-def validate(model: LearnedFiller, split: Split, fov_x_deg: float, seed: int = 0, batch: int = 16) -> dict:
-    """Filled-pixel PSNR, whole-frame SSIM and gradient-energy ratio over a split (uint8 frames)."""
+def validate(
+    model: LearnedFiller,
+    split: Split,
+    fov_x_deg: float,
+    seed: int = 0,
+    batch: int = 16,
+    noise_scale: float = 1.0,
+) -> dict:
+    """Filled-pixel PSNR, whole-frame SSIM and gradient-energy ratio over a split (uint8 frames);
+    ``noise_scale`` scales the noise input (a model with detail: 0 is its mean prediction)."""
     from runtime.evaluation.generators import score_examples
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {**feeds, "noise": feeds["noise"] * np.float32(noise_scale)}
         with torch.no_grad():
             rgb, _ = model(*(torch.from_numpy(feeds[n]) for n in MODEL_INPUTS))
         return rgb.numpy()
 
     return score_examples(run, split, fov_x_deg, seed=seed, batch=batch)
+
+
+def _validation(model: LearnedFiller, split: Split, cfg: TrainConfig) -> dict:
+    """Validation figures; a model with detail also without it (``mean``: noise scaled to 0)."""
+    scores = validate(model, split, cfg.data.fov_x_deg, seed=cfg.seed)
+    if model.config.detail:
+        scores["mean"] = validate(model, split, cfg.data.fov_x_deg, seed=cfg.seed, noise_scale=0.0)
+    return scores
+
+
+DETAIL_LR_SCALE = 5.0
+"""The detail head learns at this multiple of the learning rate: it starts from nothing, usually on
+top of a trained trunk whose learning rate is low."""
+
+
+def _param_groups(model: LearnedFiller) -> list[dict]:
+    detail = [p for n, p in model.named_parameters() if n.startswith("detail_head.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("detail_head.")]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if detail:
+        groups.append({"params": detail, "lr_scale": DETAIL_LR_SCALE})
+    return groups
+
+
+def init_from(model: LearnedFiller, path: str | Path) -> None:
+    """Start ``model`` from the weights of an earlier run (same widths). From a model without detail
+    into one with it: the first layer's noise inputs are dropped and the detail head starts fresh."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        state = {k: fh.get_tensor(k) for k in fh.keys() if not k.startswith("opt.")}
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    first = "enc1.0.0.weight"
+    own = model.state_dict()
+    if state[first].shape[1] == own[first].shape[1] + 4 and model.config.detail:
+        keep = [c for c in range(state[first].shape[1]) if c // 4 != NOISE_CHANNEL]
+        state[first] = state[first][:, keep]
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes differ: other widths
+        raise ValueError(f"{path}: weights do not fit this model ({exc})") from exc
+    if unexpected or any(not k.startswith("detail_head.") for k in missing):
+        raise ValueError(
+            f"{path}: weights do not fit this model (missing {missing}, unexpected {unexpected})"
+        )
 
 
 # ------------------------------------------------------------------------------------------ loop
@@ -292,8 +375,11 @@ def train(cfg: TrainConfig) -> Path:
     train_split, val_split = Split(data_dir / "train"), Split(data_dir / "val")
     batches = Batches(train_split, cfg)
     torch.manual_seed(cfg.seed)
-    model = load_weights(cfg.init).train() if cfg.init else LearnedFiller(cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = LearnedFiller(cfg.model)
+    if cfg.init:
+        init_from(model, cfg.init)
+    model.train()
+    opt = torch.optim.AdamW(_param_groups(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
     log_path = run / "log.jsonl"
     step, history = 0, {"train": [], "val": [], "seconds": 0.0}
     ckpt = run / CHECKPOINT
@@ -318,15 +404,15 @@ def train(cfg: TrainConfig) -> Path:
     while step < cfg.steps:
         if step % cfg.val_every == 0 and not any(v["step"] == step for v in history["val"]):
             model.eval()
-            scores = validate(model, val_split, cfg.data.fov_x_deg, seed=cfg.seed)
+            scores = _validation(model, val_split, cfg)
             model.train()
             history["val"].append({"step": step, **scores})
             _log(log_path, {"val": history["val"][-1]})
         for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step)
+            group["lr"] = _lr(cfg, step) * group["lr_scale"]
         batch = batches(step)
-        rgb, inv = model.complete(*(batch[n] for n in MODEL_INPUTS))
-        terms = losses(rgb, inv, batch, cfg.loss)
+        rgb, inv, amp = model.complete(*(batch[n] for n in MODEL_INPUTS))
+        terms = losses(rgb, inv, batch, cfg.loss, amp)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -357,9 +443,7 @@ def train(cfg: TrainConfig) -> Path:
     if step >= cfg.steps:
         if not any(v["step"] == step for v in history["val"]):
             model.eval()
-            history["val"].append(
-                {"step": step, **validate(model, val_split, cfg.data.fov_x_deg, seed=cfg.seed)}
-            )
+            history["val"].append({"step": step, **_validation(model, val_split, cfg)})
             _log(log_path, {"val": history["val"][-1]})
         checkpoint()
         from safetensors.torch import save_file
@@ -389,7 +473,7 @@ def plot_curves(history: dict, path: Path) -> None:
     tr = history.get("train", [])
     if tr:
         steps = [e["step"] for e in tr]
-        for key in ("total", "l1", "mse", "ssim", "grad", "energy", "depth"):
+        for key in ("total", "l1", "mse", "ssim", "grad", "energy", "depth", "detail"):
             if key in tr[0]:
                 axes[0].plot(steps, [e[key] for e in tr], label=key)
         axes[0].set_yscale("log")
@@ -399,7 +483,9 @@ def plot_curves(history: dict, path: Path) -> None:
     if va:
         steps = [e["step"] for e in va]
         axes[1].plot(steps, [e["psnr_filled"] for e in va], "o-", label="model")
-        axes[1].axhline(va[0]["psnr_filled"], color="grey", ls="--", label="push-pull fill (step 0)")
+        if "mean" in va[0]:
+            axes[1].plot(steps, [e["mean"]["psnr_filled"] for e in va], "^-", label="model without detail")
+        axes[1].axhline(va[0]["psnr_filled"], color="grey", ls="--", label="start (step 0)")
         axes[1].set_title("held-out PSNR on filled pixels (dB)")
         axes[1].legend(fontsize=8)
         axes[2].plot(steps, [e["ssim_all"] for e in va], "o-", label="SSIM whole frame")

@@ -206,7 +206,7 @@ class MemoryOptions(_message.Message):
     def __init__(self, budget_bytes: _Optional[int] = ..., window_frames: _Optional[int] = ..., storage: _Optional[_Union[MemoryStorage, str]] = ...) -> None: ...
 
 class OpenSessionRequest(_message.Message):
-    __slots__ = ("protocol_version", "capabilities", "convention", "units_per_meter", "intrinsics", "frame_encoding", "depth_encoding", "generator", "memory", "seed", "release_on_disconnect", "jpeg_quality")
+    __slots__ = ("protocol_version", "capabilities", "convention", "units_per_meter", "intrinsics", "frame_encoding", "depth_encoding", "generator", "memory", "seed", "release_on_disconnect", "jpeg_quality", "generator_detail")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     CONVENTION_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +219,7 @@ class OpenSessionRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     RELEASE_ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     JPEG_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_DETAIL_FIELD_NUMBER: _ClassVar[int]
     protocol_version: Version
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     convention: PoseConvention
@@ -231,19 +232,24 @@ class OpenSessionRequest(_message.Message):
     seed: int
     release_on_disconnect: bool
     jpeg_quality: int
-    def __init__(self, protocol_version: _Optional[_Union[Version, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., convention: _Optional[_Union[PoseConvention, str]] = ..., units_per_meter: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., frame_encoding: _Optional[_Union[FrameEncoding, str]] = ..., depth_encoding: _Optional[_Union[DepthEncoding, str]] = ..., generator: _Optional[str] = ..., memory: _Optional[_Union[MemoryOptions, _Mapping]] = ..., seed: _Optional[int] = ..., release_on_disconnect: _Optional[bool] = ..., jpeg_quality: _Optional[int] = ...) -> None: ...
+    generator_detail: float
+    def __init__(self, protocol_version: _Optional[_Union[Version, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., convention: _Optional[_Union[PoseConvention, str]] = ..., units_per_meter: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., frame_encoding: _Optional[_Union[FrameEncoding, str]] = ..., depth_encoding: _Optional[_Union[DepthEncoding, str]] = ..., generator: _Optional[str] = ..., memory: _Optional[_Union[MemoryOptions, _Mapping]] = ..., seed: _Optional[int] = ..., release_on_disconnect: _Optional[bool] = ..., jpeg_quality: _Optional[int] = ..., generator_detail: _Optional[float] = ...) -> None: ...
 
 class GeneratorInfo(_message.Message):
-    __slots__ = ("name", "sha256", "kind", "providers")
+    __slots__ = ("name", "sha256", "kind", "providers", "detail_control", "detail")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     name: str
     sha256: str
     kind: str
     providers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., kind: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+    detail_control: bool
+    detail: float
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., kind: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., detail_control: _Optional[bool] = ..., detail: _Optional[float] = ...) -> None: ...
 
 class OpenSessionResponse(_message.Message):
     __slots__ = ("session_id", "server_version", "capabilities", "warnings", "generator", "memory", "max_message_bytes")
