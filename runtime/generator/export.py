@@ -98,7 +98,7 @@ LEARNED_DESCRIPTION = (
 )
 DETAIL_DEFAULT = 1.0
 """learned_v2's detail strength when a session does not ask for one."""
-EVALUATE_DETAILS = (0.0, 0.5, 1.0)
+EVALUATE_DETAILS = (0.0, 0.25, 0.5, 1.0)
 """Detail strengths ``--evaluate`` scores a model with detail control at."""
 
 

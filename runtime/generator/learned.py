@@ -14,6 +14,15 @@ dilated H/8 block sees the whole frame at 128x128) at every scale on the way up.
 1 / (1 + z) in (0, 1]: 0 is infinitely far (sky); the model returns at most FAR_DEPTH (2000 m, beyond
 memory's far plane), so generated sky goes to the environment map.
 Pixels memory covers (coverage >= COVERED) come out exactly as given, so revisits stay exact.
+
+With ``detail`` (learned_v2) the noise leaves the network's input (20 channels) and a detail head on
+the H/2 decoder features predicts an amplitude per pixel and colour instead:
+
+    rgb = mean + softplus(detail_head(dec1)) * noise
+
+The head is trained by its own loss only (local gradient energy against the truth's,
+``training.train.detail_loss``), on features it does not shape, so the mean is the same model that the
+reconstruction losses train, and noise scaled to 0 returns it exactly.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from runtime.generator.card import ModelCard
 from runtime.generator.export import ExportError, export_model, random_inputs
 from runtime.generator.host import GeneratorConfig, GeneratorHost, models_with_detail
 from runtime.generator.learned import INPUTS, LearnedConfig, LearnedFiller
-from runtime.training.train import LossWeights, detail_loss, init_from, losses, window_energy
+from runtime.training.train import FINAL, LossWeights, detail_loss, init_from, losses, window_energy
 
 SMALL = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2))
 DETAIL = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2), detail=True)
@@ -184,3 +184,26 @@ def test_evaluation_labels_pick_the_detail(tiny_detail_models):
     zero = host_runner(host, detail)(feeds)
     other = host_runner(host, detail)({**feeds, "noise": feeds["noise"] * 3})
     assert np.array_equal(zero, other) and not np.array_equal(zero, host_runner(host)(feeds))
+
+
+def test_int8_variant_keeps_the_detail_control(tiny_dataset, tiny_detail_models, tmp_path, monkeypatch):
+    import shutil
+
+    from runtime.generator.export import export_int8
+
+    _, data, root = tiny_dataset
+    monkeypatch.setattr("runtime.training.dataset.default_cache_dir", lambda: root)
+    models, run = tiny_detail_models
+    out = tmp_path / "models"
+    shutil.copytree(models, out)
+    export_int8("learned_v2", out, weights=str(run / FINAL), data=data, verbose=False)
+    host = GeneratorHost.load(GeneratorConfig(name="learned_v2_int8", models_dir=str(out)))
+    assert host.detail_control and host.detail_default == 1.0
+    k = Intrinsics.from_fov(32, 32, 60.0)
+    cov = np.ones((32, 32), np.float32)
+    cov[:, 16:] = 0.0
+    rgb = np.full((32, 32, 3), 0.4, np.float32) * cov[..., None]
+    a = host.generate(rgb, 3.0 * cov, cov, intrinsics=k, seed=1, detail=0.0)[0]
+    b = host.generate(rgb, 3.0 * cov, cov, intrinsics=k, seed=2, detail=0.0)[0]
+    assert np.array_equal(a, b)
+    np.testing.assert_array_equal(a[:, :16], rgb[:, :16])
