@@ -116,7 +116,7 @@ def ray_directions(intrinsics: Intrinsics) -> np.ndarray:
 
 @dataclass
 class GeneratorConfig:
-    name: str = "learned_v1_int8"
+    name: str = "learned_v2_int8"
     """Exported model name: ``NAME.onnx`` with ``NAME.card.json`` in the models directory."""
     models_dir: str | None = None
     """Where exported models live; None: ``$MIRAGE_MODELS_DIR`` or ``<repo>/exported_models``."""

@@ -70,7 +70,7 @@ def test_health_serving_and_reflection_lists_mirage(mirage_server):
 def test_handshake_reports_generator_and_budget(client):
     info = client.open_session(K64)
     assert info.server_version.startswith("1.")
-    assert info.generator.name == "learned_v1_int8" and len(info.generator.sha256) == 64
+    assert info.generator.name == "learned_v2_int8" and len(info.generator.sha256) == 64
     assert info.memory.budget_bytes == 128 * 2**20 and info.memory.points == 0
     assert "observation" in info.capabilities
     client.close_session(info.session_id)

@@ -11,6 +11,7 @@ from conftest import make_config, start_server_thread
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.client import InvalidArgumentError, MirageClient
 from plugin_bridge.wire import pose_message
+from runtime.generator.export import DETAIL_DEFAULT
 
 K = Intrinsics.from_fov(48, 40, 60.0)
 POSE = pose_message((0, 0, 1.5), (1, 0, 0, 0))
@@ -47,7 +48,7 @@ def _first_frame(client, **options) -> np.ndarray:
 def test_handshake_reports_the_detail_in_use(client):
     default = client.open_session(K)
     assert default.generator.name == "learned_v2" and default.generator.detail_control
-    assert default.generator.detail == pytest.approx(1.0)
+    assert default.generator.detail == pytest.approx(DETAIL_DEFAULT)
     chosen = client.open_session(K, generator_detail=0.25)
     assert chosen.generator.detail == pytest.approx(0.25)
     plain = client.open_session(K, generator="learned_v1")

@@ -13,7 +13,7 @@ from plugin_bridge.camera import Intrinsics
 from runtime.evaluation.generators import host_runner, load_generator, parse_generator
 from runtime.evaluation.metrics import gradient_energy
 from runtime.generator.card import ModelCard
-from runtime.generator.export import ExportError, export_model, random_inputs
+from runtime.generator.export import DETAIL_DEFAULT, ExportError, export_model, random_inputs
 from runtime.generator.host import GeneratorConfig, GeneratorHost, models_with_detail
 from runtime.generator.learned import INPUTS, LearnedConfig, LearnedFiller
 from runtime.training.train import FINAL, LossWeights, detail_loss, init_from, losses, window_energy
@@ -141,7 +141,7 @@ def test_card_records_both_training_stages_and_the_detail_control(tiny_detail_mo
     assert "--init" in second and "--detail" in second and "--lr 0.0005" in second and "--warmup 1" in second
     assert card.training["command"] == f"{first} && {second}"
     assert card.training["wall_minutes"] == pytest.approx(sum(s["wall_minutes"] for s in stages), abs=0.11)
-    assert card.extra["detail"]["default"] == 1.0 and card.extra["detail"]["input"] == "noise"
+    assert card.extra["detail"]["default"] == DETAIL_DEFAULT and card.extra["detail"]["input"] == "noise"
     assert "mean" in card.training["validation_last"]  # validation also scores the mean prediction
     assert models_with_detail(models) == ["learned_v2"]
 
@@ -149,17 +149,17 @@ def test_card_records_both_training_stages_and_the_detail_control(tiny_detail_mo
 def test_host_applies_the_detail_strength(tiny_detail_models):
     models, _ = tiny_detail_models
     host = GeneratorHost.load(GeneratorConfig(name="learned_v2", models_dir=str(models)))
-    assert host.detail_control and host.detail_default == 1.0
+    assert host.detail_control and host.detail_default == DETAIL_DEFAULT
     k = Intrinsics.from_fov(48, 40, 60.0)
     rng = np.random.default_rng(0)
     cov = (rng.random((40, 48)) > 0.5).astype(np.float32)
     rgb = rng.random((40, 48, 3), dtype=np.float32) * cov[..., None]
     depth = rng.random((40, 48), dtype=np.float32) * 10 * cov
     base = host.generate(rgb, depth, cov, intrinsics=k, seed=1)[0]
-    same = host.generate(rgb, depth, cov, intrinsics=k, seed=1, detail=1.0)[0]
+    same = host.generate(rgb, depth, cov, intrinsics=k, seed=1, detail=DETAIL_DEFAULT)[0]
     mean_a = host.generate(rgb, depth, cov, intrinsics=k, seed=1, detail=0.0)[0]
     mean_b = host.generate(rgb, depth, cov, intrinsics=k, seed=2, detail=0.0)[0]
-    assert np.array_equal(base, same)  # the card's default is 1
+    assert np.array_equal(base, same)  # detail=None is the card's default
     assert np.array_equal(mean_a, mean_b)  # no detail: the seed no longer matters
     holes = cov < 0.999
     assert not np.array_equal(base[holes], mean_a[holes])
@@ -198,7 +198,7 @@ def test_int8_variant_keeps_the_detail_control(tiny_dataset, tiny_detail_models,
     shutil.copytree(models, out)
     export_int8("learned_v2", out, weights=str(run / FINAL), data=data, verbose=False)
     host = GeneratorHost.load(GeneratorConfig(name="learned_v2_int8", models_dir=str(out)))
-    assert host.detail_control and host.detail_default == 1.0
+    assert host.detail_control and host.detail_default == DETAIL_DEFAULT
     k = Intrinsics.from_fov(32, 32, 60.0)
     cov = np.ones((32, 32), np.float32)
     cov[:, 16:] = 0.0
