@@ -53,7 +53,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     from runtime.evaluation.suite import EvalConfig, run_eval
 
-    run_eval(EvalConfig(suite=args.suite, out=Path(args.out), seed=args.seed))
+    chosen = tuple(g.strip() for g in args.generators.split(",") if g.strip())
+    run_eval(EvalConfig(suite=args.suite, out=Path(args.out), seed=args.seed, generators=chosen))
     return 0
 
 
@@ -148,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage",
         default="",
         help="budget suite: comma-separated memory storage modes (default full,quantised)",
+    )
+    ev.add_argument(
+        "--generators",
+        default="",
+        help="comma-separated models (NAME or NAME@DETAIL) that run the cycle and fidelity tests "
+        "(default: the runtime's default, at detail 0 too when it has detail control, and push-pull)",
     )
     ev.add_argument("--out", default="eval_out", help="folder for report.json, report.md and plots")
     ev.add_argument("--seed", type=int, default=0, help="seed for paths and sessions")

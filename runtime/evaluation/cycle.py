@@ -61,14 +61,19 @@ async def run_cycle(
     progress: Callable[[int], None] | None = None,
 ) -> CycleRun:
     """Seed memory with engine observations at `seed_poses`, then stream `path` in generate mode
-    (``generator``: exported model name; empty for the server's default)."""
+    (``generator``: exported model name, or ``NAME@DETAIL`` for a detail strength; empty for the
+    server's default)."""
+    from runtime.evaluation.generators import parse_generator
+
     started = time.perf_counter()
+    name, detail = parse_generator(generator)
     info = await client.open_session(
         scene.intrinsics,
         window_frames=METHOD_WINDOWS[method],
         seed=seed,
         budget_bytes=budget_bytes,
-        generator=generator,
+        generator=name,
+        generator_detail=detail,
     )
     stream = client.stream(info.session_id)
     try:

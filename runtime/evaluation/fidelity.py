@@ -156,16 +156,18 @@ def warp_nearest(
     intrinsics: Intrinsics,
     *,
     seed: int = 0,
+    detail: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The baseline frame at ``pose``: warp the nearest observation, fill its holes with the generator.
-    Returns (rgb uint8 [H, W, 3], covered bool [H, W]: pixels the warp covered)."""
+    """The baseline frame at ``pose``: warp the nearest observation, fill its holes with the generator
+    (at ``detail``, for a model with detail control). Returns (rgb uint8 [H, W, 3], covered bool
+    [H, W]: pixels the warp covered)."""
     centre = pose[:3, 3]
     src_pose, src_rgb, src_depth = min(observed, key=lambda o: float(np.linalg.norm(o[0][:3, 3] - centre)))
     rgb, depth, covered = forward_warp(src_rgb, src_depth, intrinsics, src_pose, pose)
     mem_rgb = rgb.astype(np.float32) / 255.0
     mem_depth = np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
     gen_rgb, _ = generator.generate(
-        mem_rgb, mem_depth, covered.astype(np.float32), intrinsics=intrinsics, seed=seed
+        mem_rgb, mem_depth, covered.astype(np.float32), intrinsics=intrinsics, seed=seed, detail=detail
     )
     gen_u8 = np.clip(np.rint(gen_rgb * 255.0), 0, 255).astype(np.uint8)
     return np.where(covered[..., None], rgb, gen_u8), covered
@@ -189,10 +191,13 @@ async def run_fidelity(
     spec: FidelitySpec,
     *,
     seed: int = 0,
+    detail: float | None = None,
+    label: str = "",
     progress: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Fidelity rows (mirage, warp_nearest) for one scene, both with ``generator`` (a GeneratorHost:
-    the session is opened with the same model by name)."""
+    the session is opened with the same model by name) at ``detail`` (models with detail control;
+    None: the card's default); rows are labelled ``label`` (default: the model's name)."""
     tick = progress or (lambda _n: None)
     n_out = spec.observations * spec.stride
     path = out_and_back(n_out, seed=seed)[:n_out]
@@ -202,7 +207,9 @@ async def run_fidelity(
         observed.append((path[i], rgb, depth))
     targets = held_out_poses(path, spec.views, seed=seed, margin=spec.stride // 2)
     k = scene.intrinsics
-    info = await client.open_session(k, window_frames=0, seed=seed, generator=generator.name)
+    info = await client.open_session(
+        k, window_frames=0, seed=seed, generator=generator.name, generator_detail=detail
+    )
     scores: dict[str, list[ViewScores]] = {m: [] for m in FIDELITY_METHODS}
     try:
         stream = client.stream(info.session_id)
@@ -216,10 +223,13 @@ async def run_fidelity(
             frame = await client.contextual_inference(info.session_id, pose_from_matrix(pose), commit=False)
             scores["mirage"].append(score_view(frame.rgb, truth, view.coverage >= 0.5))
             warped, covered = warp_nearest(
-                generator, observed, pose, k, seed=(seed * 1_000_003 + v) & 0x7FFFFFFF
+                generator, observed, pose, k, seed=(seed * 1_000_003 + v) & 0x7FFFFFFF, detail=detail
             )
             scores["warp_nearest"].append(score_view(warped, truth, covered))
             tick(1)
     finally:
         await client.close_session(info.session_id)
-    return [{**summarise(scene_name, m, scores[m]), "generator": generator.name} for m in FIDELITY_METHODS]
+    return [
+        {**summarise(scene_name, m, scores[m]), "generator": label or generator.name}
+        for m in FIDELITY_METHODS
+    ]

@@ -24,9 +24,9 @@ from runtime.demo import seed_poses_for, write_contact_sheet
 from runtime.evaluation import report as R
 from runtime.evaluation.cycle import METHOD_WINDOWS, CycleRun, run_cycle
 from runtime.evaluation.fidelity import FidelitySpec, run_fidelity
-from runtime.evaluation.generators import compare_generators, contact_sheet
+from runtime.evaluation.generators import compare_generators, contact_sheet, load_generator
 from runtime.evaluation.metrics import PSNR_CAP_DB, context_loss_reduction, memory_persistence, psnr
-from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models, models_with_detail
+from runtime.generator.host import available_models, models_with_detail
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 from runtime.scenes.paths import abc_loop, out_and_back, revisit_pairs
 from runtime.server import run_server, stop_server
@@ -103,7 +103,8 @@ class EvalConfig:
     progress: bool = True
     """Show a tqdm progress bar over the whole run."""
     generators: tuple[str, ...] = ()
-    """Models that run the cycle and fidelity tests; empty: the runtime's default, then its baseline (the
+    """Models (``NAME`` or ``NAME@DETAIL``) that run the cycle and fidelity tests; empty: the runtime's
+    default (and, when it has detail control, the same model at detail 0), then its baseline (the
     first of pushpull_v1 / learned_v1 that is not the default)."""
     table_generators: tuple[str, ...] = ()
     """Models scored on the held-out generator test split; empty: every shipped model, default first."""
@@ -114,12 +115,13 @@ class EvalConfig:
         self.out = Path(self.out)
         default = RuntimeConfig().generator.name
         shipped = available_models()
+        plain = set(models_with_detail())
         if not self.generators:
             baseline = [n for n in ("pushpull_v1", "learned_v1") if n != default and n in shipped]
-            self.generators = (default, *baseline[:1])
+            # a default with detail control also runs without its detail (NAME@0)
+            self.generators = (default, *((f"{default}@0",) if default in plain else ()), *baseline[:1])
         if not self.table_generators:
             # a model with detail control is also scored without its detail (NAME@0)
-            plain = set(models_with_detail())
             order = (default, *(n for n in shipped if n != default))
             self.table_generators = tuple(x for n in order for x in ((n, f"{n}@0") if n in plain else (n,)))
 
@@ -236,7 +238,7 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _
     runtime_config = RuntimeConfig()
     runtime_config.server.port = 0
     server, port = await run_server(runtime_config)
-    hosts = [GeneratorHost.load(GeneratorConfig(name=name)) for name in config.generators]
+    hosts = [(label, *load_generator(label)) for label in config.generators]  # (label, host, detail)
     default = runtime_config.generator.name
     show_scene = spec.persistence_scene
     show_n = max(spec.scenes[show_scene].out_and_back)
@@ -287,8 +289,8 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _
                             showcase.memory_bytes = list(mirage.memory_bytes)
                             for run in runs:
                                 run.frames_rgb.clear()
-                    for host in hosts:
-                        bar.set_postfix_str(f"{scene_name} fidelity {host.name}")
+                    for label, host, detail in hosts:
+                        bar.set_postfix_str(f"{scene_name} fidelity {label}")
                         fidelity += await run_fidelity(
                             client,
                             scene,
@@ -296,6 +298,8 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _
                             host,
                             spec.fidelity,
                             seed=config.seed,
+                            detail=detail,
+                            label=label,
                             progress=bar.update,
                         )
     finally:

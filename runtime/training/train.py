@@ -482,8 +482,11 @@ def plot_curves(history: dict, path: Path) -> None:
     va = history.get("val", [])
     if va:
         steps = [e["step"] for e in va]
-        axes[1].plot(steps, [e["psnr_filled"] for e in va], "o-", label="model")
-        if "mean" in va[0]:
+        detail = "mean" in va[0]
+        axes[1].plot(
+            steps, [e["psnr_filled"] for e in va], "o-", label="model, detail 1" if detail else "model"
+        )
+        if detail:
             axes[1].plot(steps, [e["mean"]["psnr_filled"] for e in va], "^-", label="model without detail")
         axes[1].axhline(va[0]["psnr_filled"], color="grey", ls="--", label="start (step 0)")
         axes[1].set_title("held-out PSNR on filled pixels (dB)")

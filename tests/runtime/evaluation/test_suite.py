@@ -65,10 +65,15 @@ def test_tiny_report_json_has_every_required_key(tiny):
     assert set(groups) == expected
     # every memory method with the default generator, and mirage again with each other compared model
     default = report["generator_default"]
-    others = [g for g in ("pushpull_v1", "learned_v1") if g != default][:1]
+    others = [f"{default}@0", *[g for g in ("pushpull_v1", "learned_v1") if g != default][:1]]
     for rows in groups.values():
         assert sorted(r["method"] for r in rows) == sorted([*METHODS, *(f"mirage ({g})" for g in others)])
-    assert {r["generator"] for r in report["generators"]} >= {default, "learned_v1", "pushpull_v1"}
+    assert {r["generator"] for r in report["generators"]} >= {
+        default,
+        f"{default}@0",
+        "learned_v1",
+        "pushpull_v1",
+    }
     assert {r["generator"] for r in report["fidelity"]} == {default, *others}
 
     assert set(report["persistence"]) == set(METHODS)
