@@ -103,33 +103,41 @@ def tiny_dataset(tmp_path_factory):
     return build_dataset(tiny, root, progress=False), tiny, root
 
 
+def _train_tiny(tiny_dataset, run_dir, **overrides):
+    """``mirage train`` for 2 steps on the tiny dataset with small widths; returns the run folder."""
+    from runtime.generator.learned import LearnedConfig
+    from runtime.training import dataset as ds
+    from runtime.training.train import TrainConfig, train
+
+    _, data, root = tiny_dataset
+    config = TrainConfig(
+        run_dir=str(run_dir),
+        data=data,
+        model=LearnedConfig(widths=(8, 8, 16), dilations=(1, 2), detail=overrides.pop("detail", False)),
+        steps=2,
+        batch=2,
+        crop=32,
+        val_every=2,
+        checkpoint_every=2,
+        progress=False,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    saved = ds.default_cache_dir
+    ds.default_cache_dir = lambda: root
+    try:
+        return train(config)
+    finally:
+        ds.default_cache_dir = saved
+
+
 @pytest.fixture(scope="session")
 def tiny_learned_models(tiny_dataset, tmp_path_factory):
     """A models folder holding a learned_v1 trained for 2 steps on the tiny dataset (small widths)."""
     from runtime.generator.export import export_model
-    from runtime.generator.learned import LearnedConfig
-    from runtime.training import dataset as ds
-    from runtime.training.train import FINAL, TrainConfig, train
+    from runtime.training.train import FINAL
 
-    _, data, root = tiny_dataset
-    saved = ds.default_cache_dir
-    ds.default_cache_dir = lambda: root
-    try:
-        run = train(
-            TrainConfig(
-                run_dir=str(tmp_path_factory.mktemp("learned-run")),
-                data=data,
-                model=LearnedConfig(widths=(8, 8, 16), dilations=(1, 2)),
-                steps=2,
-                batch=2,
-                crop=32,
-                val_every=2,
-                checkpoint_every=2,
-                progress=False,
-            )
-        )
-    finally:
-        ds.default_cache_dir = saved
+    run = _train_tiny(tiny_dataset, tmp_path_factory.mktemp("learned-run"))
     out = tmp_path_factory.mktemp("learned-models")
     export_model("learned_v1", out, weights=str(run / FINAL), verbose=False)
     return out
@@ -144,33 +152,12 @@ def tiny_detail_models(tiny_dataset, tiny_learned_models, tmp_path_factory):
     from pathlib import Path
 
     from runtime.generator.export import export_model
-    from runtime.generator.learned import LearnedConfig
-    from runtime.training import dataset as ds
-    from runtime.training.train import FINAL, TrainConfig, train
+    from runtime.training.train import FINAL
 
-    _, data, root = tiny_dataset
     first = next(tiny_learned_models.parent.glob("learned-run*/model.safetensors"))
-    saved = ds.default_cache_dir
-    ds.default_cache_dir = lambda: root
-    try:
-        run = train(
-            TrainConfig(
-                run_dir=str(tmp_path_factory.mktemp("detail-run")),
-                data=data,
-                model=LearnedConfig(widths=(8, 8, 16), dilations=(1, 2), detail=True),
-                init=str(first),
-                steps=2,
-                batch=2,
-                crop=32,
-                lr=5e-4,
-                warmup=1,
-                val_every=2,
-                checkpoint_every=2,
-                progress=False,
-            )
-        )
-    finally:
-        ds.default_cache_dir = saved
+    run = _train_tiny(
+        tiny_dataset, tmp_path_factory.mktemp("detail-run"), detail=True, init=str(first), lr=5e-4, warmup=1
+    )
     out = tmp_path_factory.mktemp("detail-models")
     export_model("learned_v2", out, weights=str(run / FINAL), verbose=False)
     for path in tiny_learned_models.iterdir():

@@ -384,6 +384,7 @@ def train(cfg: TrainConfig) -> Path:
     step, history = 0, {"train": [], "val": [], "seconds": 0.0}
     ckpt = run / CHECKPOINT
     if ckpt.is_file():
+        _check_resume(run, cfg)
         step, history = load_checkpoint(ckpt, model, opt)
         print(f"resuming {run} at step {step}")
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -455,6 +456,23 @@ def train(cfg: TrainConfig) -> Path:
         checkpoint()
     plot_curves(history, run / "loss_curves.png")
     return run
+
+
+def _check_resume(run: Path, cfg: TrainConfig) -> None:
+    """A run resumes only with the model and losses it was started with."""
+    saved_path = run / "config.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text())
+    now = json.loads(json.dumps(asdict(cfg)))
+    differ = [
+        k for k in ("model", "loss", "init", "lr", "batch", "crop") if saved.get(k) != now.get(k)
+    ]
+    if differ:
+        raise ValueError(
+            f"{run} holds a run started with other settings ({', '.join(differ)}: "
+            f"{ {k: saved.get(k) for k in differ} }); resume it with the same flags, or use another --run folder"
+        )
 
 
 def _log(path: Path, entry: dict) -> None:

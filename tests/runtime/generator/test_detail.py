@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from learned_inputs import SMALL, inputs, randomised
 from safetensors.torch import save_file
 
 from plugin_bridge.camera import Intrinsics
@@ -18,26 +19,12 @@ from runtime.generator.host import GeneratorConfig, GeneratorHost, models_with_d
 from runtime.generator.learned import INPUTS, LearnedConfig, LearnedFiller
 from runtime.training.train import FINAL, LossWeights, detail_loss, init_from, losses, window_energy
 
-SMALL = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2))
 DETAIL = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2), detail=True)
 
 
-def _inputs(h: int, w: int, seed: int) -> list[torch.Tensor]:
-    feeds = random_inputs(INPUTS, h, w, seed)
-    return [torch.from_numpy(feeds[n]) for n in INPUTS]
-
-
-def _randomised(config: LearnedConfig, seed: int = 1) -> LearnedFiller:
-    torch.manual_seed(seed)
-    model = LearnedFiller(config)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    return model.eval()
-
-
 def test_noise_scales_the_detail_and_zero_is_the_mean_prediction():
-    rgb, depth, cov, rays, noise = _inputs(32, 40, seed=2)
-    model = _randomised(DETAIL)
+    rgb, depth, cov, rays, noise = inputs(32, 40, seed=2)
+    model = randomised(DETAIL)
     with torch.no_grad():
         mean, _, amp = model.complete(rgb, depth, cov, rays, noise)
         zero, zero_depth = model(rgb, depth, cov, rays, noise * 0)
@@ -54,8 +41,8 @@ def test_noise_scales_the_detail_and_zero_is_the_mean_prediction():
 
 
 def test_detail_head_learns_only_from_the_detail_loss():
-    rgb, depth, cov, rays, noise = _inputs(32, 32, seed=4)
-    model = _randomised(DETAIL).train()
+    rgb, depth, cov, rays, noise = inputs(32, 32, seed=4)
+    model = randomised(DETAIL).train()
     truth = torch.rand(1, 3, 32, 32)
     batch = {
         "filled": (cov < 0.999).float(),
@@ -109,12 +96,12 @@ def test_detail_loss_is_zero_for_the_truth_and_grows_with_wrong_strength():
 
 
 def test_a_model_with_detail_starts_from_one_without(tmp_path):
-    source = _randomised(SMALL, seed=3)
+    source = randomised(SMALL, seed=3)
     path = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     target = LearnedFiller(DETAIL)
     init_from(target, path)
-    rgb, depth, cov, rays, noise = _inputs(32, 32, seed=6)
+    rgb, depth, cov, rays, noise = inputs(32, 32, seed=6)
     with torch.no_grad():
         want = source.complete(rgb, depth, cov, rays, torch.zeros_like(noise))
         got = target.eval().complete(rgb, depth, cov, rays, noise)
@@ -180,7 +167,7 @@ def test_evaluation_labels_pick_the_detail(tiny_detail_models):
     with pytest.raises(ValueError, match="no detail control"):
         load_generator("learned_v1@0.5", str(models))
     host, detail = load_generator("learned_v2@0", str(models))
-    feeds = {n: v for n, v in random_inputs(INPUTS, 32, 32, seed=9).items()}
+    feeds = random_inputs(INPUTS, 32, 32, seed=9)
     zero = host_runner(host, detail)(feeds)
     other = host_runner(host, detail)({**feeds, "noise": feeds["noise"] * 3})
     assert np.array_equal(zero, other) and not np.array_equal(zero, host_runner(host)(feeds))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from learned_inputs import SMALL, inputs, randomised
 
 from runtime.generator.card import ModelCard
-from runtime.generator.export import ExportError, export_model, random_inputs
+from runtime.generator.export import ExportError, export_model
 from runtime.generator.host import GeneratorConfig, GeneratorHost, sha256_file
 from runtime.generator.learned import (
     FAR_INV,
     INPUTS,
-    LearnedConfig,
     LearnedFiller,
     depth_from_inverse,
     inverse_depth,
@@ -20,26 +20,11 @@ from runtime.generator.learned import (
 from runtime.generator.pushpull import PushPullFiller
 from runtime.training.train import FINAL, TrainConfig, train
 
-SMALL = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2))
-
-
-def _inputs(h: int, w: int, seed: int) -> list[torch.Tensor]:
-    feeds = random_inputs(INPUTS, h, w, seed)
-    return [torch.from_numpy(feeds[n]) for n in INPUTS]
-
-
-def _randomised(config: LearnedConfig = SMALL) -> LearnedFiller:
-    torch.manual_seed(1)
-    model = LearnedFiller(config)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    return model.eval()
-
 
 def test_covered_pixels_come_back_exactly():
-    rgb, depth, cov, rays, noise = _inputs(40, 48, seed=3)
+    rgb, depth, cov, rays, noise = inputs(40, 48, seed=3)
     with torch.no_grad():
-        out_rgb, out_depth = _randomised()(rgb, depth, cov, rays, noise)
+        out_rgb, out_depth = randomised()(rgb, depth, cov, rays, noise)
     keep = cov >= 0.999
     assert torch.equal(out_rgb[keep.expand_as(rgb)], rgb[keep.expand_as(rgb)])
     assert torch.equal(out_depth[keep], depth[keep])
@@ -49,7 +34,7 @@ def test_covered_pixels_come_back_exactly():
 
 def test_untrained_model_is_the_push_pull_fill():
     # the head starts at zero: before training the model returns exactly push-pull's colour
-    rgb, depth, cov, rays, noise = _inputs(32, 32, seed=5)
+    rgb, depth, cov, rays, noise = inputs(32, 32, seed=5)
     with torch.no_grad():
         ours = LearnedFiller(SMALL).eval()(rgb, depth, cov, rays, noise)
         base = PushPullFiller()(rgb, depth, cov)
@@ -66,8 +51,8 @@ def test_inverse_depth_round_trip_and_infinity():
 
 
 def test_noise_changes_only_generated_pixels():
-    rgb, depth, cov, rays, noise = _inputs(32, 32, seed=7)
-    model = _randomised()
+    rgb, depth, cov, rays, noise = inputs(32, 32, seed=7)
+    model = randomised()
     with torch.no_grad():
         a = model(rgb, depth, cov, rays, noise)[0]
         b = model(rgb, depth, cov, rays, torch.randn_like(noise))[0]

@@ -69,3 +69,17 @@ def test_losses_vanish_for_a_perfect_prediction():
     assert all(float(v) < 1e-5 for v in perfect.values())
     worse = losses(truth.flip(-1), inv * 0.5, batch, LossWeights())
     assert all(float(worse[k]) > 1e-3 for k in ("l1", "ssim", "grad", "depth", "total"))
+
+
+def test_a_run_resumes_only_with_its_own_settings(tiny_dataset, tmp_path, monkeypatch):
+    import pytest
+
+    folder, data, root = tiny_dataset
+    monkeypatch.setattr("runtime.training.dataset.default_cache_dir", lambda: root)
+    train(_config(tmp_path / "run", data, steps=1))
+    other = _config(tmp_path / "run", data, steps=2)
+    other.model = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2), detail=True)
+    with pytest.raises(ValueError, match="other settings \\(model"):
+        train(other)
+    train(_config(tmp_path / "run", data, steps=2))  # the same settings, more steps: resumes
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 2
