@@ -465,9 +465,12 @@ def _check_resume(run: Path, cfg: TrainConfig) -> None:
         return
     saved = json.loads(saved_path.read_text())
     now = json.loads(json.dumps(asdict(cfg)))
-    differ = [
-        k for k in ("model", "loss", "init", "lr", "batch", "crop") if saved.get(k) != now.get(k)
-    ]
+    # fields added since the run started take their defaults (what that run used)
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    saved = {**defaults, **saved}
+    for key in ("model", "loss"):
+        saved[key] = {**defaults[key], **saved[key]}
+    differ = [k for k in ("model", "loss", "init", "lr", "batch", "crop") if saved.get(k) != now.get(k)]
     if differ:
         raise ValueError(
             f"{run} holds a run started with other settings ({', '.join(differ)}: "

@@ -83,3 +83,14 @@ def test_a_run_resumes_only_with_its_own_settings(tiny_dataset, tmp_path, monkey
         train(other)
     train(_config(tmp_path / "run", data, steps=2))  # the same settings, more steps: resumes
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 2
+
+
+def test_a_run_from_before_the_detail_field_still_resumes(tiny_dataset, tmp_path, monkeypatch):
+    folder, data, root = tiny_dataset
+    monkeypatch.setattr("runtime.training.dataset.default_cache_dir", lambda: root)
+    run = train(_config(tmp_path / "run", data, steps=1))
+    saved = json.loads((run / "config.json").read_text())
+    del saved["model"]["detail"], saved["loss"]["detail"]  # as written before those fields existed
+    (run / "config.json").write_text(json.dumps(saved))
+    train(_config(tmp_path / "run", data, steps=2))
+    assert json.loads((run / "config.json").read_text())["steps"] == 2
