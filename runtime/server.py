@@ -189,9 +189,7 @@ class MirageServicer(pb_grpc.MirageServicer):
                 kind=generator.card.kind,
                 providers=list(generator.providers),
                 detail_control=generator.detail_control,
-                detail=(spec.detail if spec.detail is not None else generator.detail_default or 0.0)
-                if generator.detail_control
-                else 0.0,
+                detail=generator.detail_in_use(spec.detail) or 0.0,
             ),
             memory=wire.memory_stats_to_proto(session.memory.stats()),
             max_message_bytes=self.config.server.max_message_bytes,

@@ -122,16 +122,14 @@ def load_generator(label: str, models_dir: str | None = None):
 def host_runner(host, detail: float | None = None) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     """Run a GeneratorHost's onnxruntime session one example at a time on batched feeds; a model with
     detail control gets its noise scaled by ``detail`` (None: the card's default), as the host does."""
-    scale = None
-    if host.detail_control:
-        scale = np.float32(host.detail_default if detail is None else detail)
+    scale = host.detail_in_use(detail)
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         outs = []
         for j in range(feeds["memory_rgb"].shape[0]):
             one = {name: feeds[name][j : j + 1] for name in host.input_names}
             if scale is not None:
-                one["noise"] = one["noise"] * scale
+                one["noise"] = one["noise"] * np.float32(scale)
             outs.append(host.session.run(["rgb"], one)[0][0])
         return np.stack(outs)
 

@@ -484,7 +484,7 @@ def training_record(weights: str | Path) -> dict:
 def evaluate_export(name: str, models_dir: Path, baseline: str = "pushpull_v1") -> dict:
     """Held-out comparison (test split: courtyard + held-out arrangements) of ``name``, its int8 variant
     when exported, and ``baseline``."""
-    from runtime.evaluation.generators import compare_generators
+    from runtime.evaluation.generators import compare_generators, parse_generator
     from runtime.training.dataset import DatasetConfig, Split, build_dataset
 
     data = DatasetConfig()
@@ -495,7 +495,7 @@ def evaluate_export(name: str, models_dir: Path, baseline: str = "pushpull_v1") 
     if REGISTRY[name].detail:  # the same model at other detail strengths, side by side
         names[1:1] = [f"{name}@{d:g}" for d in EVALUATE_DETAILS if d != REGISTRY[name].detail["default"]]
     dirs = {
-        n: str(models_dir) if (models_dir / f"{n.partition('@')[0]}{CARD_SUFFIX}").is_file() else None
+        n: str(models_dir) if (models_dir / f"{parse_generator(n)[0]}{CARD_SUFFIX}").is_file() else None
         for n in names
     }
     rows = []

@@ -250,6 +250,17 @@ class GeneratorHost:
         """Whether the noise input scales the model's detail (``generate(..., detail=)``)."""
         return self.detail_default is not None
 
+    def detail_in_use(self, detail: float | None = None) -> float | None:
+        """The strength the noise is scaled by for a requested ``detail`` (None: the card's default);
+        None for a model without detail control, which refuses a requested one (ValueError)."""
+        if not self.detail_control:
+            if detail is not None:
+                raise ValueError(
+                    f"model {self.name!r} has no detail control (no 'detail' in its card); pass detail=None"
+                )
+            return None
+        return float(self.detail_default if detail is None else detail)
+
     def _rays_for(self, intrinsics: Intrinsics) -> np.ndarray:
         rays = self._rays.get(intrinsics)
         if rays is None:
@@ -271,11 +282,7 @@ class GeneratorHost:
         """Complete a memory render. In: rgb [H,W,3] 0..1, depth [H,W] metres (0 unknown, inf allowed),
         coverage [H,W] 0..1. Out: rgb [H,W,3] float32 0..1 and depth [H,W] float32 metres (>= 0).
         ``detail`` scales the noise of a model with detail control (None: the card's default)."""
-        if detail is not None and not self.detail_control:
-            raise ValueError(
-                f"model {self.name!r} has no detail control (no 'detail' in its card); pass detail=None"
-            )
-        scale = np.float32(self.detail_default if detail is None else detail) if self.detail_control else None
+        scale = self.detail_in_use(detail)
         rgb = np.asarray(memory_rgb)
         depth = np.asarray(memory_depth)
         cov = np.asarray(memory_coverage)
@@ -317,7 +324,7 @@ class GeneratorHost:
                 rng = np.random.default_rng(seed)
                 feeds[name] = rng.standard_normal((1, 1, h, w), dtype=np.float32)
                 if scale is not None:
-                    feeds[name] *= scale
+                    feeds[name] *= np.float32(scale)
         out_rgb, out_depth = self.session.run(["rgb", "depth"], feeds)
         return (
             np.ascontiguousarray(out_rgb[0].transpose(1, 2, 0), dtype=np.float32),

@@ -273,19 +273,23 @@ def load_checkpoint(
     return step, json.loads(meta.get("extra", "{}"))
 
 
-def load_weights(path: str | Path) -> LearnedFiller:
-    """A LearnedFiller with the weights (and the widths) that ``mirage train`` saved (safetensors, no pickle)."""
+def _read_weights(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, model state) of a safetensors file ``mirage train`` wrote (weights or checkpoint)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        state = {k.removeprefix("model."): fh.get_tensor(k) for k in fh.keys() if not k.startswith("opt.")}
+    return meta, state
+
+
+def load_weights(path: str | Path) -> LearnedFiller:
+    """A LearnedFiller with the weights (and the widths) that ``mirage train`` saved (safetensors, no pickle)."""
+    meta, state = _read_weights(path)
     model_cfg = json.loads(meta["config"])["model"] if "config" in meta else {}
     config = LearnedConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items()})
     model = LearnedFiller(config)
-    model.load_state_dict(
-        {k.removeprefix("model."): v for k, v in tensors.items() if not k.startswith("opt.")}
-    )
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -336,11 +340,7 @@ def _param_groups(model: LearnedFiller) -> list[dict]:
 def init_from(model: LearnedFiller, path: str | Path) -> None:
     """Start ``model`` from the weights of an earlier run (same widths). From a model without detail
     into one with it: the first layer's noise inputs are dropped and the detail head starts fresh."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        state = {k: fh.get_tensor(k) for k in fh.keys() if not k.startswith("opt.")}
-    state = {k.removeprefix("model."): v for k, v in state.items()}
+    _, state = _read_weights(path)
     first = "enc1.0.0.weight"
     own = model.state_dict()
     if state[first].shape[1] == own[first].shape[1] + 4 and model.config.detail:
