@@ -99,7 +99,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from runtime.generator.export import run_export
+    from runtime.training.export import run_export
 
     return run_export(args)
 
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and batches")
     tr.set_defaults(func=_train)
 
-    from runtime.generator.export import REGISTRY, add_arguments
+    from runtime.training.export import REGISTRY, add_arguments
 
     ex = sub.add_parser("export", help="export a generator to ONNX with a parity check and write its card")
     ex.add_argument("name", choices=sorted(REGISTRY), help="registered model to export")

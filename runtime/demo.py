@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 from plugin_bridge.client import AsyncMirageClient
 from runtime.config import RuntimeConfig
-from runtime.evaluation.cycle import METHOD_WINDOWS, CycleRun, run_cycle
+from runtime.evaluation.cycle import METHOD_WINDOWS, CycleRun, run_cycle, write_contact_sheet
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
-from runtime.scenes.paths import out_and_back, revisit_pairs
+from runtime.scenes.paths import out_and_back, revisit_pairs, seed_poses_for
 from runtime.server import run_server, stop_server
 
 
@@ -41,11 +41,6 @@ class DemoConfig:
     """Engine RGB-D observations sent before the walk, spread over the first quarter of the path."""
 
 
-def seed_poses_for(path: list[np.ndarray], n_out: int, count: int) -> list[np.ndarray]:
-    idx = np.linspace(0, max(n_out // 4, 1), num=count).round().astype(int)
-    return [path[i] for i in idx]
-
-
 def format_table(rows: list[dict]) -> str:
     lines = [
         f"{'method':<11} {'frames':>6} {'revisit PSNR':>13} {'SSIM':>7} {'ctx accuracy':>13} {'ctx loss':>9}",
@@ -56,23 +51,6 @@ def format_table(rows: list[dict]) -> str:
             f"{r['contextual_accuracy']:>13.4f} {1 - r['contextual_accuracy']:>9.4f}"
         )
     return "\n".join(lines)
-
-
-def write_contact_sheet(runs: list[CycleRun], path: Path, columns: int = 6) -> None:
-    h, w = runs[0].frames_rgb[0].shape[:2]
-    label_w = 90
-    pad = 2
-    pick = np.linspace(0, len(runs[0].pairs) - 2, num=columns).round().astype(int)
-    sheet = Image.new("RGB", (label_w + columns * (w + pad), len(runs) * 2 * (h + pad)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for r, run in enumerate(runs):
-        outbound, returned = run.pair_frames()
-        for row, (name, frames) in enumerate((("out", outbound), ("return", returned))):
-            y = (2 * r + row) * (h + pad)
-            draw.text((4, y + h // 2 - 12), f"{run.method}\n{name}", fill=(0, 0, 0))
-            for c, i in enumerate(pick):
-                sheet.paste(Image.fromarray(frames[i]), (label_w + c * (w + pad), y))
-    sheet.save(path)
 
 
 def write_animation(runs: list[CycleRun], path: Path, step: int = 2) -> None:

@@ -19,11 +19,15 @@ import torch
 from plugin_bridge.camera import Camera, Intrinsics
 from runtime import allocator
 from runtime.generator.host import GeneratorHost
-from runtime.memory import MemoryConfig, MemoryRender, MemoryStats, SpatialMemory
+from runtime.memory import (
+    PROVENANCE_GENERATED,
+    PROVENANCE_OBSERVED,
+    MemoryConfig,
+    MemoryRender,
+    MemoryStats,
+    SpatialMemory,
+)
 from runtime.types import FrameResult, ObservationInput, PoseInput, SessionSpec
-
-PROVENANCE_OBSERVED = 1
-PROVENANCE_GENERATED = 2
 
 
 @dataclass

@@ -3,7 +3,7 @@
     python scripts/detail_frontier.py [--model learned_v2] [--details 0,0.25,0.5,1,1.5,2,3] [--json PATH]
 
 Scores the model at each strength (``NAME@DETAIL``) and push-pull side by side, exactly as
-``mirage export --evaluate`` does (runtime.evaluation.generators.score_examples): PSNR over the
+``mirage export --evaluate`` does (runtime.training.scoring.score_examples): PSNR over the
 filled pixels, whole-frame SSIM, gradient-energy ratio of the filled pixels to the truth's. Prints a
 markdown table; ``--json`` also writes the rows.
 """
@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="", help="also write the rows here")
     args = parser.parse_args(argv)
 
-    from runtime.evaluation.generators import compare_generators
     from runtime.training.dataset import DatasetConfig, Split, build_dataset
+    from runtime.training.scoring import compare_generators
 
     data = DatasetConfig()
     split = Split(build_dataset(data, splits=("test",)) / "test")

@@ -105,8 +105,8 @@ def tiny_dataset(tmp_path_factory):
 
 def _train_tiny(tiny_dataset, run_dir, **overrides):
     """``mirage train`` for 2 steps on the tiny dataset with small widths; returns the run folder."""
-    from runtime.generator.learned import LearnedConfig
     from runtime.training import dataset as ds
+    from runtime.training.learned import LearnedConfig
     from runtime.training.train import TrainConfig, train
 
     _, data, root = tiny_dataset
@@ -134,7 +134,7 @@ def _train_tiny(tiny_dataset, run_dir, **overrides):
 @pytest.fixture(scope="session")
 def tiny_learned_models(tiny_dataset, tmp_path_factory):
     """A models folder holding a learned_v1 trained for 2 steps on the tiny dataset (small widths)."""
-    from runtime.generator.export import export_model
+    from runtime.training.export import export_model
     from runtime.training.train import FINAL
 
     run = _train_tiny(tiny_dataset, tmp_path_factory.mktemp("learned-run"))
@@ -151,7 +151,7 @@ def tiny_detail_models(tiny_dataset, tiny_learned_models, tmp_path_factory):
     import shutil
     from pathlib import Path
 
-    from runtime.generator.export import export_model
+    from runtime.training.export import export_model
     from runtime.training.train import FINAL
 
     first = next(tiny_learned_models.parent.glob("learned-run*/model.safetensors"))

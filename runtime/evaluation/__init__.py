@@ -1,27 +1,3 @@
-"""Evaluation: metric definitions (metrics) and cycle tests through the gRPC path (cycle)."""
-
-from runtime.evaluation.metrics import (
-    PSNR_CAP_DB,
-    RevisitScores,
-    context_loss,
-    context_loss_reduction,
-    contextual_accuracy,
-    gradient_energy,
-    memory_persistence,
-    psnr,
-    revisit_scores,
-    ssim,
-)
-
-__all__ = [
-    "PSNR_CAP_DB",
-    "RevisitScores",
-    "context_loss",
-    "context_loss_reduction",
-    "contextual_accuracy",
-    "gradient_energy",
-    "memory_persistence",
-    "psnr",
-    "revisit_scores",
-    "ssim",
-]
+"""Evaluation through the real gRPC path: cycle tests (cycle), fidelity against the engine (fidelity),
+the suites behind `mirage eval` (suite, budget) and `mirage bench` (bench). The metric definitions
+are `runtime.metrics`."""

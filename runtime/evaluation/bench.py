@@ -32,14 +32,13 @@ from plugin_bridge.client import AsyncMirageClient
 from plugin_bridge.wire import observation_message, pose_from_matrix
 from runtime import wire
 from runtime.config import RuntimeConfig
-from runtime.demo import seed_poses_for
 from runtime.evaluation.bench_memory import exploring_path, memory_scaling, rss_mib
-from runtime.evaluation.generators import time_generator
 from runtime.generator.host import available_models
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
-from runtime.scenes.paths import out_and_back
+from runtime.scenes.paths import out_and_back, seed_poses_for
 from runtime.server import run_server, stop_server
 from runtime.session import Session
+from runtime.training.scoring import time_generator
 from runtime.types import PoseInput
 
 MiB = 2**20

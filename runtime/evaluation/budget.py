@@ -24,7 +24,7 @@ from plugin_bridge.client import AsyncMirageClient
 from plugin_bridge.wire import observation_message, pose_from_matrix
 from runtime.config import RuntimeConfig
 from runtime.evaluation.bench_memory import exploring_path
-from runtime.evaluation.metrics import PSNR_CAP_DB, contextual_accuracy, memory_persistence, psnr
+from runtime.metrics import PSNR_CAP_DB, contextual_accuracy, memory_persistence, psnr
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 from runtime.server import run_server, stop_server
 

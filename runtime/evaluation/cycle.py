@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from plugin_bridge.client import AsyncMirageClient
 from plugin_bridge.wire import observation_message, pose_from_matrix
-from runtime.evaluation.metrics import RevisitScores, revisit_scores
+from runtime.metrics import RevisitScores, revisit_scores
 
 METHOD_WINDOWS: dict[str, int] = {"mirage": 0, "window16": 16, "window8": 8, "no_memory": 1}
 """Memory window per method (0: persistent)."""
@@ -63,7 +65,7 @@ async def run_cycle(
     """Seed memory with engine observations at `seed_poses`, then stream `path` in generate mode
     (``generator``: exported model name, or ``NAME@DETAIL`` for a detail strength; empty for the
     server's default)."""
-    from runtime.evaluation.generators import parse_generator
+    from runtime.training.scoring import parse_generator
 
     started = time.perf_counter()
     name, detail = parse_generator(generator)
@@ -100,3 +102,21 @@ async def run_cycle(
     run.scores = revisit_scores(outbound, returned)
     run.seconds = time.perf_counter() - started
     return run
+
+
+def write_contact_sheet(runs: list[CycleRun], path: Path, columns: int = 6) -> None:
+    """PNG of outbound against return frames at the same poses, two rows a run."""
+    h, w = runs[0].frames_rgb[0].shape[:2]
+    label_w = 90
+    pad = 2
+    pick = np.linspace(0, len(runs[0].pairs) - 2, num=columns).round().astype(int)
+    sheet = Image.new("RGB", (label_w + columns * (w + pad), len(runs) * 2 * (h + pad)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, run in enumerate(runs):
+        outbound, returned = run.pair_frames()
+        for row, (name, frames) in enumerate((("out", outbound), ("return", returned))):
+            y = (2 * r + row) * (h + pad)
+            draw.text((4, y + h // 2 - 12), f"{run.method}\n{name}", fill=(0, 0, 0))
+            for c, i in enumerate(pick):
+                sheet.paste(Image.fromarray(frames[i]), (label_w + c * (w + pad), y))
+    sheet.save(path)

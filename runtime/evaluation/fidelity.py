@@ -21,7 +21,7 @@ import numpy as np
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.client import AsyncMirageClient
 from plugin_bridge.wire import observation_message, pose_from_matrix
-from runtime.evaluation.metrics import PSNR_CAP_DB, psnr, ssim
+from runtime.metrics import PSNR_CAP_DB, psnr, ssim
 from runtime.scenes.paths import out_and_back
 
 FIDELITY_METHODS: tuple[str, ...] = ("mirage", "warp_nearest")

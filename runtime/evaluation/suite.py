@@ -5,7 +5,7 @@ An embedded runtime on a free port, the real async client and the Panda3D scene 
 prints the markdown tables. What each suite runs is the one table ``SUITES`` below. Every generator
 in ``EvalConfig.generators`` (the runtime's default first, then the other shipped float model) runs mirage's
 cycle tests and the fidelity test; every shipped model (``EvalConfig.table_generators``) is scored on
-the held-out generator test split (``runtime.evaluation.generators``).
+the held-out generator test split (``runtime.training.scoring``).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from tqdm import tqdm
 
 from plugin_bridge.client import AsyncMirageClient
 from runtime.config import RuntimeConfig
-from runtime.demo import seed_poses_for, write_contact_sheet
 from runtime.evaluation import report as R
-from runtime.evaluation.cycle import METHOD_WINDOWS, CycleRun, run_cycle
+from runtime.evaluation.cycle import METHOD_WINDOWS, CycleRun, run_cycle, write_contact_sheet
 from runtime.evaluation.fidelity import FidelitySpec, run_fidelity
-from runtime.evaluation.generators import compare_generators, contact_sheet, load_generator
-from runtime.evaluation.metrics import PSNR_CAP_DB, context_loss_reduction, memory_persistence, psnr
+from runtime.evaluation.generators import contact_sheet
 from runtime.generator.host import available_models, models_with_detail
+from runtime.metrics import PSNR_CAP_DB, context_loss_reduction, memory_persistence, psnr
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
-from runtime.scenes.paths import abc_loop, out_and_back, revisit_pairs
+from runtime.scenes.paths import abc_loop, out_and_back, revisit_pairs, seed_poses_for
 from runtime.server import run_server, stop_server
 from runtime.training.dataset import DatasetConfig, Split, build_dataset
+from runtime.training.scoring import compare_generators, load_generator
 
 BASELINES: tuple[str, ...] = tuple(m for m in METHOD_WINDOWS if m != "mirage")
 """The memory baselines mirage's context-loss reduction is reported against."""

@@ -1,7 +1,7 @@
 """Generators: exported ONNX models that complete a memory render (colour and depth).
 
 `GeneratorHost` loads a model by name after checking its sha256 against its card and runs it on
-onnxruntime. torch is needed only to export (`python -m runtime.generator.export NAME`), not to run.
+onnxruntime. torch is needed only to build and export models (`runtime.training`, `mirage export NAME`), not to run.
 """
 
 from runtime.generator.card import ModelCard, ModelCardError, TensorSpec

@@ -181,7 +181,7 @@ class GeneratorHost:
         if not model_path.is_file():
             raise ModelNotFoundError(
                 f"{card_path} points to {card.file!r}, which is not in {root}; restore it or re-export with "
-                f"`python -m runtime.generator.export {config.name}`"
+                f"`python -m runtime.training.export {config.name}`"
             )
         # Read once, hash what was read and build the session from those same bytes (no swap in between).
         digest = hashlib.sha256()
@@ -195,7 +195,7 @@ class GeneratorHost:
             raise ModelIntegrityError(
                 f"{model_path}: sha256 {actual} does not match the card's declared sha256 {card.sha256} "
                 f"({card_path.name}); the file was modified or corrupted. Refusing to load it: restore the "
-                f"file or re-export with `python -m runtime.generator.export {config.name}`"
+                f"file or re-export with `python -m runtime.training.export {config.name}`"
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(config.intra_op_threads)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from plugin_bridge.camera import Camera
-from runtime.memory.splat import fast_kernels
+from runtime.memory.backend import fast_kernels
 
 BYTES_PER_POINT = 4 + 4 + 8  # point's chunk row, its position in the row's segment, 2 pool slots
 _ROW_FIELDS = (  # per chunk row: name, dtype, trailing shape, empty value

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from plugin_bridge.camera import Camera
+from runtime.memory.backend import fast_kernels
+from runtime.memory.geometry import pixel_rays_world
 
 BYTES_PER_TEXEL = 3 + 4  # rgb uint8 + last_seen int32 (-1 = empty)
 
@@ -74,7 +76,6 @@ class EnvironmentMap:
         frame). The very call is repeated on a miss, as torch's float32 trigonometry may round an
         element differently with its place in the batch: the cache only returns what that call gave.
         """
-        from runtime.memory.splat import pixel_rays_world  # here: splat imports this module
 
         key = camera_key(camera)
         cached = self._pixel_cache
@@ -187,7 +188,6 @@ class EnvironmentMap:
         Maps texels into the image (not pixels into the map), so every texel inside the view takes
         the nearest pixel's colour even when texels are finer than pixels.
         """
-        from runtime.memory.splat import fast_kernels  # here: splat imports this module
 
         flat, colours = at_infinity.reshape(-1), rgb.reshape(-1, 3)
         fast = fast_kernels(flat, colours, self.last_seen)

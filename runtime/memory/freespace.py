@@ -37,7 +37,7 @@ import math
 import torch
 
 from plugin_bridge.camera import Camera
-from runtime.memory.splat import float32_constants, unproject_pixels
+from runtime.memory.geometry import float32_constants, unproject_pixels
 
 GRID = 32
 """Keyframe depth grids are at most GRID x GRID cells (square cells of ceil(max(W, H) / GRID) pixels)."""

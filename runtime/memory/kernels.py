@@ -19,7 +19,7 @@ here); this module the rest of a render and an ingest that touch every candidate
   `compact_kernel`: `quantised.ColdStore.compact`'s moves, blob by blob.
 
 Each takes numpy views of the memory's CPU tensors and writes through them. The callers dispatch as
-`splat.splat_points` does (`splat.fast_kernels`): CPU tensors take these kernels unless
+`splat.splat_points` does (`runtime.memory.backend`): CPU tensors take these kernels unless
 ``MIRAGE_SPLAT_KERNEL=torch``; the torch code stays the reference and the fallback, and the tests
 (tests/runtime/memory/test_kernels.py) hold the two equal. Kernels that could meet an index outside
 its array check it and report it (the caller then runs the torch path, which raises as before)

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from runtime.memory.backend import fast_kernels
+
 RADIUS_STEPS = 14.0
 """Radius codes per octave (a step is 2^(1/14) - 1 = 5%, so rounding moves a radius by at most 2.5%)."""
 RADIUS_OCTAVE0 = 14.0
@@ -266,13 +268,6 @@ _RADIUS_TABLE = _radii(np.arange(256, dtype=np.uint8))
 _CONFIDENCE_TABLE = _confidences(np.arange(64, dtype=np.uint8))
 
 
-def _fast_kernels():
-    """`runtime.memory.kernels` where the frame loop uses its numba kernels (`splat.fast_kernels`), else None."""
-    from runtime.memory.splat import fast_kernels
-
-    return fast_kernels()
-
-
 def _u16(arena: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Little-endian uint16 values at byte offsets ``at`` of ``arena`` (any alignment), as int64."""
     return arena[at].astype(np.int64) | (arena[at + 1].astype(np.int64) << 8)
@@ -324,7 +319,7 @@ def _decode_view(store: ColdStore, rows: np.ndarray, chunk_size: float):
                  "confidence": np.zeros(0, np.float16), "object_id": np.zeros(0, np.int32)}  # fmt: skip
         return empty, first, None
     at = _blob_layout(arena, store.offset[rows])
-    fast = _fast_kernels()
+    fast = fast_kernels()
     if fast is not None:
         out = {"xyz": np.empty((total, 3), np.float32), "radius": np.empty(total, np.float32),
                "provenance": np.empty(total, np.uint8), "rgb": np.empty((total, 3), np.uint8),
@@ -400,7 +395,7 @@ def touch_packed(store: ColdStore, rows: np.ndarray, points: np.ndarray, frame_i
     ref = np.maximum(at["ref"], int(frame_index))
     shift = ref - at["ref"]
     moved = np.flatnonzero(shift > 0)
-    fast = _fast_kernels()
+    fast = fast_kernels()
     if fast is not None:
         fast.touch_packed_kernel(
             arena, at["age"], at["colour"], at["n"], shift, ref, inv, points, int(frame_index)
@@ -495,7 +490,7 @@ class ColdStore:
         """Move the live blobs to the arena's start, in arena order (in place)."""
         rows = self.rows()
         rows = rows[np.argsort(self.offset[rows], kind="stable")]
-        fast = _fast_kernels()
+        fast = fast_kernels()
         if fast is not None:
             self.end = int(fast.compact_kernel(self.arena, rows, self.offset, self.length))
             return

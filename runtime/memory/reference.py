@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from plugin_bridge.camera import Intrinsics
-from runtime.memory.splat import DIST_SCALE, SplatWinners, float32_constants
+from runtime.memory.geometry import float32_constants
+from runtime.memory.splat import DIST_SCALE, SplatWinners
 
 
 def reference_splat(

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from plugin_bridge.camera import Camera
+from runtime.memory.backend import fast_kernels
 from runtime.memory.chunks import BYTES_PER_CHUNK, BYTES_PER_POINT, ChunkIndex, segment_positions
 from runtime.memory.config import (
     MIN_POINTS,
@@ -32,6 +33,7 @@ from runtime.memory.config import (
 from runtime.memory.environment import EnvironmentMap
 from runtime.memory.eviction import choose_victims, lowest_k
 from runtime.memory.freespace import HALF_DIAGONAL, FreeSpaceKeyframes, keyframe_capacity
+from runtime.memory.geometry import float32_constants, unproject_pixels, world_to_cam_torch
 from runtime.memory.ingest_frame import IngestFrame, check_frame
 from runtime.memory.quantised import (
     ColdStore,
@@ -52,12 +54,8 @@ from runtime.memory.splat import (
     check_camera,
     check_render,
     compose_render,
-    fast_kernels,
-    float32_constants,
     free_space,
     splat_points,
-    unproject_pixels,
-    world_to_cam_torch,
 )
 
 SCHEMA: tuple[tuple[str, torch.dtype, tuple[int, ...]], ...] = (

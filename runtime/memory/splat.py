@@ -28,20 +28,22 @@ numba imports, else the torch one; the environment variable ``MIRAGE_SPLAT_KERNE
 torch kernel (read at every call). The numba kernel compiles on its first call and caches the machine
 code in ``runtime/memory/__pycache__``. `free_space` (ingest's carving test) dispatches the same way,
 to `free_space_torch` or the numba `free_space_kernel`, and so does the rest of memory's frame loop
-(`fast_kernels`: `compose_render` here, the render's fused candidates-and-splat, ingest's bookkeeping;
-`runtime.memory.kernels`): ``MIRAGE_SPLAT_KERNEL=torch`` forces every torch path.
+(`compose_render` here, the render's fused candidates-and-splat, ingest's bookkeeping;
+`runtime.memory.kernels`). `runtime.memory.backend` makes that choice for all of them:
+``MIRAGE_SPLAT_KERNEL=torch`` forces every torch path.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from plugin_bridge.camera import Camera, Intrinsics
+from runtime.memory.backend import fast_kernels, splat_kernels
 from runtime.memory.environment import EnvironmentMap
+from runtime.memory.geometry import f32, float32_constants
 
 DIST_SCALE = 65536.0
 """Squared pixel distances are quantised to multiples of 1/DIST_SCALE in the tie-break key."""
@@ -79,54 +81,6 @@ class SplatWinners:
     points_in_view: int
 
 
-def float32_constants(intrinsics: Intrinsics) -> tuple[float, float, float, float, float]:
-    """fx, fy, cx, cy and f_mean = (fx + fy) / 2, each rounded to float32 (as the kernel uses them)."""
-    f32 = np.float32
-    values = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy, (intrinsics.fx + intrinsics.fy) / 2)
-    return tuple(float(f32(v)) for v in values)  # type: ignore[return-value]
-
-
-def f32(value: float) -> float:
-    """A python float holding the float32 nearest ``value``."""
-    return float(np.float32(value))
-
-
-_fast_module = None  # runtime.memory.splat_fast once imported; False when numba is missing
-
-
-def _splat_fast():
-    """The numba kernel module, or None when numba cannot be imported."""
-    global _fast_module
-    if _fast_module is None:
-        try:
-            from runtime.memory import splat_fast
-        except ImportError:
-            _fast_module = False
-        else:
-            _fast_module = splat_fast
-    return _fast_module or None
-
-
-_kernels_module = None  # runtime.memory.kernels once imported; False when numba is missing
-
-
-def fast_kernels(*tensors: torch.Tensor):
-    """`runtime.memory.kernels` (the frame loop's numba kernels) when numba imports, every tensor
-    given lives on the CPU and ``MIRAGE_SPLAT_KERNEL`` is not ``torch`` (read at every call); else None:
-    the caller takes its torch path (the reference, bit for bit the same)."""
-    global _kernels_module
-    if os.environ.get("MIRAGE_SPLAT_KERNEL", "") == "torch" or any(t.device.type != "cpu" for t in tensors):
-        return None
-    if _kernels_module is None:
-        try:
-            from runtime.memory import kernels
-        except ImportError:
-            _kernels_module = False
-        else:
-            _kernels_module = kernels
-    return _kernels_module or None
-
-
 def splat_points(
     xyz_cam: torch.Tensor,  # [N, 3] float32 camera-space points
     radius: torch.Tensor,  # [N] float32 world-space half-size
@@ -149,7 +103,7 @@ def splat_points(
     usable = usable and all(t.device.type == "cpu" for t in tensors)
     # the numba kernel's pixel arithmetic is exact for windows and images well inside 2^24 px
     usable = usable and max_radius_px <= 2**20 and intrinsics.width < 2**23 and intrinsics.height < 2**23
-    fast = _splat_fast() if usable and os.environ.get("MIRAGE_SPLAT_KERNEL", "") != "torch" else None
+    fast = splat_kernels() if usable else None
     if fast is None:
         return splat_points_torch(
             xyz_cam, radius, intrinsics, near=near, max_radius_px=max_radius_px,
@@ -302,7 +256,7 @@ def free_space(
     usable = usable and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
     height, width = depth.shape
     usable = usable and 0 < width < 2**23 and 0 < height < 2**23
-    fast = _splat_fast() if usable and os.environ.get("MIRAGE_SPLAT_KERNEL", "") != "torch" else None
+    fast = splat_kernels() if usable else None
     if fast is None:
         return free_space_torch(
             xyz_cam, radius, depth, intrinsics, near=near, depth_tolerance=depth_tolerance
@@ -379,36 +333,6 @@ def check_render(render: MemoryRender, memory_version: int, camera: Camera | Non
         or not np.array_equal(render.camera.cam_to_world, camera.cam_to_world)
     ):
         raise ValueError("render was made at another camera: pass the render of this very camera (or None)")
-
-
-def world_to_cam_torch(camera: Camera, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotation [3, 3] and translation [3] (float32) taking world points into the camera frame."""
-    w2c = camera.world_to_cam
-    rot = torch.as_tensor(np.ascontiguousarray(w2c[:3, :3]), dtype=torch.float32, device=device)
-    return rot, torch.as_tensor(w2c[:3, 3].copy(), dtype=torch.float32, device=device)
-
-
-def pixel_rays_world(camera: Camera, pix: torch.Tensor) -> torch.Tensor:
-    """World directions (float32 [K, 3], camera z component 1 before rotation) of flat pixel indices."""
-    intr = camera.intrinsics
-    u = (pix % intr.width).to(torch.float32)
-    v = torch.div(pix, intr.width, rounding_mode="floor").to(torch.float32)
-    dirs = torch.stack(((u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, torch.ones_like(u)), dim=-1)
-    c2w = torch.as_tensor(
-        np.ascontiguousarray(camera.cam_to_world[:3, :3]), dtype=torch.float32, device=pix.device
-    )
-    return dirs @ c2w.T
-
-
-def unproject_pixels(camera: Camera, pix: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-    """World points (float32 [K, 3]) at planar ``depth`` [K] through the centres of flat pixels ``pix``."""
-    intr = camera.intrinsics
-    z = depth.to(torch.float64)
-    u = (pix % intr.width).to(torch.float64)
-    v = torch.div(pix, intr.width, rounding_mode="floor").to(torch.float64)
-    cam = torch.stack(((u - intr.cx) / intr.fx * z, (v - intr.cy) / intr.fy * z, z), dim=-1)
-    c2w = torch.as_tensor(camera.cam_to_world, dtype=torch.float64, device=pix.device)
-    return (cam @ c2w[:3, :3].T + c2w[:3, 3]).to(torch.float32)
 
 
 def compose_render(

@@ -190,3 +190,10 @@ def revisit_pairs(kind: str, n: int) -> list[tuple[int, int]]:
     if kind == "abc_loop":
         return [(0, 3 * n)]
     raise ValueError(f"unknown path kind {kind!r}; valid: {', '.join(PATH_KINDS)}")
+
+
+def seed_poses_for(path: list[np.ndarray], n_out: int, count: int) -> list[np.ndarray]:
+    """``count`` poses spread over the first quarter of an ``n_out``-frame outbound ``path`` (where
+    the demo, the eval and the bench send their seed observations)."""
+    idx = np.linspace(0, max(n_out // 4, 1), num=count).round().astype(int)
+    return [path[i] for i in idx]

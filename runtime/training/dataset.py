@@ -192,8 +192,7 @@ def render_example(scene, rng: np.random.Generator, kind: str, config: DatasetCo
     """One example from an open scene source: (arrays without the N axis, metadata)."""
     import torch
 
-    from runtime.memory import MemoryConfig, SpatialMemory
-    from runtime.session import PROVENANCE_OBSERVED
+    from runtime.memory import PROVENANCE_OBSERVED, MemoryConfig, SpatialMemory
 
     k = scene.intrinsics
     for _ in range(20):

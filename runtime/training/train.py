@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from plugin_bridge.camera import Intrinsics
 from runtime.generator.host import ray_directions
-from runtime.generator.learned import NOISE_CHANNEL, LearnedConfig, LearnedFiller, inverse_depth
-from runtime.generator.pushpull import COVERED
 from runtime.training.dataset import DatasetConfig, Split, build_dataset
+from runtime.training.learned import NOISE_CHANNEL, LearnedConfig, LearnedFiller, inverse_depth
+from runtime.training.pushpull import COVERED
 
 CHECKPOINT = "checkpoint.safetensors"
 FINAL = "model.safetensors"
@@ -304,7 +304,7 @@ def validate(
 ) -> dict:
     """Filled-pixel PSNR, whole-frame SSIM and gradient-energy ratio over a split (uint8 frames);
     ``noise_scale`` scales the noise input (a model with detail: 0 is its mean prediction)."""
-    from runtime.evaluation.generators import score_examples
+    from runtime.training.scoring import score_examples
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         feeds = {**feeds, "noise": feeds["noise"] * np.float32(noise_scale)}

@@ -11,7 +11,7 @@ from conftest import make_config, start_server_thread
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.client import InvalidArgumentError, MirageClient
 from plugin_bridge.wire import pose_message
-from runtime.generator.export import DETAIL_DEFAULT
+from runtime.training.export import DETAIL_DEFAULT
 
 K = Intrinsics.from_fov(48, 40, 60.0)
 POSE = pose_message((0, 0, 1.5), (1, 0, 0, 0))

@@ -7,8 +7,9 @@ import math
 import numpy as np
 from PIL import Image
 
-from runtime.evaluation.generators import compare_generators, contact_sheet, score_examples
+from runtime.evaluation.generators import contact_sheet
 from runtime.training.dataset import Split
+from runtime.training.scoring import compare_generators, score_examples
 
 
 def _truth_runner(split):

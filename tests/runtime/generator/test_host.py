@@ -24,7 +24,7 @@ from runtime.generator.host import (
     ray_directions,
     sha256_file,
 )
-from runtime.generator.pushpull import PushPullFiller
+from runtime.training.pushpull import PushPullFiller
 
 NAME = "pushpull_v1"
 
@@ -85,7 +85,7 @@ def test_tampered_model_is_refused(tmp_path, monkeypatch):
         GeneratorHost.load(GeneratorConfig(name=NAME, models_dir=str(tmp_path)))
     message = str(info.value)
     assert declared in message and actual in message and str(onnx) in message
-    assert f"python -m runtime.generator.export {NAME}" in message
+    assert f"python -m runtime.training.export {NAME}" in message
 
 
 def test_missing_model_lists_available(tmp_path):

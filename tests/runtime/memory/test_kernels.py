@@ -17,11 +17,11 @@ from plugin_bridge.camera import Camera, Intrinsics
 from plugin_bridge.conventions import look_at
 from runtime.memory import MemoryConfig, SpatialMemory
 from runtime.memory.environment import EnvironmentMap
+from runtime.memory.geometry import pixel_rays_world
 from runtime.memory.splat import (
     MemoryRender,
     SplatWinners,
     compose_render,
-    pixel_rays_world,
     splat_points_torch,
 )
 

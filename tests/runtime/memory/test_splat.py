@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from plugin_bridge.camera import Camera, Intrinsics
 from runtime.memory import SpatialMemory
+from runtime.memory.geometry import world_to_cam_torch
 from runtime.memory.reference import reference_splat
-from runtime.memory.splat import splat_points, world_to_cam_torch
+from runtime.memory.splat import splat_points
 
 INTR = Intrinsics(fx=14.0, fy=13.0, cx=7.5, cy=5.5, width=16, height=12)
 RULE = {"near": 0.05, "max_radius_px": 4, "depth_tolerance": 0.02}

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plugin_bridge.camera import Intrinsics
+from runtime.memory import backend
 from runtime.memory import splat as splat_module
 from runtime.memory.reference import reference_splat
 from runtime.memory.splat import splat_points, splat_points_torch
@@ -29,7 +30,7 @@ RULE = {"near": 0.05, "max_radius_px": 4, "depth_tolerance": 0.02}
 def numba_kernel(monkeypatch):
     """Every test runs `splat_points` on the numba kernel (and counts its calls)."""
     monkeypatch.delenv("MIRAGE_SPLAT_KERNEL", raising=False)
-    assert splat_module._splat_fast() is splat_fast
+    assert backend.splat_kernels() is splat_fast
     calls = []
     kernel = splat_fast.splat_kernel
 

@@ -7,7 +7,7 @@ import json
 import torch
 from safetensors import safe_open
 
-from runtime.generator.learned import LearnedConfig
+from runtime.training.learned import LearnedConfig
 from runtime.training.train import CHECKPOINT, FINAL, LossWeights, TrainConfig, losses, train
 
 SMALL = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2))

@@ -8,16 +8,16 @@ import torch
 from learned_inputs import SMALL, inputs, randomised
 
 from runtime.generator.card import ModelCard
-from runtime.generator.export import ExportError, export_model
 from runtime.generator.host import GeneratorConfig, GeneratorHost, sha256_file
-from runtime.generator.learned import (
+from runtime.training.export import ExportError, export_model
+from runtime.training.learned import (
     FAR_INV,
     INPUTS,
     LearnedFiller,
     depth_from_inverse,
     inverse_depth,
 )
-from runtime.generator.pushpull import PushPullFiller
+from runtime.training.pushpull import PushPullFiller
 from runtime.training.train import FINAL, TrainConfig, train
 
 
@@ -125,7 +125,7 @@ def test_a_pose_only_stream_builds_memory_from_the_learned_model(tiny_learned_mo
 def test_int8_variant_is_written_with_its_own_card(tiny_dataset, tiny_learned_models, tmp_path, monkeypatch):
     import shutil
 
-    from runtime.generator.export import export_int8
+    from runtime.training.export import export_int8
 
     _, data, root = tiny_dataset
     monkeypatch.setattr("runtime.training.dataset.default_cache_dir", lambda: root)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from runtime.generator.card import ModelCard
-from runtime.generator.export import export_model, random_inputs
 from runtime.generator.host import sha256_file
-from runtime.generator.pushpull import PushPullFiller
+from runtime.training.export import export_model, random_inputs
+from runtime.training.pushpull import PushPullFiller
 
 FILLER = PushPullFiller()
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.generator.pushpull import COVERED, EMPTY_RGB, push_pull
+from runtime.training.pushpull import COVERED, EMPTY_RGB, push_pull
 
 INPUTS: tuple[str, ...] = ("memory_rgb", "memory_depth", "memory_coverage", "ray_dirs", "noise")
 FAR_DEPTH = 2000.0

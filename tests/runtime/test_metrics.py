@@ -1,4 +1,4 @@
-"""runtime.evaluation.metrics: known answers for the benchmark metric definitions."""
+"""runtime.metrics: known answers for the benchmark metric definitions."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from runtime.evaluation import metrics as M
-from runtime.evaluation.metrics import (
+from runtime import metrics as M
+from runtime.metrics import (
     PSNR_CAP_DB,
     RevisitScores,
     context_loss,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from runtime.generator.export import random_inputs
-from runtime.generator.learned import INPUTS, LearnedConfig, LearnedFiller
+from runtime.training.export import random_inputs
+from runtime.training.learned import INPUTS, LearnedConfig, LearnedFiller
 
 SMALL = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2))
 

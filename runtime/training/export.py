@@ -1,6 +1,6 @@
 """Export a registered generator to ONNX, check torch vs onnxruntime parity, write its card.
 
-    python -m runtime.generator.export pushpull_v1 [--out exported_models]
+    python -m runtime.training.export pushpull_v1 [--out exported_models]
     mirage export learned_v1 --weights RUN/model.safetensors [--evaluate]
 
 One self-contained ``.onnx`` file (legacy TorchScript exporter, opset 17, dynamic H and W), then a
@@ -62,7 +62,7 @@ class ModelSpec:
 
 
 def _build_pushpull(weights: str | None) -> torch.nn.Module:
-    from runtime.generator.pushpull import PushPullFiller
+    from runtime.training.pushpull import PushPullFiller
 
     if weights:
         raise ExportError("pushpull_v1 has no learned weights; drop --weights")
@@ -94,7 +94,7 @@ LEARNED_DESCRIPTION = (
     "at every scale, depth-to-space) predicts a residual colour and inverse depth on top, from memory "
     "colour, inverse depth, coverage, the fill, its edges, camera rays{noise}. Pixels "
     "memory covers (coverage >= 0.999) are returned exactly. Predicted inverse depth below 1e-3 is "
-    "returned as +inf (sky: the runtime puts it in the environment map). See runtime/generator/learned.py."
+    "returned as +inf (sky: the runtime puts it in the environment map). See runtime/training/learned.py."
 )
 DETAIL_DEFAULT = 0.5
 """learned_v2's detail strength when a session does not ask for one: the largest of EVALUATE_DETAILS
@@ -312,8 +312,8 @@ def export_int8(
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from runtime.evaluation.generators import calibration_feeds
     from runtime.training.dataset import DatasetConfig, Split, build_dataset
+    from runtime.training.scoring import calibration_feeds
 
     out = Path(out_dir) if out_dir else default_models_dir()
     spec = REGISTRY[name]
@@ -484,8 +484,8 @@ def training_record(weights: str | Path) -> dict:
 def evaluate_export(name: str, models_dir: Path, baseline: str = "pushpull_v1") -> dict:
     """Held-out comparison (test split: courtyard + held-out arrangements) of ``name``, its int8 variant
     when exported, and ``baseline``."""
-    from runtime.evaluation.generators import compare_generators, parse_generator
     from runtime.training.dataset import DatasetConfig, Split, build_dataset
+    from runtime.training.scoring import compare_generators, parse_generator
 
     data = DatasetConfig()
     split = Split(build_dataset(data, splits=("test",)) / "test")
@@ -511,7 +511,7 @@ def evaluate_export(name: str, models_dir: Path, baseline: str = "pushpull_v1") 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m runtime.generator.export", description=__doc__.splitlines()[0]
+        prog="python -m runtime.training.export", description=__doc__.splitlines()[0]
     )
     parser.add_argument("name", choices=sorted(REGISTRY), help="registered model to export")
     add_arguments(parser)

@@ -11,12 +11,12 @@ from learned_inputs import SMALL, inputs, randomised
 from safetensors.torch import save_file
 
 from plugin_bridge.camera import Intrinsics
-from runtime.evaluation.generators import host_runner, load_generator, parse_generator
-from runtime.evaluation.metrics import gradient_energy
 from runtime.generator.card import ModelCard
-from runtime.generator.export import DETAIL_DEFAULT, ExportError, export_model, random_inputs
 from runtime.generator.host import GeneratorConfig, GeneratorHost, models_with_detail
-from runtime.generator.learned import INPUTS, LearnedConfig, LearnedFiller
+from runtime.metrics import gradient_energy
+from runtime.training.export import DETAIL_DEFAULT, ExportError, export_model, random_inputs
+from runtime.training.learned import INPUTS, LearnedConfig, LearnedFiller
+from runtime.training.scoring import host_runner, load_generator, parse_generator
 from runtime.training.train import FINAL, LossWeights, detail_loss, init_from, losses, window_energy
 
 DETAIL = LearnedConfig(widths=(8, 8, 16), dilations=(1, 2), detail=True)
@@ -176,7 +176,7 @@ def test_evaluation_labels_pick_the_detail(tiny_detail_models):
 def test_int8_variant_keeps_the_detail_control(tiny_dataset, tiny_detail_models, tmp_path, monkeypatch):
     import shutil
 
-    from runtime.generator.export import export_int8
+    from runtime.training.export import export_int8
 
     _, data, root = tiny_dataset
     monkeypatch.setattr("runtime.training.dataset.default_cache_dir", lambda: root)
