@@ -6,23 +6,54 @@ import argparse
 import asyncio
 import logging
 import sys
-from pathlib import Path
+
+from runtime.flags import Flag, add_flags, apply_flags
 
 MiB = 2**20
+
+
+SERVE_FLAGS = [
+    Flag("server.host"),
+    Flag("server.port"),
+    Flag("memory.budget_bytes", "--budget-mib", scale=MiB, unit="MiB"),
+    Flag("generator.name", "--generator"),
+    Flag("generator.models_dir"),
+]
+DEMO_FLAGS = [Flag("out"), Flag("frames"), Flag("size"), Flag("scene"), Flag("seed")]
+EVAL_FLAGS = [
+    Flag("suite", choices=("tiny", "quick", "full", "budget")),
+    Flag("out"),
+    Flag("seed"),
+    Flag("generators"),
+]
+BUDGET_FLAGS = [Flag("budgets_mib", "--budgets"), Flag("frames"), Flag("storage")]
+"""The budget suite's own flags (its out and seed are the eval's)."""
+BENCH_FLAGS = [
+    Flag("sizes"),
+    Flag("frames"),
+    Flag("soak_frames"),
+    Flag("soak_storage", choices=("full", "quantised")),
+    Flag("json_path", "--json"),
+]
+TRAIN_FLAGS = [
+    Flag("run_dir", "--run"),
+    Flag("steps"),
+    Flag("data.examples.train", "--train-examples", help="Training examples to render."),
+    Flag("max_minutes"),
+    Flag("init"),
+    Flag("model.detail"),
+    Flag("lr"),
+    Flag("warmup"),
+    Flag("loss.logmse"),
+    Flag("seed"),
+]
 
 
 def _serve(args: argparse.Namespace) -> int:
     from runtime.config import RuntimeConfig
     from runtime.server import serve
 
-    config = RuntimeConfig()
-    config.server.host = args.host
-    config.server.port = args.port
-    config.memory.budget_bytes = int(args.budget_mib * MiB)
-    if args.generator:
-        config.generator.name = args.generator
-    if args.models_dir:
-        config.generator.models_dir = args.models_dir
+    config = apply_flags(args, RuntimeConfig(), SERVE_FLAGS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(config))
     return 0
@@ -31,10 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from runtime.demo import DemoConfig, run_demo
 
-    config = DemoConfig(
-        out=Path(args.out), frames=args.frames, size=args.size, scene=args.scene, seed=args.seed
-    )
-    run_demo(config)
+    run_demo(apply_flags(args, DemoConfig(), DEMO_FLAGS))
     return 0
 
 
@@ -42,58 +70,25 @@ def _eval(args: argparse.Namespace) -> int:
     if args.suite == "budget":
         from runtime.evaluation.budget import BudgetConfig, run_budget
 
-        config = BudgetConfig(out=Path(args.out), seed=args.seed)
-        if args.budgets:
-            config.budgets_mib = tuple(int(b) for b in args.budgets.split(","))
-        if args.frames:
-            config.frames = tuple(int(n) for n in args.frames.split(","))
-        if args.storage:
-            config.storage = tuple(s.strip() for s in args.storage.split(",") if s.strip())
-        run_budget(config)
+        run_budget(apply_flags(args, BudgetConfig(), [Flag("out"), Flag("seed"), *BUDGET_FLAGS]))
         return 0
     from runtime.evaluation.suite import EvalConfig, run_eval
 
-    chosen = tuple(g.strip() for g in args.generators.split(",") if g.strip())
-    run_eval(EvalConfig(suite=args.suite, out=Path(args.out), seed=args.seed, generators=chosen))
+    run_eval(apply_flags(args, EvalConfig(), EVAL_FLAGS))
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
     from runtime.evaluation.bench import BenchConfig, run_bench
 
-    sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
-    run_bench(
-        BenchConfig(
-            sizes=sizes,
-            frames=args.frames,
-            soak_frames=args.soak_frames,
-            soak_storage=args.soak_storage,
-            json_path=args.json,
-        )
-    )
+    run_bench(apply_flags(args, BenchConfig(), BENCH_FLAGS))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
     from runtime.training.train import TrainConfig, train
 
-    config = TrainConfig(seed=args.seed, max_minutes=args.max_minutes)
-    if args.run:
-        config.run_dir = args.run
-    if args.steps:
-        config.steps = args.steps
-    if args.init:
-        config.init = args.init
-    if args.lr:
-        config.lr = args.lr
-    if args.warmup >= 0:
-        config.warmup = args.warmup
-    if args.logmse:
-        config.loss.logmse = args.logmse
-    config.model.detail = args.detail
-    if args.train_examples:
-        config.data.examples = {**config.data.examples, "train": args.train_examples}
-    run = train(config)
+    run = train(apply_flags(args, TrainConfig(), TRAIN_FLAGS))
     print(f"run folder: {run}")
     return 0
 
@@ -104,103 +99,88 @@ def _export(args: argparse.Namespace) -> int:
     return run_export(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _serve_flags(p: argparse.ArgumentParser) -> None:
+    from runtime.config import RuntimeConfig
+
+    add_flags(p, RuntimeConfig(), SERVE_FLAGS)
+
+
+def _demo_flags(p: argparse.ArgumentParser) -> None:
+    from runtime.demo import DemoConfig
+
+    add_flags(p, DemoConfig(), DEMO_FLAGS)
+
+
+def _eval_flags(p: argparse.ArgumentParser) -> None:
+    from runtime.evaluation.budget import BudgetConfig
+    from runtime.evaluation.suite import EvalConfig
+
+    add_flags(p, EvalConfig(), EVAL_FLAGS)
+    add_flags(p.add_argument_group("budget suite"), BudgetConfig(), BUDGET_FLAGS)
+
+
+def _bench_flags(p: argparse.ArgumentParser) -> None:
+    from runtime.evaluation.bench import BenchConfig
+
+    add_flags(p, BenchConfig(), BENCH_FLAGS)
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    from runtime.training.train import TrainConfig
+
+    add_flags(p, TrainConfig(), TRAIN_FLAGS)
+
+
+def _export_flags(p: argparse.ArgumentParser) -> None:
+    from runtime.training.export import REGISTRY, add_arguments
+
+    p.add_argument("name", choices=sorted(REGISTRY), help="registered model to export")
+    add_arguments(p)
+
+
+COMMANDS = {
+    "serve": ("run the gRPC runtime", _serve_flags, _serve),
+    "demo": (
+        "stream an out-and-back path through an embedded runtime and score the return",
+        _demo_flags,
+        _demo,
+    ),
+    "eval": (
+        "cycle, persistence and fidelity evaluation through the real gRPC path; "
+        "--suite budget: memory persistence against the byte budget",
+        _eval_flags,
+        _eval,
+    ),
+    "bench": ("speed and memory figures, over gRPC and in-process side by side", _bench_flags, _bench),
+    "train": (
+        "train the learned generator on Panda3D-rendered data (CPU; resumes from its checkpoint)",
+        _train_flags,
+        _train,
+    ),
+    "export": ("export a generator to ONNX with a parity check and write its card", _export_flags, _export),
+}
+"""command -> (help, what adds its flags, what runs it)."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `mirage` parser; with ``command``, only that command's flags are built (each command's
+    config module is imported only when it runs, so `mirage serve` loads no training or evaluation)."""
     parser = argparse.ArgumentParser(
         prog="mirage", description="Mirage: video generation with persistent spatial memory"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the gRPC runtime")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
-    serve.add_argument("--port", type=int, default=50051, help="TCP port (0: any free port)")
-    serve.add_argument("--budget-mib", type=float, default=128, help="default memory budget per session, MiB")
-    serve.add_argument("--generator", default="", help="default exported model name")
-    serve.add_argument(
-        "--models-dir", default="", help="folder of exported models (default: exported_models/)"
-    )
-    serve.set_defaults(func=_serve)
-
-    demo = sub.add_parser(
-        "demo", help="stream an out-and-back path through an embedded runtime and score the return"
-    )
-    demo.add_argument("--out", default="demo_out", help="output folder")
-    demo.add_argument("--frames", type=int, default=200, help="outbound frames N (the return adds N more)")
-    demo.add_argument("--size", type=int, default=128, help="frame size in pixels (square, multiple of 8)")
-    demo.add_argument("--scene", default="garden", help="Panda3D scene arrangement")
-    demo.add_argument("--seed", type=int, default=0, help="seed for deterministic replay")
-    demo.set_defaults(func=_demo)
-
-    ev = sub.add_parser("eval", help="cycle, persistence and fidelity evaluation through the real gRPC path")
-    ev.add_argument(
-        "--suite",
-        choices=("tiny", "quick", "full", "budget"),
-        default="quick",
-        help="how much to run; budget: memory persistence against the byte budget",
-    )
-    ev.add_argument(
-        "--budgets", default="", help="budget suite: comma-separated budgets in MiB (default 8,32,128)"
-    )
-    ev.add_argument(
-        "--frames",
-        default="",
-        help="budget suite: comma-separated outbound lengths N (default 300,1000,3000,10000)",
-    )
-    ev.add_argument(
-        "--storage",
-        default="",
-        help="budget suite: comma-separated memory storage modes (default full,quantised)",
-    )
-    ev.add_argument(
-        "--generators",
-        default="",
-        help="comma-separated models (NAME or NAME@DETAIL) that run the cycle and fidelity tests "
-        "(default: the runtime's default, at detail 0 too when it has detail control, and push-pull)",
-    )
-    ev.add_argument("--out", default="eval_out", help="folder for report.json, report.md and plots")
-    ev.add_argument("--seed", type=int, default=0, help="seed for paths and sessions")
-    ev.set_defaults(func=_eval)
-
-    bench = sub.add_parser("bench", help="speed and memory figures, over gRPC and in-process side by side")
-    bench.add_argument("--sizes", default="128,256", help="comma-separated square frame sizes")
-    bench.add_argument("--frames", type=int, default=200, help="frames per size for FPS and latency")
-    bench.add_argument("--soak-frames", type=int, default=2000, help="frames of the RSS soak (0 skips it)")
-    bench.add_argument(
-        "--soak-storage", default="full", choices=("full", "quantised"), help="memory storage of the soak"
-    )
-    bench.add_argument("--json", default="", help="also write the figures to this JSON file")
-    bench.set_defaults(func=_bench)
-
-    tr = sub.add_parser(
-        "train",
-        help="train the learned generator on Panda3D-rendered data (CPU; resumes from its checkpoint)",
-    )
-    tr.add_argument("--run", default="", help="run folder (default ~/.cache/mirage/runs/learned_v1)")
-    tr.add_argument("--steps", type=int, default=0, help="optimiser steps (default: the shipped model's)")
-    tr.add_argument(
-        "--train-examples", type=int, default=0, help="training examples to render (default 10000)"
-    )
-    tr.add_argument("--max-minutes", type=float, default=0.0, help="stop with a checkpoint after this long")
-    tr.add_argument("--init", default="", help="start from this model.safetensors of an earlier run")
-    tr.add_argument(
-        "--detail", action="store_true", help="train a model with noise-modulated detail (see LearnedConfig)"
-    )
-    tr.add_argument("--lr", type=float, default=0.0, help="peak learning rate (default 2e-3)")
-    tr.add_argument("--warmup", type=int, default=-1, help="warm-up steps (default 200)")
-    tr.add_argument("--logmse", type=float, default=0.0, help="weight of the per-example log-MSE loss")
-    tr.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and batches")
-    tr.set_defaults(func=_train)
-
-    from runtime.training.export import REGISTRY, add_arguments
-
-    ex = sub.add_parser("export", help="export a generator to ONNX with a parity check and write its card")
-    ex.add_argument("name", choices=sorted(REGISTRY), help="registered model to export")
-    add_arguments(ex)
-    ex.set_defaults(func=_export)
+    for name, (help_text, flags, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if command is None or command == name:
+            flags(p)
+        p.set_defaults(func=run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     return args.func(args)
 
 

@@ -27,7 +27,8 @@ from mirage.v1 import mirage_pb2_grpc as pb_grpc
 from runtime import wire
 from runtime.allocator import tune_malloc
 from runtime.config import RuntimeConfig
-from runtime.generator.host import GeneratorConfig, GeneratorHost, available_models, models_with_detail
+from runtime.generator.host import available_models
+from runtime.registry import NoSessionId, RegistryError, SessionLimitReached, SessionRegistry, UnknownSession
 from runtime.session import Session, SessionClosedError
 from runtime.types import ObservationInput, PoseInput
 
@@ -90,54 +91,43 @@ class _PendingQueue:
             return item, dropped
 
 
-class MirageServicer(pb_grpc.MirageServicer):
-    def __init__(self, config: RuntimeConfig, executor: ThreadPoolExecutor):
-        self.config = config
-        self.executor = executor
-        self.sessions: dict[str, Session] = {}
-        self.generators: dict[str, GeneratorHost] = {}
+_STATUS = {
+    NoSessionId: grpc.StatusCode.FAILED_PRECONDITION,
+    UnknownSession: grpc.StatusCode.NOT_FOUND,
+    SessionClosedError: grpc.StatusCode.NOT_FOUND,
+    SessionLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+"""The gRPC status of each domain error the registry and sessions raise."""
 
-    # -- helpers -----------------------------------------------------------------------------------
+
+class MirageServicer(pb_grpc.MirageServicer):
+    """Each RPC converts through `runtime.wire`, asks the registry for its session and delegates."""
+
+    def __init__(self, config: RuntimeConfig, registry: SessionRegistry, executor: ThreadPoolExecutor):
+        self.config = config
+        self.registry = registry
+        self.executor = executor
+
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def load_generator(self, name: str) -> GeneratorHost:
-        host = self.generators.get(name)
-        if host is None:
-            gen_cfg = GeneratorConfig(**{**self.config.generator.__dict__, "name": name})
-            host = GeneratorHost.load(gen_cfg)
-            self.generators[name] = host
-        return host
-
     async def _session(self, session_id: str, context: grpc.aio.ServicerContext) -> Session:
-        if not session_id:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "no session_id: call OpenSession first and send its session_id with this call",
-            )
-        session = self.sessions.get(session_id)
-        if session is None or session.closed:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"unknown or closed session {session_id!r}: open a new one with OpenSession",
-            )
-        return session
+        try:
+            return self.registry.get(session_id)
+        except RegistryError as exc:
+            await self._abort(context, exc)
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, wire.WireError):
             await context.abort(exc.code, exc.message)
-        if isinstance(exc, SessionClosedError):
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        code = _STATUS.get(type(exc))
+        if code is not None:
+            await context.abort(code, str(exc))
         raise exc
 
-    def close_idle_sessions(self) -> int:
-        limit = self.config.sessions.idle_timeout_s
-        now = time.monotonic()
-        stale = [s for s in self.sessions.values() if not s.streaming and now - s.last_used > limit]
-        for s in stale:
-            s.close()
-            self.sessions.pop(s.id, None)
-        return len(stale)
+    async def _release(self, session: Session):
+        self.registry.forget(session)
+        return await self._run(session.close)
 
     # -- RPCs ----------------------------------------------------------------------------------------
     async def OpenSession(self, request: pb.OpenSessionRequest, context) -> pb.OpenSessionResponse:
@@ -152,32 +142,13 @@ class MirageServicer(pb_grpc.MirageServicer):
             )
         except wire.WireError as exc:
             await self._abort(context, exc)
-        if len(self.sessions) >= self.config.sessions.max_sessions:
-            self.close_idle_sessions()
-            if len(self.sessions) >= self.config.sessions.max_sessions:
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"this server already holds {len(self.sessions)} sessions (its limit): close one first",
-                )
         try:
-            generator = await self._run(self.load_generator, spec.generator)
-            if spec.detail is not None and not generator.detail_control:
-                with_detail = models_with_detail(self.config.generator.models_dir)
-                raise ValueError(
-                    f"generator {generator.name!r} has no detail control: leave generator_detail unset, or "
-                    f"choose a generator that has it ({', '.join(with_detail) or 'none installed here'})"
-                )
-            session = await self._run(Session, spec, generator, self.config.memory)
+            session = await self._run(self.registry.open, spec)
         except ValueError as exc:  # e.g. a budget too small for the memory's fixed tables
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        self.sessions[session.id] = session
-        log.info(
-            "session %s opened (%s, %dx%d)",
-            session.id,
-            spec.convention.value,
-            spec.intrinsics.width,
-            spec.intrinsics.height,
-        )
+        except RegistryError as exc:
+            await self._abort(context, exc)
+        generator = session.generator
         return pb.OpenSessionResponse(
             session_id=session.id,
             server_version=wire.server_version(),
@@ -197,8 +168,7 @@ class MirageServicer(pb_grpc.MirageServicer):
 
     async def CloseSession(self, request: pb.CloseSessionRequest, context) -> pb.CloseSessionResponse:
         session = await self._session(request.session_id, context)
-        self.sessions.pop(session.id, None)
-        stats = await self._run(session.close)
+        stats = await self._release(session)
         return pb.CloseSessionResponse(memory=wire.memory_stats_to_proto(stats), frames=session.frame_index)
 
     async def SpatialMemoryQuery(
@@ -329,8 +299,7 @@ class MirageServicer(pb_grpc.MirageServicer):
             session.last_used = time.monotonic()
             if not clean_end and session.spec.release_on_disconnect and not session.closed:
                 log.info("stream for session %s dropped; releasing it (release_on_disconnect)", session.id)
-                self.sessions.pop(session.id, None)
-                await self._run(session.close)
+                await self._release(session)
 
     async def _control(self, session: Session, item: _Control) -> pb.ServerMessage:
         if item.action == pb.Control.ACTION_RESET_MEMORY:
@@ -391,7 +360,8 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     torch.set_num_threads(config.server.torch_threads)
     executor = ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="mirage-worker")
     server = grpc.aio.server(options=grpc_options(config))
-    servicer = MirageServicer(config, executor)
+    registry = SessionRegistry(config)
+    servicer = MirageServicer(config, registry, executor)
     pb_grpc.add_MirageServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -403,10 +373,10 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     # SERVING only once the default model is loaded (its sha256 verified).
-    await asyncio.get_running_loop().run_in_executor(executor, servicer.load_generator, config.generator.name)
+    await asyncio.get_running_loop().run_in_executor(executor, registry.generator, config.generator.name)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    server.mirage_servicer = servicer  # for in-process inspection (tests, bench)
+    server.mirage_registry = registry  # for in-process inspection (tests, bench)
     server.mirage_executor = executor
     return server, port
 
@@ -431,11 +401,11 @@ async def serve(config: RuntimeConfig) -> None:
     async def reap() -> None:
         while True:
             await asyncio.sleep(30)
-            closed = servicer.close_idle_sessions()
+            closed = registry.close_idle()
             if closed:
                 log.info("closed %d idle session(s)", closed)
 
-    servicer: MirageServicer = server.mirage_servicer
+    registry: SessionRegistry = server.mirage_registry
     reaper = asyncio.create_task(reap())
     await stop.wait()
     reaper.cancel()

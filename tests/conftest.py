@@ -15,7 +15,7 @@ from runtime.config import RuntimeConfig
 @dataclass
 class RunningServer:
     port: int
-    servicer: object
+    registry: object
     loop: asyncio.AbstractEventLoop
 
     @property
@@ -59,7 +59,7 @@ def start_server_thread(config: RuntimeConfig) -> tuple[RunningServer, callable]
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
 
-    return RunningServer(holder["port"], server.mirage_servicer, loop), stop
+    return RunningServer(holder["port"], server.mirage_registry, loop), stop
 
 
 def make_config(**server_overrides) -> RuntimeConfig:

@@ -110,11 +110,11 @@ def _percentiles(values) -> tuple[float, float, float]:
 
 
 async def _bench_grpc(
-    client, servicer, scene, path, observations, config: BenchConfig, bar, generator: str = ""
+    client, registry, scene, path, observations, config: BenchConfig, bar, generator: str = ""
 ) -> tuple:
     """Seed, then stream ``path`` lock-step; returns (row figures, session spec)."""
     info = await client.open_session(scene.intrinsics, seed=config.seed, generator=generator)
-    spec = servicer.sessions[info.session_id].spec
+    spec = registry.get(info.session_id).spec
     stream = client.stream(info.session_id)
     decode_ms: list[float] = []
     try:
@@ -184,7 +184,7 @@ def _bench_inprocess(spec, generator, memory_config, path, observations, warmup:
 
 
 async def _bench_size(
-    client, servicer, memory_config, size: int, config: BenchConfig, generators: list[str]
+    client, registry, memory_config, size: int, config: BenchConfig, generators: list[str]
 ) -> dict:
     total = config.warmup + config.frames
     n_out = math.ceil(total / 2)
@@ -198,9 +198,9 @@ async def _bench_size(
             observations.append(msg)
         with tqdm(total=2 * total, desc=f"bench {size}x{size}", unit="frame", leave=False) as bar:
             bar.set_postfix_str("gRPC")
-            grpc_figures, spec = await _bench_grpc(client, servicer, scene, path, observations, config, bar)
+            grpc_figures, spec = await _bench_grpc(client, registry, scene, path, observations, config, bar)
             bar.set_postfix_str("in-process")
-            generator = servicer.load_generator(spec.generator)
+            generator = registry.generator(spec.generator)
             inproc = await asyncio.to_thread(
                 _bench_inprocess, spec, generator, memory_config, path, observations, config.warmup, bar
             )
@@ -225,9 +225,9 @@ async def _bench_size(
                     continue
                 bar.set_postfix_str(f"gRPC, {name}")
                 bar.total += total
-                figures, _ = await _bench_grpc(client, servicer, scene, path, observations, config, bar, name)
+                figures, _ = await _bench_grpc(client, registry, scene, path, observations, config, bar, name)
                 by_generator[name] = {
-                    "generator_ms": time_generator(servicer.load_generator(name), size),
+                    "generator_ms": time_generator(registry.generator(name), size),
                     "fps_grpc": figures["fps_grpc"],
                     "p50_ms": figures["p50_ms"],
                 }
@@ -410,7 +410,7 @@ async def _run(config: BenchConfig) -> dict:
     runtime_config = RuntimeConfig()
     runtime_config.server.port = 0
     server, port = await run_server(runtime_config)
-    servicer = server.mirage_servicer
+    registry = server.mirage_registry
     soak = {
         "frames": 0,
         "peak_rss_mb": 0.0,
@@ -425,7 +425,7 @@ async def _run(config: BenchConfig) -> dict:
                 *(n for n in available_models() if n != default),
             ]
             rows = [
-                await _bench_size(client, servicer, runtime_config.memory, s, config, generators)
+                await _bench_size(client, registry, runtime_config.memory, s, config, generators)
                 for s in config.sizes
             ]
             scaling = await _scaling(config)

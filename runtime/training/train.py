@@ -61,11 +61,14 @@ class TrainConfig:
     model: LearnedConfig = field(default_factory=LearnedConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     steps: int = 16000
+    """Optimiser steps in all (a resumed run goes on to this many)."""
     batch: int = 8
     crop: int = 96
     """Square random crop (pixels) of the 128x128 examples; 0 trains on whole frames."""
     lr: float = 2e-3
+    """Peak learning rate, reached after the warm-up; a cosine then takes it to 5% of this at the end."""
     warmup: int = 200
+    """Warm-up steps (the learning rate rises linearly to lr)."""
     weight_decay: float = 1e-4
     val_every: int = 500
     checkpoint_every: int = 250
@@ -73,6 +76,7 @@ class TrainConfig:
     """torch intra-op threads: one trains these small convolutions about as fast as two here (0.2 s a
     step either way on this 2-core machine), and leaves the other core free."""
     seed: int = 0
+    """Seed for data, initialisation and batches."""
     init: str = ""
     """Weights (a ``model.safetensors`` of an earlier run) to start from instead of the push-pull fill:
     a second stage fine-tunes the first one's model with other losses."""

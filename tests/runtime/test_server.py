@@ -306,16 +306,16 @@ def _wait_for(predicate, timeout=10.0):
 
 
 def test_disconnect_mid_stream_releases_or_keeps_per_setting(client, mirage_server):
-    servicer = mirage_server.servicer
+    registry = mirage_server.registry
     for release in (True, False):
         info = client.open_session(K64, release_on_disconnect=release)
         stream = client.stream(info.session_id)
         stream.step(IDENTITY)
         stream.cancel()  # the client vanishes without EndOfStream
         sid = info.session_id
-        assert _wait_for(lambda sid=sid: sid not in servicer.sessions or not servicer.sessions[sid].streaming)
+        assert _wait_for(lambda sid=sid: sid not in registry or not registry.get(sid).streaming)
         if release:
-            assert _wait_for(lambda sid=sid: sid not in servicer.sessions)
+            assert _wait_for(lambda sid=sid: sid not in registry)
             with pytest.raises(NotFoundError):
                 client.stats(info.session_id)
         else:
@@ -350,7 +350,7 @@ def test_stats_on_the_wire_carry_every_memory_figure(client, session, mirage_ser
     rgb, depth = synthetic_rgbd(seed=5)
     observe(client, session.session_id, rgb, depth)
     wire_stats = client.stats(session.session_id)
-    domain = dataclasses.asdict(mirage_server.servicer.sessions[session.session_id].stats())
+    domain = dataclasses.asdict(mirage_server.registry.get(session.session_id).stats())
     assert set(domain) <= {f.name for f in wire_stats.DESCRIPTOR.fields}
     domain["storage"] = STORAGE_TO_PROTO[domain["storage"]]  # the wire's enum for the mode's name
     assert {name: getattr(wire_stats, name) for name in domain} == domain

@@ -1,0 +1,126 @@
+"""The sessions a server holds and the generators they share, apart from the gRPC servicer.
+
+`SessionRegistry` opens sessions within the server's limit (closing idle ones first when full),
+finds them by id, closes them, and reaps those idle past the timeout; it loads each generator once
+and shares it. It knows nothing of gRPC: it raises the errors below, which the servicer turns into
+statuses, so that every RPC is a few lines and ownership checks can sit in one place later.
+
+Thread-safe: `open` runs in the server's worker threads (it loads models and allocates memory) while
+the event loop looks sessions up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from runtime.config import RuntimeConfig
+from runtime.generator.host import GeneratorConfig, GeneratorHost, models_with_detail
+from runtime.session import Session
+from runtime.types import SessionSpec
+
+log = logging.getLogger("mirage.registry")
+
+
+class RegistryError(Exception):
+    """A request the registry refuses; the message says what to do instead."""
+
+
+class NoSessionId(RegistryError):
+    """A call that needs a session came without its id (FAILED_PRECONDITION)."""
+
+
+class UnknownSession(RegistryError):
+    """No open session has that id (NOT_FOUND)."""
+
+
+class SessionLimitReached(RegistryError):
+    """The server holds as many sessions as it may (RESOURCE_EXHAUSTED)."""
+
+
+class SessionRegistry:
+    def __init__(self, config: RuntimeConfig):
+        self.config = config
+        self._sessions: dict[str, Session] = {}
+        self._opening = 0  # sessions being built: they count against the limit already
+        self._generators: dict[str, GeneratorHost] = {}
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
+    def generator(self, name: str) -> GeneratorHost:
+        """The loaded generator ``name`` (its sha256 checked against its card on first load)."""
+        with self._load_lock:
+            host = self._generators.get(name)
+            if host is None:
+                host = GeneratorHost.load(GeneratorConfig(**{**self.config.generator.__dict__, "name": name}))
+                self._generators[name] = host
+            return host
+
+    def open(self, spec: SessionSpec) -> Session:
+        """A new session for ``spec``: raises SessionLimitReached when the server is full even after
+        closing idle sessions, ValueError when the spec cannot be served (a budget too small for the
+        memory's tables, a detail strength for a generator without detail control)."""
+        with self._lock:
+            if len(self._sessions) + self._opening >= self.config.sessions.max_sessions:
+                self._close_idle_locked()
+            held = len(self._sessions) + self._opening
+            if held >= self.config.sessions.max_sessions:
+                raise SessionLimitReached(
+                    f"this server already holds {held} sessions (its limit): close one first"
+                )
+            self._opening += 1
+        try:
+            generator = self.generator(spec.generator)
+            if spec.detail is not None and not generator.detail_control:
+                with_detail = models_with_detail(self.config.generator.models_dir)
+                raise ValueError(
+                    f"generator {generator.name!r} has no detail control: leave generator_detail unset, or "
+                    f"choose a generator that has it ({', '.join(with_detail) or 'none installed here'})"
+                )
+            session = Session(spec, generator, self.config.memory)
+        finally:
+            with self._lock:
+                self._opening -= 1
+        with self._lock:
+            self._sessions[session.id] = session
+        log.info(
+            "session %s opened (%s, %dx%d)",
+            session.id, spec.convention.value, spec.intrinsics.width, spec.intrinsics.height,
+        )  # fmt: skip
+        return session
+
+    def get(self, session_id: str) -> Session:
+        """The open session ``session_id``; NoSessionId / UnknownSession otherwise."""
+        if not session_id:
+            raise NoSessionId("no session_id: call OpenSession first and send its session_id with this call")
+        session = self._sessions.get(session_id)
+        if session is None or session.closed:
+            raise UnknownSession(f"unknown or closed session {session_id!r}: open a new one with OpenSession")
+        return session
+
+    def forget(self, session: Session) -> None:
+        """Stop holding ``session`` (the caller closes it, off the event loop)."""
+        with self._lock:
+            if self._sessions.get(session.id) is session:
+                del self._sessions[session.id]
+
+    def close_idle(self) -> int:
+        """Close the sessions nobody touched for the idle timeout (none streaming); returns how many."""
+        with self._lock:
+            return self._close_idle_locked()
+
+    def _close_idle_locked(self) -> int:
+        limit = self.config.sessions.idle_timeout_s
+        now = time.monotonic()
+        stale = [s for s in self._sessions.values() if not s.streaming and now - s.last_used > limit]
+        for s in stale:
+            s.close()
+            del self._sessions[s.id]
+        return len(stale)
