@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what Mirage needs on a fresh Debian/Ubuntu machine: EGL/Mesa for headless Panda3D, then the
-# Python packages (CPU torch 2.13.0 pinned in pyproject.toml) into the active Python environment.
+# Python packages (CPU torch 2.13.0 pinned in pyproject.toml) into the active Python environment:
+# mirage-client (plugin_bridge/) and the runtime (the repository root) with its development extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -17,4 +18,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PYTHON="${PYTHON:-python3}"
-"$PYTHON" -m pip install --quiet -e ".[dev]"
+# the client distribution first: the runtime depends on it by name
+"$PYTHON" -m pip install --quiet -e ./plugin_bridge -e ".[dev]"
