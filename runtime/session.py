@@ -75,6 +75,8 @@ class Session:
             t_start = time.perf_counter()
             camera = Camera(self.spec.intrinsics, request.cam_to_world)
             t0 = time.perf_counter()
+            if commit:  # a what-if view changes nothing, tiering included
+                self.memory.tier(camera)
             render = self.memory.render(camera)
             t1 = time.perf_counter()
             mem_rgb = render.rgb.numpy()
@@ -133,6 +135,7 @@ class Session:
             self._check_open()
             t_start = time.perf_counter()
             camera = Camera(self.spec.intrinsics, obs.cam_to_world)
+            self.memory.tier(camera)
             render = self.memory.render(camera)
             t1 = time.perf_counter()
             ids = None if obs.instance_ids is None else torch.from_numpy(obs.instance_ids.astype(np.int32))

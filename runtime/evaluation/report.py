@@ -1,5 +1,5 @@
 """`mirage eval` output: report.json (no NaN/Infinity tokens), report.md (compact markdown tables for
-the README's Results section) and the PNG plots (matplotlib, Agg backend)."""
+docs/benchmarks.md's tables) and the PNG plots (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 

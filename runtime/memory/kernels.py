@@ -16,7 +16,8 @@ here); this module the rest of a render and an ingest that touch every candidate
 * `any_kernel`, `write_view_kernel`: `EnvironmentMap.write_view` once the texel -> pixel map is known;
 * `decode_view_kernel`, `touch_packed_kernel`: quantised storage's per-point work on packed chunks
   (`quantised.decode_view`, `quantised.touch_packed`: the numpy code there is their reference);
-  `compact_kernel`: `quantised.ColdStore.compact`'s moves, blob by blob.
+  `compact_kernel`: `quantised.ColdStore.compact`'s moves, blob by blob;
+* `free_space_kernel`: `splat.free_space_torch` (ingest's carving test).
 
 Each takes numpy views of the memory's CPU tensors and writes through them. The callers dispatch as
 `splat.splat_points` does (`runtime.memory.backend`): CPU tensors take these kernels unless
@@ -388,3 +389,49 @@ def bitmap_workspace(bits: int) -> np.ndarray:
         ws = np.empty(max(1024, words + words // 4), np.uint64)
         _local.bitmap = ws
     return ws
+
+
+@numba.njit(**_JIT)
+def free_space_kernel(x, y, z, radius, depth, fx, fy, cx, cy, near, tolerance, u_end, v_end, width):
+    """`splat.free_space_torch` bit for bit: bool [N], the points an observation saw through.
+
+    x, y, z, radius: float32 [N]; depth float32 [H * W] (flat); fx .. tolerance float32 (near and
+    tolerance rounded to float32 as torch rounds a Python scalar); u_end, v_end: float32(W - 0.5),
+    float32(H - 0.5).
+    """
+    n = z.shape[0]
+    height = depth.shape[0] // width
+    zero = np.float32(0.0)
+    two = np.float32(2.0)
+    lo = np.float32(-0.5)
+    carve = np.zeros(n, np.bool_)
+    for i in range(n):
+        zi = z[i]
+        u = x[i] / zi * fx + cx
+        v = y[i] / zi * fy + cy
+        if not (zi > near and u > lo and u < u_end and v > lo and v < v_end):
+            continue
+        x0 = np.int64(np.floor(u))
+        y0 = np.int64(np.floor(v))
+        xa = min(max(x0, 0), width - 1)
+        xb = min(x0 + 1, width - 1)
+        ya = min(max(y0, 0), height - 1) * width
+        yb = min(y0 + 1, height - 1) * width
+        # torch.minimum / maximum propagate nan (and nan fails every test below)
+        z_obs = _min_nan(_min_nan(_min_nan(depth[ya + xa], depth[ya + xb]), depth[yb + xa]), depth[yb + xb])
+        if not z_obs > zero:
+            continue
+        if z_obs == np.inf:
+            carve[i] = True
+            continue
+        a = tolerance * z_obs
+        b = two * radius[i]
+        if a != a or b != b:
+            continue
+        carve[i] = z_obs - zi > max(a, b)
+    return carve
+
+
+@numba.njit(inline="always", **_JIT)
+def _min_nan(a, b):
+    return a if a < b or a != a else b

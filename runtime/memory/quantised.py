@@ -2,7 +2,7 @@
 
 A memory created with ``MemoryConfig.storage = "quantised"`` keeps in full precision (the hot store:
 `SpatialMemory`'s struct of arrays and chunk index) only the chunks frames are adding points to; a chunk
-that leaves the view, or that no frame added to for `spatial.HOT_IDLE_FRAMES`, is packed into a blob
+that leaves the view, or that no frame added to for `tiering.HOT_IDLE_FRAMES`, is packed into a blob
 (`encode_chunk`) and its points leave the hot store. Render reads the packed chunks in view straight
 from the arena (`decode_view`, the same values a hot chunk holds), and a generated frame marks the
 packed points it showed as seen in their blobs (`touch_packed`). A chunk is unpacked (`decode_chunk`)
@@ -102,7 +102,7 @@ def _confidences(code: np.ndarray) -> np.ndarray:
 
 
 def snap(values: dict, chunk_size: float) -> None:
-    """Put new points (torch tensors named as `spatial.SCHEMA`, CPU) on the packed grid in place:
+    """Put new points (torch tensors named as `store.SCHEMA`, CPU) on the packed grid in place:
     position, radius and confidence become what a packed chunk would decode them to."""
     import torch
 
@@ -128,7 +128,7 @@ def snap_confidence(confidence):
 
 
 def encode_chunk(fields: dict[str, np.ndarray], ref_last_seen: int, chunk_size: float) -> np.ndarray:
-    """Pack one chunk's points (numpy arrays named as `spatial.SCHEMA`, n >= 1, all in one voxel of
+    """Pack one chunk's points (numpy arrays named as `store.SCHEMA`, n >= 1, all in one voxel of
     side ``chunk_size``) into a uint8 blob. ``ref_last_seen`` is the chunk's newest last_seen (ages
     are stored relative to it)."""
     n = fields["xyz"].shape[0]
@@ -193,7 +193,7 @@ def blob_count(blob: np.ndarray) -> int:
 
 
 def decode_chunk(blob: np.ndarray, chunk_size: float) -> dict[str, np.ndarray]:
-    """Unpack a blob of `encode_chunk` into numpy arrays named and typed as `spatial.SCHEMA`."""
+    """Unpack a blob of `encode_chunk` into numpy arrays named and typed as `store.SCHEMA`."""
     blob = np.ascontiguousarray(blob, dtype=np.uint8)
     n, ref, added, p, index_bytes, _ = (int(v) for v in blob[:24].view("<i4"))
     lo = blob[24:36].view("<f4")  # the box's lower corner: its voxel is the grid's
@@ -363,7 +363,7 @@ def _decode_view(store: ColdStore, rows: np.ndarray, chunk_size: float):
 def decode_rows(
     store: ColdStore, rows: np.ndarray, chunk_size: float
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """`decode_view` with every field of `spatial.SCHEMA` (last_seen, hit_count and frame_added too):
+    """`decode_view` with every field of `store.SCHEMA` (last_seen, hit_count and frame_added too):
     what `decode_chunk` gives for each of ``rows``, all chunks at once."""
     rows = np.asarray(rows, dtype=np.int64)
     fields, first, at = _decode_view(store, rows, chunk_size)

@@ -27,7 +27,7 @@ Two implementations give bit-identical results (index, depth and points_in_view)
 numba imports, else the torch one; the environment variable ``MIRAGE_SPLAT_KERNEL=torch`` forces the
 torch kernel (read at every call). The numba kernel compiles on its first call and caches the machine
 code in ``runtime/memory/__pycache__``. `free_space` (ingest's carving test) dispatches the same way,
-to `free_space_torch` or the numba `free_space_kernel`, and so does the rest of memory's frame loop
+to `free_space_torch` or the numba `kernels.free_space_kernel`, and so does the rest of memory's frame loop
 (`compose_render` here, the render's fused candidates-and-splat, ingest's bookkeeping;
 `runtime.memory.kernels`). `runtime.memory.backend` makes that choice for all of them:
 ``MIRAGE_SPLAT_KERNEL=torch`` forces every torch path.
@@ -44,6 +44,7 @@ from plugin_bridge.camera import Camera, Intrinsics
 from runtime.memory.backend import fast_kernels, splat_kernels
 from runtime.memory.environment import EnvironmentMap
 from runtime.memory.geometry import f32, float32_constants
+from runtime.memory.workspaces import workspace
 
 DIST_SCALE = 65536.0
 """Squared pixel distances are quantised to multiples of 1/DIST_SCALE in the tie-break key."""
@@ -122,7 +123,7 @@ def splat_points(
     index, depth, in_view = fast.splat_kernel(
         x, y, z, rad, bias, has_bias, fx, fy, cx, cy, f_mean, c(near), c(max_radius_px),
         c(1.0 + depth_tolerance), intrinsics.width, intrinsics.height,
-        *fast.workspace(n, intrinsics.width * intrinsics.height),
+        *workspace(n, intrinsics.width * intrinsics.height),
     )  # fmt: skip
     return SplatWinners(torch.from_numpy(index), torch.from_numpy(depth), int(in_view))
 
@@ -256,7 +257,7 @@ def free_space(
     usable = usable and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
     height, width = depth.shape
     usable = usable and 0 < width < 2**23 and 0 < height < 2**23
-    fast = splat_kernels() if usable else None
+    fast = fast_kernels() if usable else None
     if fast is None:
         return free_space_torch(
             xyz_cam, radius, depth, intrinsics, near=near, depth_tolerance=depth_tolerance

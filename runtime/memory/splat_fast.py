@@ -14,7 +14,6 @@ depth <= zmin * float32(1 + depth_tolerance), where the point's own index stands
 (the same order). Only the order in which fragments are visited differs, and both reductions are
 order-free minima. The projection, cull and pixel range of the usual sub-pixel splat run first in a
 branch-free loop over all points (it vectorises); the passes then visit the points in view.
-`free_space_kernel` is `splat.free_space_torch` likewise.
 
 `render_kernel` is `SpatialMemory._render`'s splat in one call: it reads the members of the chunks in
 view straight from the chunk index (in the chunks' order, not ascending), takes them into the camera
@@ -23,7 +22,7 @@ passes, with each point's memory index as its tie-break (the order the ascending
 torch path give); its winners come back as memory indices.
 
 ``error_model="numpy"`` keeps IEEE division (x / 0 is inf or nan, as in torch, where numba's default
-would raise). Work arrays are kept per thread (`workspace`): allocating them afresh each call costs
+would raise). Work arrays are kept per thread (`workspaces.workspace`): allocating them afresh each call costs
 more, in page faults, than the kernel. The first call in a process compiles (a few seconds) unless
 ``cache=True`` finds the machine code in ``__pycache__`` next to this file (then well under a second).
 """
@@ -36,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+
+from runtime.memory.workspaces import release_render_workspace, render_workspace
 
 _NO_KEY = np.iinfo(np.int64).max
 _LOW32 = 0xFFFFFFFF
@@ -472,12 +473,6 @@ def render_kernel(
     return index, depth, m, total
 
 
-RENDER_BLOCK = 1 << 14
-"""Members `render_kernel` projects at a time: its work space (60 bytes a member, 0.94 MiB) does not
-grow with what the view reaches. A view with more members than a block (per thread) is gathered and
-projected again for its winners pass: blocks of 65,536 kept that pass cheaper at 256x256 (about
-0.2 ms) but held 3.75 MiB a work space, 6 MiB more resident memory for a session's render split over
-two threads."""
 SPLIT_MIN_MEMBERS = 16384
 """`render_split` shares a render with a helper thread from this many members on."""
 THREADS_ENV = "MIRAGE_RENDER_THREADS"
@@ -577,111 +572,3 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
         for used in (ws, shared.get("ws")):
             if used is not None:
                 release_render_workspace(used)
-
-
-@numba.njit(**_JIT)
-def free_space_kernel(x, y, z, radius, depth, fx, fy, cx, cy, near, tolerance, u_end, v_end, width):
-    """`splat.free_space_torch` bit for bit: bool [N], the points an observation saw through.
-
-    x, y, z, radius: float32 [N]; depth float32 [H * W] (flat); fx .. tolerance float32 (near and
-    tolerance rounded to float32 as torch rounds a Python scalar); u_end, v_end: float32(W - 0.5),
-    float32(H - 0.5).
-    """
-    n = z.shape[0]
-    height = depth.shape[0] // width
-    zero = np.float32(0.0)
-    two = np.float32(2.0)
-    lo = np.float32(-0.5)
-    carve = np.zeros(n, np.bool_)
-    for i in range(n):
-        zi = z[i]
-        u = x[i] / zi * fx + cx
-        v = y[i] / zi * fy + cy
-        if not (zi > near and u > lo and u < u_end and v > lo and v < v_end):
-            continue
-        x0 = np.int64(np.floor(u))
-        y0 = np.int64(np.floor(v))
-        xa = min(max(x0, 0), width - 1)
-        xb = min(x0 + 1, width - 1)
-        ya = min(max(y0, 0), height - 1) * width
-        yb = min(y0 + 1, height - 1) * width
-        # torch.minimum / maximum propagate nan (and nan fails every test below)
-        z_obs = _min_nan(_min_nan(_min_nan(depth[ya + xa], depth[ya + xb]), depth[yb + xa]), depth[yb + xb])
-        if not z_obs > zero:
-            continue
-        if z_obs == np.inf:
-            carve[i] = True
-            continue
-        a = tolerance * z_obs
-        b = two * radius[i]
-        if a != a or b != b:
-            continue
-        carve[i] = z_obs - zi > max(a, b)
-    return carve
-
-
-@numba.njit(inline="always", **_JIT)
-def _min_nan(a, b):
-    return a if a < b or a != a else b
-
-
-_local = threading.local()
-
-
-def workspace(n: int, hw: int) -> tuple[np.ndarray, ...]:
-    """This thread's work arrays for `splat_kernel` (grown as needed, then reused: fresh arrays of this
-    size would cost more in page faults than the kernel itself)."""
-    ws = getattr(_local, "splat", None)
-    cap, cap_hw = (0, 0) if ws is None else (ws[0].shape[0], ws[4].shape[0] - 3)
-    if cap < n or cap_hw < hw:
-        cap = cap if cap >= n else max(1024, n + n // 4)
-        cap_hw = max(cap_hw, hw)
-        ws = (
-            np.empty(cap, np.float32),
-            np.empty(cap, np.float32),
-            np.empty(cap, np.float32),
-            np.empty((5, cap), np.int32),
-            np.empty(cap_hw + 3, np.int32),
-            np.empty(cap_hw + 3, np.int64),
-        )
-        _local.splat = ws
-    return ws
-
-
-def render_workspace(hw: int) -> tuple[np.ndarray, ...]:
-    """A work space for `render_kernel` at an image of ``hw`` pixels, taken from the shared spares (or
-    made): a block of RENDER_BLOCK members (x, y, z, radius, bias float32, ids int64; pu, pv, pz
-    float32, ranges int32 [5, B]) and the per-pixel zbits, kbuf. Hand it back with
-    `release_render_workspace` when the render is done: spares are shared by all threads, so the
-    process holds as many work spaces as renders ever ran at once (two for one session's render split
-    over two threads), not one per thread that ever rendered (every gRPC worker and the helper)."""
-    with _spare_lock:
-        for i, ws in enumerate(_spare):
-            if ws[-2].shape[0] >= hw + 3:
-                return _spare.pop(i)
-        if _spare:
-            _spare.pop()  # too small for this image: made again at this size below
-    return new_render_workspace(RENDER_BLOCK, hw)
-
-
-def release_render_workspace(ws: tuple[np.ndarray, ...]) -> None:
-    """Give back a work space from `render_workspace` (one of another block size is dropped)."""
-    if ws[0].shape[0] == RENDER_BLOCK:
-        with _spare_lock:
-            _spare.append(ws)
-
-
-_spare: list[tuple[np.ndarray, ...]] = []
-_spare_lock = threading.Lock()
-
-
-def new_render_workspace(block: int, hw: int) -> tuple[np.ndarray, ...]:
-    """Fresh `render_kernel` work space for blocks of ``block`` members and ``hw`` pixels."""
-    return (
-        *(np.empty(block, np.float32) for _ in range(5)),
-        np.empty(block, np.int64),
-        *(np.empty(block, np.float32) for _ in range(3)),
-        np.empty((5, block), np.int32),
-        np.empty(hw + 3, np.int32),
-        np.empty(hw + 3, np.int64),
-    )

@@ -54,7 +54,7 @@ class ModelSpec:
     training: dict = field(
         default_factory=lambda: {"data": "none (no learned weights)", "seed": None, "command": None}
     )
-    evaluation: dict = field(default_factory=lambda: {"note": "see README Results"})
+    evaluation: dict = field(default_factory=lambda: {"note": "see docs/benchmarks.md"})
     license: str = "Apache-2.0"
     detail: dict | None = None
     """Card key ``detail`` of a model whose noise input scales its detail (``default``: the strength

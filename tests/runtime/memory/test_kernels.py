@@ -26,7 +26,7 @@ from runtime.memory.splat import (
 )
 
 pytest.importorskip("numba")
-from runtime.memory import kernels, splat_fast  # noqa: E402  (after the skip: needs numba)
+from runtime.memory import kernels, splat_fast, workspaces  # noqa: E402  (after the skip: needs numba)
 
 MiB = 2**20
 INTR = Intrinsics.from_fov(48, 32, 75.0)
@@ -205,6 +205,7 @@ def play(memory: SpatialMemory, kind: str, camera: Camera, seed: int, frame: int
         return memory.ingest(
             camera, rgb, depth, provenance=1, frame_index=frame, object_ids=ids
         ), memory.last_touched
+    memory.tier(camera)
     render = memory.render(camera)
     out = [render, memory.last_touched]
     if kind == "observed_render":
@@ -321,8 +322,8 @@ def test_render_kernel_equals_sorted_candidates_through_the_torch_splat(n, seed,
     fast = splat_fast.render_kernel(
         rows, starts, sizes, pool, count, xyz_all, radius_all, prov_all, 2, c(0.0) * bias, c(1.0) * bias,
         rot, trans, c(k.fx), c(k.fy), c(k.cx), c(k.cy), c((k.fx + k.fy) / 2), c(0.05), c(4.0), c(1.02),
-        width, height, *(splat_fast.new_render_workspace(block, width * height) if block
-                         else splat_fast.render_workspace(width * height)),
+        width, height, *(workspaces.new_render_workspace(block, width * height) if block
+                         else workspaces.render_workspace(width * height)),
     )  # fmt: skip
     cand = torch.from_numpy(np.sort(pool[pool >= 0]).astype(np.int64))
     slow = splat_points_torch(
@@ -360,14 +361,14 @@ def test_render_split_over_two_threads_gives_the_kernel_bits(seed, monkeypatch):
     c = np.float32
     args = (rows, starts, sizes, pool, n, xyz, radius, provenance, 2, c(0.0), c(0.3), rot, trans,
             c(k.fx), c(k.fy), c(k.cx), c(k.cy), c((k.fx + k.fy) / 2), c(0.05), c(4.0), c(1.02), k.width, k.height)  # fmt: skip
-    one = splat_fast.render_kernel(*args, *splat_fast.render_workspace(k.width * k.height))
+    one = splat_fast.render_kernel(*args, *workspaces.render_workspace(k.width * k.height))
     monkeypatch.setattr(splat_fast, "SPLIT_MIN_MEMBERS", 10)
     monkeypatch.setenv(splat_fast.THREADS_ENV, "2")
     if seed == 3:  # blocks of 64 in both threads: gathered and projected again for the winners
         small = {}
         monkeypatch.setattr(
             splat_fast, "render_workspace",
-            lambda hw: small.setdefault(threading.get_ident(), splat_fast.new_render_workspace(64, hw)),
+            lambda hw: small.setdefault(threading.get_ident(), workspaces.new_render_workspace(64, hw)),
         )  # fmt: skip
     two = splat_fast.render_split(*args)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1].view(np.int32), two[1].view(np.int32))
@@ -397,7 +398,7 @@ def test_render_work_spaces_are_shared_by_threads_not_kept_per_thread(monkeypatc
             c(0.05), c(4.0), c(1.02), k.width, k.height)  # fmt: skip
     monkeypatch.setattr(splat_fast, "SPLIT_MIN_MEMBERS", 10)
     monkeypatch.setenv(splat_fast.THREADS_ENV, "2")
-    monkeypatch.setattr(splat_fast, "_spare", [])
+    monkeypatch.setattr(workspaces, "_spare", [])
     results = []
     for _ in range(4):
         worker = threading.Thread(target=lambda: results.append(splat_fast.render_split(*args)))
@@ -405,7 +406,7 @@ def test_render_work_spaces_are_shared_by_threads_not_kept_per_thread(monkeypatc
         worker.join()
     assert len(results) == 4 and all(np.array_equal(results[0][0], r[0]) for r in results)
     assert (results[0][0] >= 0).sum() > 100
-    assert len(splat_fast._spare) == 2
+    assert len(workspaces._spare) == 2
 
 
 def test_render_kernel_refuses_a_segment_past_the_count():
@@ -417,13 +418,13 @@ def test_render_kernel_refuses_a_segment_past_the_count():
         np.array([0], np.int64), starts, sizes, pool, 5, xyz, np.full(10, 0.01, np.float32),
         np.ones(10, np.uint8), 2, c(0), c(0), np.eye(3, dtype=np.float32), np.zeros(3, np.float32),
         c(10), c(10), c(8), c(6), c(10), c(0.05), c(4), c(1.02), 16, 12,
-        *splat_fast.render_workspace(16 * 12),
+        *workspaces.render_workspace(16 * 12),
     )  # fmt: skip
     index, depth, in_view, touched = splat_fast.render_kernel(*args)
     assert touched == -1 and (index == -1).all() and (depth == 0).all()
     # in a later block too (blocks of 2: the bad member is the second block's)
     pool = np.array([1, 2, 9], np.int32)
-    args = (*args[:3], pool, *args[4:23], *splat_fast.new_render_workspace(2, 16 * 12))
+    args = (*args[:3], pool, *args[4:23], *workspaces.new_render_workspace(2, 16 * 12))
     index, depth, in_view, touched = splat_fast.render_kernel(*args)
     assert touched == -1 and (index == -1).all() and (depth == 0).all()
 

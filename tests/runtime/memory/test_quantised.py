@@ -26,8 +26,9 @@ from runtime.memory.quantised import (
     snap_positions,
     touch_packed,
 )
-from runtime.memory.snapshot import FORMAT_MAJOR, SnapshotError, load_snapshot, snapshot_bytes
-from runtime.memory.spatial import HOT_IDLE_FRAMES
+from runtime.memory.snapshot import FORMAT_MAJOR, SnapshotError, snapshot_bytes
+from runtime.memory.snapshot_load import load_snapshot
+from runtime.memory.tiering import HOT_IDLE_FRAMES
 
 MiB = 2**20
 SIZE = 2.0  # chunk size, metres
@@ -271,7 +272,7 @@ def test_chunks_outside_the_view_are_packed_and_come_back_identical():
     view = cam((0.0, -2.0, 1.2), (0.0, 6.0, 1.0), SMALL)  # towards +y
     away = cam((0.0, -2.0, 1.2), (0.0, -6.0, 1.0), SMALL)  # towards -y: none of the same chunks
     before = memory.render(view)
-    memory.render(away)  # packs what only the first view needed
+    memory.tier(away)  # packs what only the first view needed
     assert memory.stats().points_packed > 0
     memory._heat_view(away, 12)  # unpacks what the other needs (as an observation there would)
     assert memory.hot_points > 0
@@ -376,12 +377,12 @@ def test_render_reads_packed_chunks_in_view_as_it_reads_them_hot():
     walk(memory, range(12))
     view = cam((0.0, -2.0, 1.2), (0.0, 6.0, 1.0), SMALL)
     away = cam((0.0, -2.0, 1.2), (0.0, -6.0, 1.0), SMALL)
-    memory.render(away)  # packs what only the first view needs
+    memory.tier(away)  # packs what only the first view needs
     packed = memory.render(view)
     rows = memory.chunks.in_frustum(view, memory.config.near, memory.config.max_splat_radius_px).numpy()
     assert (memory.cold.count[rows] > 0).any() and packed.point_index.max() >= memory.hot_points
     assert memory._heat_view(view, 11)  # unpacks them
-    hot = memory._render(view, pack_idle=False)
+    hot = memory.render(view)
     assert not (memory.cold.count[rows] > 0).any() and hot.point_index.max() < memory.hot_points
     assert_paging_consistent(memory)
     for name in ("rgb", "depth", "coverage", "provenance", "confidence", "object_id"):
@@ -394,7 +395,7 @@ def test_generate_marks_packed_points_seen_in_place_and_observe_makes_the_view_h
     walk(memory, range(12))
     view = cam((0.0, -2.0, 1.2), (0.0, 6.0, 1.0), SMALL)
     away = cam((0.0, -2.0, 1.2), (0.0, -6.0, 1.0), SMALL)
-    memory.render(away)
+    memory.tier(away)
     render = memory.render(view)
     other = memory.render(away)  # a later render at the same layout: the first keeps its own mapping
     assert other.memory_version == render.memory_version and other.packed is not None
@@ -463,7 +464,9 @@ def test_chunks_in_view_that_frames_stop_adding_to_are_packed():
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["observe", "generate", "render", "reset"]), st.integers(0, 10_000)),
+        st.tuples(
+            st.sampled_from(["observe", "generate", "render", "tier", "reset"]), st.integers(0, 10_000)
+        ),
         min_size=1,
         max_size=10,
     )
@@ -478,6 +481,8 @@ def test_budget_and_paging_hold_after_every_call(steps):
             assert memory.num_points == 0 and memory.cold.capacity == 0
         elif action == "render":
             memory.render(camera)
+        elif action == "tier":
+            memory.tier(camera)
         else:
             rgb, depth = ray_cast(camera, ROOM)
             if action == "observe":
@@ -495,6 +500,7 @@ def test_eviction_under_a_small_budget_keeps_the_view_and_counts_what_it_pruned(
         eye = np.array([frame * 1.0, 0.0, 1.2])
         camera = cam(eye, eye + np.array([1.0, 0.0, -0.25]), SMALL)
         rgb, depth = ray_cast(camera, CORRIDOR)
+        memory.tier(camera)
         before = memory.render(camera)
         memory.ingest(camera, rgb, depth, provenance=1, frame_index=frame, render=before)
         shown = before.coverage.numpy() == 1

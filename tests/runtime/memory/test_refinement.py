@@ -11,7 +11,7 @@ import torch
 from plugin_bridge.camera import Camera, Intrinsics
 from plugin_bridge.conventions import look_at
 from runtime.memory import MemoryConfig, SpatialMemory
-from runtime.memory.spatial import MATCH_MAX_RADIUS_PX, _square_min_max
+from runtime.memory.ingest import MATCH_MAX_RADIUS_PX, square_min_max
 
 MiB = 2**20
 INTR = Intrinsics.from_fov(64, 64, 70.0)
@@ -225,7 +225,7 @@ def test_square_min_max_matches_brute_force():
     y1 = (y0 + side - 1).clamp(max=22)
     keep = (x1 - x0 - (y1 - y0)).abs() <= 1
     x0, x1, y0, y1 = x0[keep], x1[keep], y0[keep], y1[keep]
-    lo, hi = _square_min_max(grid, x0, x1, y0, y1)
+    lo, hi = square_min_max(grid, x0, x1, y0, y1)
     for i in range(x0.numel()):
         box = grid[y0[i] : y1[i] + 1, x0[i] : x1[i] + 1]
         assert lo[i] == box.min() and hi[i] == box.max()

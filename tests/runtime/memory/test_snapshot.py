@@ -26,11 +26,11 @@ from runtime.memory.snapshot import (
     MAGIC,
     SnapshotError,
     iter_snapshot_chunks,
-    load_snapshot,
     save_snapshot,
     snapshot_bytes,
 )
-from runtime.memory.spatial import SCHEMA
+from runtime.memory.snapshot_load import load_snapshot
+from runtime.memory.store import SCHEMA
 
 MiB = 2**20
 SKY = np.array([110, 160, 230], dtype=np.uint8)
@@ -98,6 +98,7 @@ def build_memory(frames: int = 12, budget: int = MiB) -> SpatialMemory:
         camera = orbit(i)
         rgb, depth, ids = frame(camera, box_y=0.6 * math.sin(0.7 * i), tint=i % 7)
         if i % 3 == 2:  # generated: fill only what memory does not cover
+            memory.tier(camera)
             render = memory.render(camera)
             mask = render.coverage.numpy() < 0.5
             memory.ingest(camera, rgb, depth, provenance=2, frame_index=i, mask=mask, render=render)

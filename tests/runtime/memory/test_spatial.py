@@ -74,7 +74,8 @@ def observe(memory, camera, scene, frame, **kwargs):
 
 
 def generate(memory, camera, rgb, depth, frame):
-    """The session's generate step: render memory, then ingest only what it did not cover."""
+    """The session's generate step: tier, render memory, then ingest only what it did not cover."""
+    memory.tier(camera)
     render = memory.render(camera)
     mask = render.coverage.numpy() < 0.5
     return render, memory.ingest(

@@ -17,7 +17,7 @@ from runtime.memory.reference import reference_splat
 from runtime.memory.splat import splat_points, splat_points_torch
 
 pytest.importorskip("numba")
-from runtime.memory import splat_fast  # noqa: E402  (after the skip: needs numba)
+from runtime.memory import kernels, splat_fast  # noqa: E402  (after the skip: needs numba)
 
 SQUARE = Intrinsics(fx=14.0, fy=13.0, cx=7.5, cy=5.5, width=16, height=12)
 WIDE = Intrinsics(fx=31.7, fy=29.3, cx=3.3, cy=17.9, width=41, height=23)  # off-centre principal point
@@ -303,8 +303,8 @@ def assert_free_space_identical(xyz, radius, depth, intrinsics, near=0.05, depth
 @pytest.mark.parametrize("n", [0, 1, 50, 2000])
 def test_free_space_numba_equals_torch(intrinsics, n, monkeypatch):
     calls = []
-    kernel = splat_fast.free_space_kernel
-    monkeypatch.setattr(splat_fast, "free_space_kernel", lambda *a: calls.append(1) or kernel(*a))
+    kernel = kernels.free_space_kernel
+    monkeypatch.setattr(kernels, "free_space_kernel", lambda *a: calls.append(1) or kernel(*a))
     for seed in range(3):
         xyz, radius, _ = cloud(seed + n, n, intrinsics, snap=seed == 1, duplicates=0.1)
         depth = observed_depth(seed, intrinsics, xyz)
@@ -339,7 +339,7 @@ def test_free_space_layouts_and_the_torch_fallback(monkeypatch):
     )
     assert torch.equal(got, expected)
     # float64 inputs compute in float64 in torch: they stay on the torch kernel
-    monkeypatch.setattr(splat_fast, "free_space_kernel", None)
+    monkeypatch.setattr(kernels, "free_space_kernel", None)
     got = splat_module.free_space(
         xyz.double(), radius.double(), depth.double(), WIDE, near=0.05, depth_tolerance=0.02
     )
