@@ -31,6 +31,31 @@ class Intrinsics:
         fx = (width / 2.0) / math.tan(math.radians(fov_x_deg) / 2.0)
         return cls(fx, fx, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
 
+    @classmethod
+    def from_matrix(cls, k, width: int, height: int, pixel_centers: str = "integer") -> Intrinsics:
+        """From a 3x3 K. Mirage puts pixel centres at integer coordinates (OpenCV's convention: a
+        centred principal point is ((w - 1) / 2, (h - 1) / 2)). ``pixel_centers="half"`` takes a K
+        whose pixel centres sit at half-integers (a centred principal point is (w / 2, h / 2), as
+        graphics engines and OpenGL projections write it) and shifts it by half a pixel."""
+        m = np.asarray(k, dtype=np.float64)
+        if m.shape != (3, 3) or not np.isfinite(m).all():
+            raise ValueError("K must be a finite 3x3 matrix")
+        if m[0, 1] != 0 or m[1, 0] != 0 or tuple(m[2]) != (0.0, 0.0, 1.0):
+            raise ValueError("K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew)")
+        if pixel_centers not in ("integer", "half"):
+            raise ValueError(
+                f"pixel_centers={pixel_centers!r}: use 'integer' (OpenCV) or 'half' (OpenGL, engines)"
+            )
+        shift = 0.5 if pixel_centers == "half" else 0.0
+        return cls(
+            float(m[0, 0]),
+            float(m[1, 1]),
+            float(m[0, 2]) - shift,
+            float(m[1, 2]) - shift,
+            int(width),
+            int(height),
+        )
+
     def matrix(self) -> np.ndarray:
         """3x3 K matrix (float64)."""
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])

@@ -1,36 +1,33 @@
 """Mirage client SDK: async (`AsyncMirageClient`) and sync (`MirageClient`) over the same contract.
 
-Needs only grpcio, protobuf and numpy (Pillow for PNG/JPEG frames). gRPC failures surface as
-`MirageError` subclasses named after their status, carrying the server's actionable message.
+Needs only grpcio, protobuf and numpy (Pillow for PNG/JPEG frames). Calls take and return the domain
+types of `plugin_bridge.types`; `plugin_bridge.wire` is the only module that sees protobuf. One stream
+implementation (`AsyncFrameStream`); the sync client runs it on an event loop of its own thread.
+gRPC failures surface as `MirageError` subclasses named after their status, carrying the server's
+actionable message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import queue
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
 
 import grpc
-from mirage.v1 import mirage_pb2 as pb
-from mirage.v1 import mirage_pb2_grpc as pb_grpc
 
+from plugin_bridge import wire
 from plugin_bridge.camera import Intrinsics
-from plugin_bridge.codec import DepthEncoding, FrameEncoding
-from plugin_bridge.conventions import Convention
-from plugin_bridge.wire import (
-    CLIENT_PROTOCOL_VERSION,
-    CONVENTION_TO_PROTO,
-    STORAGE_TO_PROTO,
+from plugin_bridge.types import (
+    ClosedSession,
+    Control,
     Event,
     Frame,
+    MemoryStats,
     MemoryView,
-    event_from_proto,
-    frame_from_proto,
-    intrinsics_message,
-    memory_view_from_proto,
-    now_us,
+    Observation,
+    Pose,
+    SessionInfo,
+    StreamEnd,
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
@@ -95,99 +92,11 @@ def channel_options(max_message_bytes: int, keepalive_ms: int) -> list[tuple[str
     ]
 
 
-@dataclass
-class SessionInfo:
-    session_id: str
-    server_version: str
-    capabilities: list[str]
-    warnings: list[str]
-    generator: pb.GeneratorInfo
-    memory: pb.MemoryStats
-    convention: Convention
-    intrinsics: Intrinsics
-
-
-def open_session_request(
-    intrinsics: Intrinsics,
-    *,
-    convention: Convention | str = Convention.OPENCV,
-    units_per_meter: float = 0.0,
-    frame_encoding: FrameEncoding = FrameEncoding.RAW_RGB8,
-    depth_encoding: DepthEncoding = DepthEncoding.FLOAT16_METERS,
-    generator: str = "",
-    budget_bytes: int = 0,
-    window_frames: int = 0,
-    storage: str = "",
-    seed: int = 0,
-    release_on_disconnect: bool = False,
-    capabilities: tuple[str, ...] = ("generate", "observation"),
-    protocol_version: tuple[int, int, int] = CLIENT_PROTOCOL_VERSION,
-    jpeg_quality: int = 0,
-    generator_detail: float | None = None,
-) -> pb.OpenSessionRequest:
-    """``generator_detail``: the generator's detail strength (models with detail control; None: the
-    model's default, 0: its mean prediction, 1: as trained)."""
-    major, minor, patch = protocol_version
-    req = pb.OpenSessionRequest(
-        protocol_version=pb.Version(major=major, minor=minor, patch=patch),
-        capabilities=list(capabilities),
-        convention=CONVENTION_TO_PROTO[Convention(str(getattr(convention, "value", convention)).lower())],
-        units_per_meter=units_per_meter,
-        intrinsics=intrinsics_message(intrinsics),
-        frame_encoding=int(frame_encoding),
-        depth_encoding=int(depth_encoding),
-        generator=generator,
-        memory=pb.MemoryOptions(
-            budget_bytes=budget_bytes, window_frames=window_frames, storage=STORAGE_TO_PROTO[storage]
-        ),
-        seed=seed,
-        release_on_disconnect=release_on_disconnect,
-        jpeg_quality=jpeg_quality,
-    )
-    if generator_detail is not None:
-        req.generator_detail = generator_detail
-    return req
-
-
-def _session_info(resp: pb.OpenSessionResponse, req: pb.OpenSessionRequest) -> SessionInfo:
-    v = resp.server_version
-    inv = {v_: k for k, v_ in CONVENTION_TO_PROTO.items()}
-    k = req.intrinsics
-    return SessionInfo(
-        session_id=resp.session_id,
-        server_version=f"{v.major}.{v.minor}.{v.patch}",
-        capabilities=list(resp.capabilities),
-        warnings=list(resp.warnings),
-        generator=resp.generator,
-        memory=resp.memory,
-        convention=inv.get(req.convention, Convention.OPENCV),
-        intrinsics=Intrinsics(k.fx, k.fy, k.cx, k.cy, k.width, k.height),
-    )
-
-
-def _decode_server_message(msg: pb.ServerMessage) -> Frame | Event | pb.StreamEnd:
-    kind = msg.WhichOneof("kind")
-    if kind == "frame":
-        return frame_from_proto(msg.frame)
-    if kind == "event":
-        return event_from_proto(msg.event)
-    return msg.end
-
-
-def _pose_request(pose: pb.Pose, sequence: int, timestamp_us: int | None) -> pb.PoseRequest:
-    return pb.PoseRequest(
-        sequence=sequence, client_timestamp_us=now_us() if timestamp_us is None else timestamp_us, pose=pose
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# async
-
-
 class AsyncFrameStream:
-    """One bidirectional Stream for a session. Send poses/observations; receive frames and events."""
+    """One bidirectional Stream for a session. Send poses / observations / controls; receive frames,
+    events and the end."""
 
-    def __init__(self, stub: pb_grpc.MirageStub, session_id: str, metadata):
+    def __init__(self, stub, session_id: str, metadata):
         self.session_id = session_id
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._sequence = itertools.count(1)
@@ -203,28 +112,29 @@ class AsyncFrameStream:
             yield msg
 
     async def _send(self, **kind) -> None:
-        msg = pb.ClientMessage(session_id=self.session_id if self._first else "", **kind)
+        msg = wire.client_message(self.session_id if self._first else "", **kind)
         self._first = False
         await self._outbox.put(msg)
 
     async def send_pose(
-        self, pose: pb.Pose, sequence: int | None = None, timestamp_us: int | None = None
+        self, pose: Pose, sequence: int | None = None, timestamp_us: int | None = None
     ) -> int:
         seq = next(self._sequence) if sequence is None else sequence
-        await self._send(pose=_pose_request(pose, seq, timestamp_us))
+        await self._send(pose=wire.pose_request(pose, seq, timestamp_us))
         return seq
 
-    async def send_observation(self, observation: pb.Observation) -> int:
-        await self._send(observation=observation)
-        return observation.sequence
+    async def send_observation(self, observation: Observation) -> int:
+        seq = next(self._sequence) if observation.sequence is None else observation.sequence
+        await self._send(observation=wire.observation_to_proto(observation, seq))
+        return seq
 
-    async def send_control(self, action: int) -> None:
-        await self._send(control=pb.Control(action=action))
+    async def send_control(self, action: Control) -> None:
+        await self._send(control=action)
 
     async def end(self) -> None:
-        await self._send(end=pb.EndOfStream())
+        await self._send(end=True)
 
-    async def recv(self) -> Frame | Event | pb.StreamEnd | None:
+    async def recv(self) -> Frame | Event | StreamEnd | None:
         """The next server message (None once the stream is over)."""
         try:
             msg = await self._call.read()
@@ -232,20 +142,20 @@ class AsyncFrameStream:
             raise translate_error(exc) from None
         if msg is grpc.aio.EOF:
             return None
-        return _decode_server_message(msg)
+        return wire.server_message_from_proto(msg)
 
     async def next_frame(self) -> Frame:
         """Receive until a frame arrives; events seen on the way are kept in `self.events`."""
         while True:
             item = await self.recv()
-            if item is None or isinstance(item, pb.StreamEnd):
+            if item is None or isinstance(item, StreamEnd):
                 raise FailedPreconditionError("stream ended before a frame arrived")
             if isinstance(item, Event):
                 self.events.append(item)
                 continue
             return item
 
-    async def step(self, pose: pb.Pose) -> Frame:
+    async def step(self, pose: Pose) -> Frame:
         """Lock-step: send one pose and wait for its frame (no drops)."""
         seq = await self.send_pose(pose)
         while True:
@@ -253,14 +163,14 @@ class AsyncFrameStream:
             if frame.sequence == seq:
                 return frame
 
-    async def close(self) -> pb.StreamEnd | None:
+    async def close(self) -> StreamEnd | None:
         """Send EndOfStream and drain until the server's end."""
         await self.end()
         end = None
         while (item := await self.recv()) is not None:
             if isinstance(item, Event):
                 self.events.append(item)
-            elif isinstance(item, pb.StreamEnd):
+            elif isinstance(item, StreamEnd):
                 end = item
         await self._outbox.put(None)
         return end
@@ -284,7 +194,7 @@ class AsyncMirageClient:
             self.channel = grpc.aio.insecure_channel(target, options=options)
         else:
             self.channel = grpc.aio.secure_channel(target, credentials, options=options)
-        self.stub = pb_grpc.MirageStub(self.channel)
+        self.stub = wire.stub(self.channel)
         self.metadata = metadata
 
     async def __aenter__(self) -> AsyncMirageClient:
@@ -303,145 +213,117 @@ class AsyncMirageClient:
             raise translate_error(exc) from None
 
     async def open_session(self, intrinsics: Intrinsics, **options) -> SessionInfo:
-        """Handshake; keyword options as `open_session_request`."""
-        req = open_session_request(intrinsics, **options)
-        return _session_info(await self._call(self.stub.OpenSession, req), req)
+        """Handshake; keyword options as `wire.open_session_request`."""
+        req = wire.open_session_request(intrinsics, **options)
+        return wire.session_info_from_proto(await self._call(self.stub.OpenSession, req), req)
 
     def stream(self, session_id: str) -> AsyncFrameStream:
         return AsyncFrameStream(self.stub, session_id, self.metadata)
 
-    async def render(
-        self, session_id: str, pose: pb.Pose, intrinsics: Intrinsics | None = None
-    ) -> MemoryView:
-        query = pb.RenderQuery(pose=pose)
-        if intrinsics is not None:
-            query.intrinsics.CopyFrom(intrinsics_message(intrinsics))
+    async def render(self, session_id: str, pose: Pose, intrinsics: Intrinsics | None = None) -> MemoryView:
+        """Memory seen from ``pose`` (the session's convention), memory unchanged."""
         resp = await self._call(
-            self.stub.SpatialMemoryQuery, pb.SpatialMemoryQueryRequest(session_id=session_id, render=query)
+            self.stub.SpatialMemoryQuery, wire.render_request(session_id, pose, intrinsics)
         )
-        return memory_view_from_proto(resp.render)
+        return wire.memory_view_from_proto(resp.render)
 
-    async def stats(self, session_id: str) -> pb.MemoryStats:
-        req = pb.SpatialMemoryQueryRequest(session_id=session_id, stats=pb.StatsQuery())
-        return (await self._call(self.stub.SpatialMemoryQuery, req)).stats
+    async def stats(self, session_id: str) -> MemoryStats:
+        resp = await self._call(self.stub.SpatialMemoryQuery, wire.stats_request(session_id))
+        return wire.memory_stats_from_proto(resp.stats)
 
     async def contextual_inference(
-        self, session_id: str, pose: pb.Pose, *, commit: bool = False, sequence: int = 0
+        self, session_id: str, pose: Pose, *, commit: bool = False, sequence: int = 0
     ) -> Frame:
-        req = pb.ContextualInferenceRequest(
-            session_id=session_id, pose=_pose_request(pose, sequence, None), commit=commit
-        )
-        return frame_from_proto((await self._call(self.stub.ContextualInference, req)).frame)
+        req = wire.contextual_request(session_id, pose, commit, sequence)
+        return wire.frame_from_proto((await self._call(self.stub.ContextualInference, req)).frame)
 
-    async def close_session(self, session_id: str) -> pb.CloseSessionResponse:
-        return await self._call(self.stub.CloseSession, pb.CloseSessionRequest(session_id=session_id))
+    async def close_session(self, session_id: str) -> ClosedSession:
+        return wire.closed_from_proto(
+            await self._call(self.stub.CloseSession, wire.close_request(session_id))
+        )
 
 
 # ---------------------------------------------------------------------------------------------
-# sync
+# sync: the async client on an event loop of its own thread
 
-_CLOSE = object()
+
+class _Loop:
+    """An event loop running in a daemon thread; `run` waits for a coroutine there."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="mirage-client", daemon=True)
+        self._thread.start()
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        """Cancel what is still pending there (a cancelled stream's request generator), then stop."""
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        self.run(drain())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 class FrameStream:
-    """Blocking twin of `AsyncFrameStream`."""
+    """Blocking twin of `AsyncFrameStream` (it runs one)."""
 
-    def __init__(self, stub: pb_grpc.MirageStub, session_id: str, metadata):
-        self.session_id = session_id
-        self._outbox: queue.Queue = queue.Queue()
-        self._sequence = itertools.count(1)
-        self._first = True
-        self.events: list[Event] = []
-        self._call = stub.Stream(self._requests(), metadata=metadata)
-        self._responses: Iterator[pb.ServerMessage] = iter(self._call)
+    def __init__(self, loop: _Loop, stream: AsyncFrameStream):
+        self._loop, self._stream = loop, stream
+        self.session_id = stream.session_id
 
-    def _requests(self):
-        while True:
-            msg = self._outbox.get()
-            if msg is _CLOSE:
-                return
-            yield msg
+    @property
+    def events(self) -> list[Event]:
+        return self._stream.events
 
-    def _send(self, **kind) -> None:
-        self._outbox.put(pb.ClientMessage(session_id=self.session_id if self._first else "", **kind))
-        self._first = False
+    def send_pose(self, pose: Pose, sequence: int | None = None, timestamp_us: int | None = None) -> int:
+        return self._loop.run(self._stream.send_pose(pose, sequence, timestamp_us))
 
-    def send_pose(self, pose: pb.Pose, sequence: int | None = None, timestamp_us: int | None = None) -> int:
-        seq = next(self._sequence) if sequence is None else sequence
-        self._send(pose=_pose_request(pose, seq, timestamp_us))
-        return seq
+    def send_observation(self, observation: Observation) -> int:
+        return self._loop.run(self._stream.send_observation(observation))
 
-    def send_observation(self, observation: pb.Observation) -> int:
-        self._send(observation=observation)
-        return observation.sequence
-
-    def send_control(self, action: int) -> None:
-        self._send(control=pb.Control(action=action))
+    def send_control(self, action: Control) -> None:
+        self._loop.run(self._stream.send_control(action))
 
     def end(self) -> None:
-        self._send(end=pb.EndOfStream())
+        self._loop.run(self._stream.end())
 
-    def recv(self) -> Frame | Event | pb.StreamEnd | None:
-        try:
-            msg = next(self._responses)
-        except StopIteration:
-            return None
-        except grpc.RpcError as exc:
-            raise translate_error(exc) from None
-        return _decode_server_message(msg)
+    def recv(self) -> Frame | Event | StreamEnd | None:
+        return self._loop.run(self._stream.recv())
 
     def next_frame(self) -> Frame:
-        while True:
-            item = self.recv()
-            if item is None or isinstance(item, pb.StreamEnd):
-                raise FailedPreconditionError("stream ended before a frame arrived")
-            if isinstance(item, Event):
-                self.events.append(item)
-                continue
-            return item
+        return self._loop.run(self._stream.next_frame())
 
-    def step(self, pose: pb.Pose) -> Frame:
-        seq = self.send_pose(pose)
-        while True:
-            frame = self.next_frame()
-            if frame.sequence == seq:
-                return frame
+    def step(self, pose: Pose) -> Frame:
+        return self._loop.run(self._stream.step(pose))
 
-    def close(self) -> pb.StreamEnd | None:
-        self.end()
-        end = None
-        while (item := self.recv()) is not None:
-            if isinstance(item, Event):
-                self.events.append(item)
-            elif isinstance(item, pb.StreamEnd):
-                end = item
-        self._outbox.put(_CLOSE)
-        return end
+    def close(self) -> StreamEnd | None:
+        return self._loop.run(self._stream.close())
 
     def cancel(self) -> None:
-        self._call.cancel()
-        self._outbox.put(_CLOSE)
+        self._loop.loop.call_soon_threadsafe(self._stream.cancel)
 
 
 class MirageClient:
-    """Blocking client (for scripts, engine plugins without an event loop)."""
+    """Blocking client (for scripts, engine plugins without an event loop): `AsyncMirageClient` on an
+    event loop of its own thread."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        keepalive_ms: int = 20_000,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: tuple[tuple[str, str], ...] = (),
-    ):
-        options = channel_options(max_message_bytes, keepalive_ms)
-        if credentials is None:
-            self.channel = grpc.insecure_channel(target, options=options)
-        else:
-            self.channel = grpc.secure_channel(target, credentials, options=options)
-        self.stub = pb_grpc.MirageStub(self.channel)
-        self.metadata = metadata
+    def __init__(self, target: str, **options):
+        self._loop = _Loop()
+
+        async def make() -> AsyncMirageClient:
+            return AsyncMirageClient(target, **options)
+
+        self._client = self._loop.run(make())
 
     def __enter__(self) -> MirageClient:
         return self
@@ -450,43 +332,30 @@ class MirageClient:
         self.close()
 
     def close(self) -> None:
-        self.channel.close()
-
-    def _call(self, method, request):
-        try:
-            return method(request, metadata=self.metadata)
-        except grpc.RpcError as exc:
-            raise translate_error(exc) from None
+        self._loop.run(self._client.close())
+        self._loop.stop()
 
     def open_session(self, intrinsics: Intrinsics, **options) -> SessionInfo:
-        req = open_session_request(intrinsics, **options)
-        return _session_info(self._call(self.stub.OpenSession, req), req)
+        return self._loop.run(self._client.open_session(intrinsics, **options))
 
     def stream(self, session_id: str) -> FrameStream:
-        return FrameStream(self.stub, session_id, self.metadata)
+        async def make() -> AsyncFrameStream:
+            return self._client.stream(session_id)
 
-    def render(self, session_id: str, pose: pb.Pose, intrinsics: Intrinsics | None = None) -> MemoryView:
-        query = pb.RenderQuery(pose=pose)
-        if intrinsics is not None:
-            query.intrinsics.CopyFrom(intrinsics_message(intrinsics))
-        resp = self._call(
-            self.stub.SpatialMemoryQuery, pb.SpatialMemoryQueryRequest(session_id=session_id, render=query)
-        )
-        return memory_view_from_proto(resp.render)
+        return FrameStream(self._loop, self._loop.run(make()))
 
-    def stats(self, session_id: str) -> pb.MemoryStats:
-        return self._call(
-            self.stub.SpatialMemoryQuery,
-            pb.SpatialMemoryQueryRequest(session_id=session_id, stats=pb.StatsQuery()),
-        ).stats
+    def render(self, session_id: str, pose: Pose, intrinsics: Intrinsics | None = None) -> MemoryView:
+        return self._loop.run(self._client.render(session_id, pose, intrinsics))
+
+    def stats(self, session_id: str) -> MemoryStats:
+        return self._loop.run(self._client.stats(session_id))
 
     def contextual_inference(
-        self, session_id: str, pose: pb.Pose, *, commit: bool = False, sequence: int = 0
+        self, session_id: str, pose: Pose, *, commit: bool = False, sequence: int = 0
     ) -> Frame:
-        req = pb.ContextualInferenceRequest(
-            session_id=session_id, pose=_pose_request(pose, sequence, None), commit=commit
+        return self._loop.run(
+            self._client.contextual_inference(session_id, pose, commit=commit, sequence=sequence)
         )
-        return frame_from_proto(self._call(self.stub.ContextualInference, req).frame)
 
-    def close_session(self, session_id: str) -> pb.CloseSessionResponse:
-        return self._call(self.stub.CloseSession, pb.CloseSessionRequest(session_id=session_id))
+    def close_session(self, session_id: str) -> ClosedSession:
+        return self._loop.run(self._client.close_session(session_id))

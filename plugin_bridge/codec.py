@@ -177,12 +177,34 @@ def sanitize_depth(depth: np.ndarray) -> tuple[np.ndarray, int]:
     return out, int(np.count_nonzero(bad))
 
 
+MAX_INSTANCE_ID = 2**31 - 1
+"""Largest object id (memory keeps ids as int32; 0 is no object)."""
+
+
+def encode_instance_ids(ids: np.ndarray) -> bytes:
+    """Signed integer object ids [H, W] (0 or negative: no object) -> little-endian uint32 per pixel.
+    Ids above MAX_INSTANCE_ID, and non-integer arrays, raise CodecError."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise CodecError(f"instance_ids must be a 2-D integer array, not {ids.dtype} {ids.shape}")
+    if ids.size and int(ids.max()) > MAX_INSTANCE_ID:
+        raise CodecError(f"instance id {int(ids.max())} is above {MAX_INSTANCE_ID}: renumber the objects")
+    return np.ascontiguousarray(np.maximum(ids, 0), dtype="<u4").tobytes()
+
+
 def decode_instance_ids(data: bytes, width: int, height: int) -> np.ndarray | None:
-    """Optional little-endian uint32 per pixel (0: no object) -> [height, width] uint32; empty -> None."""
+    """Optional little-endian uint32 per pixel (0: no object) -> [height, width] uint32; empty -> None.
+    Values above MAX_INSTANCE_ID (a negative id written as uint32, for one) raise CodecError."""
     if not data:
         return None
     w, h = _check_dims(width, height, "instance_ids")
     _check_size(
         data, h * w * 4, f"instance_ids of {w}x{h}", "send height*width little-endian uint32, or nothing"
     )
-    return np.frombuffer(data, dtype="<u4").reshape(h, w).astype(np.uint32)
+    ids = np.frombuffer(data, dtype="<u4").reshape(h, w).astype(np.uint32)
+    if ids.size and int(ids.max()) > MAX_INSTANCE_ID:
+        raise CodecError(
+            f"instance id {int(ids.max())} is above {MAX_INSTANCE_ID} (a negative id sent as uint32?): "
+            "send 0 for no object and ids from 1 to 2^31 - 1"
+        )
+    return ids

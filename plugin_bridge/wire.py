@@ -1,12 +1,13 @@
-"""The client's one conversion module: plain Python/numpy values <-> mirage.v1 messages."""
+"""The client's one conversion module: the domain types (`plugin_bridge.types`) <-> mirage.v1 messages.
+Nothing else in the client touches generated protobuf code."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from mirage.v1 import mirage_pb2 as pb
+from mirage.v1 import mirage_pb2_grpc as pb_grpc
 
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.codec import (
@@ -15,9 +16,23 @@ from plugin_bridge.codec import (
     decode_depth,
     decode_rgb,
     encode_depth,
+    encode_instance_ids,
     encode_rgb,
 )
-from plugin_bridge.conventions import Convention, canonical_to_engine
+from plugin_bridge.conventions import Convention
+from plugin_bridge.types import (
+    ClosedSession,
+    Control,
+    Event,
+    Frame,
+    GeneratorInfo,
+    MemoryStats,
+    MemoryView,
+    Observation,
+    Pose,
+    SessionInfo,
+    StreamEnd,
+)
 
 CLIENT_PROTOCOL_VERSION = (1, 0, 0)
 
@@ -43,98 +58,175 @@ CONVENTION_TO_PROTO = {
     Convention.ARCORE: pb.POSE_CONVENTION_ARCORE,
     Convention.PANDA3D: pb.POSE_CONVENTION_PANDA3D,
 }
+_CONVENTION_FROM_PROTO = {v: k for k, v in CONVENTION_TO_PROTO.items()}
+_CONTROL_TO_PROTO = {
+    Control.RESET_MEMORY: pb.Control.ACTION_RESET_MEMORY,
+    Control.REPORT_STATS: pb.Control.ACTION_REPORT_STATS,
+}
 
 
 def now_us() -> int:
     return time.time_ns() // 1000
 
 
-@dataclass
-class Frame:
-    """A frame from the runtime, decoded."""
-
-    sequence: int
-    client_timestamp_us: int
-    server_received_us: int
-    server_sent_us: int
-    received_us: int  # when this client decoded it
-    frame_index: int
-    rgb: np.ndarray  # [H, W, 3] uint8
-    depth: np.ndarray | None  # [H, W] float32 metres; 0 unknown, +inf at infinity
-    coverage: float
-    observed: bool
-    timings_ms: dict[str, float]
-    memory: pb.MemoryStats
+def stub(channel) -> pb_grpc.MirageStub:
+    """The generated stub over a grpc (or grpc.aio) channel."""
+    return pb_grpc.MirageStub(channel)
 
 
-@dataclass
-class Event:
-    kind: str  # e.g. "POSES_DROPPED"
-    message: str
-    sequences: list[int]
-    memory: pb.MemoryStats | None
-
-
-@dataclass
-class MemoryView:
-    """A memory render answered by SpatialMemoryQuery."""
-
-    rgb: np.ndarray
-    depth: np.ndarray | None
-    coverage: np.ndarray  # [H, W] float32 0..1
-    coverage_fraction: float
-
-
-def pose_message(position, quaternion_wxyz) -> pb.Pose:
-    p = [float(v) for v in position]
-    q = [float(v) for v in quaternion_wxyz]
+# -- client -> server ------------------------------------------------------------------------------
+def pose_to_proto(pose: Pose) -> pb.Pose:
+    p, q = pose.position, pose.rotation_wxyz
     return pb.Pose(
         position=pb.Vec3(x=p[0], y=p[1], z=p[2]), rotation=pb.Quaternion(w=q[0], x=q[1], y=q[2], z=q[3])
     )
 
 
-def pose_from_matrix(
-    cam_to_world: np.ndarray, convention: Convention | str = Convention.OPENCV, units_per_meter=None
-) -> pb.Pose:
-    """A canonical camera-to-world matrix, written in `convention` (what a session of that convention expects)."""
-    position, quat = canonical_to_engine(
-        convention, np.asarray(cam_to_world, dtype=np.float64), units_per_meter
+def pose_request(pose: Pose, sequence: int, timestamp_us: int | None = None) -> pb.PoseRequest:
+    return pb.PoseRequest(
+        sequence=sequence,
+        client_timestamp_us=now_us() if timestamp_us is None else timestamp_us,
+        pose=pose_to_proto(pose),
     )
-    return pose_message(position, quat)
 
 
-def intrinsics_message(k: Intrinsics) -> pb.Intrinsics:
+def intrinsics_to_proto(k: Intrinsics) -> pb.Intrinsics:
     return pb.Intrinsics(fx=k.fx, fy=k.fy, cx=k.cx, cy=k.cy, width=k.width, height=k.height)
 
 
-def observation_message(
-    sequence: int,
-    pose: pb.Pose,
-    rgb: np.ndarray,
-    depth: np.ndarray,
-    *,
-    instance_ids: np.ndarray | None = None,
-    frame_encoding: FrameEncoding = FrameEncoding.RAW_RGB8,
-    depth_encoding: DepthEncoding = DepthEncoding.FLOAT16_METERS,
-    return_frame: bool = False,
-    timestamp_us: int | None = None,
-) -> pb.Observation:
+def observation_to_proto(obs: Observation, sequence: int) -> pb.Observation:
+    """The message for ``obs`` (numbered ``sequence``): depth at or beyond its far plane goes as +inf,
+    instance ids are checked and negative ones sent as 0 (no object)."""
+    rgb = np.asarray(obs.rgb)
+    depth = np.asarray(obs.depth, dtype=np.float32)
+    if obs.far_plane is not None:
+        if not (np.isfinite(obs.far_plane) and obs.far_plane > 0):
+            raise ValueError(
+                f"far_plane={obs.far_plane}: give the engine's far plane in metres (> 0), or None"
+            )
+        depth = np.where(depth >= np.float32(obs.far_plane), np.float32(np.inf), depth)
     h, w = rgb.shape[:2]
     return pb.Observation(
         sequence=sequence,
-        client_timestamp_us=now_us() if timestamp_us is None else timestamp_us,
-        pose=pose,
-        rgb=pb.Image(encoding=int(frame_encoding), width=w, height=h, data=encode_rgb(rgb, frame_encoding)),
-        depth=pb.DepthImage(
-            encoding=int(depth_encoding),
-            width=w,
-            height=h,
-            data=encode_depth(depth.astype(np.float32), depth_encoding),
+        client_timestamp_us=now_us() if obs.timestamp_us is None else obs.timestamp_us,
+        pose=pose_to_proto(obs.pose),
+        rgb=pb.Image(
+            encoding=int(obs.frame_encoding), width=w, height=h, data=encode_rgb(rgb, obs.frame_encoding)
         ),
-        instance_ids=b""
-        if instance_ids is None
-        else np.ascontiguousarray(instance_ids, dtype="<u4").tobytes(),
-        return_frame=return_frame,
+        depth=pb.DepthImage(
+            encoding=int(obs.depth_encoding), width=w, height=h, data=encode_depth(depth, obs.depth_encoding)
+        ),
+        instance_ids=b"" if obs.instance_ids is None else encode_instance_ids(obs.instance_ids),
+        return_frame=obs.return_frame,
+    )
+
+
+def client_message(
+    session_id: str,
+    *,
+    pose: pb.PoseRequest | None = None,
+    observation: pb.Observation | None = None,
+    control: Control | None = None,
+    end: bool = False,
+) -> pb.ClientMessage:
+    """One stream message (``session_id`` only on a stream's first)."""
+    if pose is not None:
+        return pb.ClientMessage(session_id=session_id, pose=pose)
+    if observation is not None:
+        return pb.ClientMessage(session_id=session_id, observation=observation)
+    if control is not None:
+        return pb.ClientMessage(session_id=session_id, control=pb.Control(action=_CONTROL_TO_PROTO[control]))
+    if end:
+        return pb.ClientMessage(session_id=session_id, end=pb.EndOfStream())
+    raise ValueError("a stream message needs a pose, an observation, a control or the end")
+
+
+def open_session_request(
+    intrinsics: Intrinsics,
+    *,
+    convention: Convention | str = Convention.OPENCV,
+    units_per_meter: float = 0.0,
+    frame_encoding: FrameEncoding = FrameEncoding.RAW_RGB8,
+    depth_encoding: DepthEncoding = DepthEncoding.FLOAT16_METERS,
+    generator: str = "",
+    budget_bytes: int = 0,
+    window_frames: int = 0,
+    storage: str = "",
+    seed: int = 0,
+    release_on_disconnect: bool = False,
+    capabilities: tuple[str, ...] = ("generate", "observation"),
+    protocol_version: tuple[int, int, int] = CLIENT_PROTOCOL_VERSION,
+    jpeg_quality: int = 0,
+    generator_detail: float | None = None,
+) -> pb.OpenSessionRequest:
+    """``generator_detail``: the generator's detail strength (models with detail control; None: the
+    model's default, 0: its mean prediction, 1: as trained)."""
+    major, minor, patch = protocol_version
+    req = pb.OpenSessionRequest(
+        protocol_version=pb.Version(major=major, minor=minor, patch=patch),
+        capabilities=list(capabilities),
+        convention=CONVENTION_TO_PROTO[Convention(str(getattr(convention, "value", convention)).lower())],
+        units_per_meter=units_per_meter,
+        intrinsics=intrinsics_to_proto(intrinsics),
+        frame_encoding=int(frame_encoding),
+        depth_encoding=int(depth_encoding),
+        generator=generator,
+        memory=pb.MemoryOptions(
+            budget_bytes=budget_bytes, window_frames=window_frames, storage=STORAGE_TO_PROTO[storage]
+        ),
+        seed=seed,
+        release_on_disconnect=release_on_disconnect,
+        jpeg_quality=jpeg_quality,
+    )
+    if generator_detail is not None:
+        req.generator_detail = generator_detail
+    return req
+
+
+def render_request(
+    session_id: str, pose: Pose, intrinsics: Intrinsics | None = None
+) -> pb.SpatialMemoryQueryRequest:
+    query = pb.RenderQuery(pose=pose_to_proto(pose))
+    if intrinsics is not None:
+        query.intrinsics.CopyFrom(intrinsics_to_proto(intrinsics))
+    return pb.SpatialMemoryQueryRequest(session_id=session_id, render=query)
+
+
+def stats_request(session_id: str) -> pb.SpatialMemoryQueryRequest:
+    return pb.SpatialMemoryQueryRequest(session_id=session_id, stats=pb.StatsQuery())
+
+
+def contextual_request(
+    session_id: str, pose: Pose, commit: bool, sequence: int
+) -> pb.ContextualInferenceRequest:
+    return pb.ContextualInferenceRequest(
+        session_id=session_id, pose=pose_request(pose, sequence), commit=commit
+    )
+
+
+def close_request(session_id: str) -> pb.CloseSessionRequest:
+    return pb.CloseSessionRequest(session_id=session_id)
+
+
+# -- server -> client ------------------------------------------------------------------------------
+def memory_stats_from_proto(msg: pb.MemoryStats) -> MemoryStats:
+    values = {f.name: getattr(msg, f.name) for f in pb.MemoryStats.DESCRIPTOR.fields}
+    values["storage"] = STORAGE_FROM_PROTO[msg.storage]
+    return MemoryStats(**values)
+
+
+def session_info_from_proto(resp: pb.OpenSessionResponse, req: pb.OpenSessionRequest) -> SessionInfo:
+    v, g, k = resp.server_version, resp.generator, req.intrinsics
+    return SessionInfo(
+        session_id=resp.session_id,
+        server_version=f"{v.major}.{v.minor}.{v.patch}",
+        capabilities=tuple(resp.capabilities),
+        warnings=tuple(resp.warnings),
+        generator=GeneratorInfo(g.name, g.sha256, g.kind, tuple(g.providers), g.detail_control, g.detail),
+        memory=memory_stats_from_proto(resp.memory),
+        convention=_CONVENTION_FROM_PROTO.get(req.convention, Convention.OPENCV),
+        intrinsics=Intrinsics(k.fx, k.fy, k.cx, k.cy, k.width, k.height),
+        max_message_bytes=resp.max_message_bytes,
     )
 
 
@@ -157,7 +249,7 @@ def frame_from_proto(msg: pb.Frame) -> Frame:
         coverage=msg.coverage,
         observed=msg.observed,
         timings_ms={f.name: getattr(msg.timings, f.name) for f in pb.StageTimings.DESCRIPTOR.fields},
-        memory=msg.memory,
+        memory=memory_stats_from_proto(msg.memory),
     )
 
 
@@ -166,8 +258,17 @@ def event_from_proto(msg: pb.Event) -> Event:
         kind=pb.EventKind.Name(msg.kind).removeprefix("EVENT_KIND_"),
         message=msg.message,
         sequences=list(msg.sequences),
-        memory=msg.memory if msg.HasField("memory") else None,
+        memory=memory_stats_from_proto(msg.memory) if msg.HasField("memory") else None,
     )
+
+
+def server_message_from_proto(msg: pb.ServerMessage) -> Frame | Event | StreamEnd:
+    kind = msg.WhichOneof("kind")
+    if kind == "frame":
+        return frame_from_proto(msg.frame)
+    if kind == "event":
+        return event_from_proto(msg.event)
+    return StreamEnd(msg.end.frames_sent, msg.end.poses_dropped)
 
 
 def memory_view_from_proto(msg: pb.MemoryRender) -> MemoryView:
@@ -179,3 +280,7 @@ def memory_view_from_proto(msg: pb.MemoryRender) -> MemoryView:
         coverage=coverage,
         coverage_fraction=msg.coverage_fraction,
     )
+
+
+def closed_from_proto(msg: pb.CloseSessionResponse) -> ClosedSession:
+    return ClosedSession(memory_stats_from_proto(msg.memory), msg.frames)

@@ -140,6 +140,7 @@ class MirageServicer(pb_grpc.MirageServicer):
                 available_models(self.config.generator.models_dir),
                 self.config.generator.name,
             )
+            warnings += wire.intrinsics_warnings(spec.intrinsics)
         except wire.WireError as exc:
             await self._abort(context, exc)
         try:
@@ -271,6 +272,16 @@ class MirageServicer(pb_grpc.MirageServicer):
                 if isinstance(item, _Control):
                     yield await self._control(session, item)
                     continue
+                if isinstance(item, ObservationInput) and item.depth_at_max is not None:
+                    count, far = item.depth_at_max
+                    yield wire.event(
+                        pb.EVENT_KIND_WARNING,
+                        f"{count} pixel(s) ({100 * count / item.depth.size:.0f}%) sit at one maximum depth, "
+                        f"{far:g} m: is that the engine's far plane? Send depth at or beyond it as +inf (content "
+                        "at infinity, remembered by direction; the Python client's Observation(far_plane=...) "
+                        "does it), or 0 where depth is unknown; as it is, memory keeps them as a surface there",
+                        [item.sequence],
+                    )
                 if isinstance(item, ObservationInput) and item.depth_masked:
                     yield wire.event(
                         pb.EVENT_KIND_DEPTH_MASKED,

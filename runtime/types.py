@@ -55,6 +55,9 @@ class ObservationInput:
     instance_ids: np.ndarray | None  # [H, W] uint32
     return_frame: bool
     depth_masked: int  # NaN / negative values that were turned into "unknown"
+    depth_at_max: tuple[int, float] | None = None
+    """(pixels, metres) when much of the frame sits at one far maximum depth (an engine's far plane
+    sent as depth), else None: `runtime.wire.depth_at_one_maximum`."""
     decode_ms: float = 0.0
     received_us: int = 0
 

@@ -266,6 +266,38 @@ def _check_size(kind: str, width: int, height: int, spec: SessionSpec) -> None:
         )
 
 
+FAR_PLANE_SHARE = 0.10
+"""A share of a frame's pixels at exactly its maximum depth from which that depth looks like a far
+plane (content at infinity sent as a depth)."""
+FAR_PLANE_MIN_M = 20.0
+"""... when that maximum is at least this far (a fronto-parallel wall near by is not a far plane)."""
+
+
+def depth_at_one_maximum(depth: np.ndarray) -> tuple[int, float] | None:
+    """(pixels, metres) when at least FAR_PLANE_SHARE of the pixels sit at the frame's one finite
+    maximum depth, at least FAR_PLANE_MIN_M away; else None."""
+    finite = depth[np.isfinite(depth)]
+    if finite.size == 0:
+        return None
+    far = float(finite.max())
+    if far < FAR_PLANE_MIN_M:
+        return None
+    count = int(np.count_nonzero(finite == np.float32(far)))
+    return (count, far) if count >= FAR_PLANE_SHARE * depth.size else None
+
+
+def intrinsics_warnings(k: Intrinsics) -> list[str]:
+    """A principal point at exactly (w / 2, h / 2) is most likely a K with half-pixel centres."""
+    if k.width > 1 and k.height > 1 and k.cx == k.width / 2 and k.cy == k.height / 2:
+        return [
+            f"intrinsics cx = {k.cx:g}, cy = {k.cy:g} are w/2, h/2: Mirage puts pixel centres at integers, so "
+            f"a centred principal point is ({(k.width - 1) / 2:g}, {(k.height - 1) / 2:g}); if your K has "
+            "half-pixel centres, subtract 0.5 from cx and cy (the Python client: "
+            "Intrinsics.from_matrix(K, w, h, pixel_centers='half')), or every ray is off by half a pixel"
+        ]
+    return []
+
+
 def observation_from_proto(msg: pb.Observation, spec: SessionSpec) -> ObservationInput:
     received = now_us()
     t0 = time.perf_counter()
@@ -296,6 +328,7 @@ def observation_from_proto(msg: pb.Observation, spec: SessionSpec) -> Observatio
         instance_ids=ids,
         return_frame=bool(msg.return_frame),
         depth_masked=masked,
+        depth_at_max=depth_at_one_maximum(depth),
         decode_ms=(time.perf_counter() - t0) * 1e3,
         received_us=received,
     )

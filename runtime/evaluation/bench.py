@@ -29,7 +29,8 @@ import torch
 from tqdm import tqdm
 
 from plugin_bridge.client import AsyncMirageClient
-from plugin_bridge.wire import observation_message, pose_from_matrix
+from plugin_bridge.types import Observation, Pose
+from plugin_bridge.wire import observation_to_proto
 from runtime import wire
 from runtime.config import RuntimeConfig
 from runtime.evaluation.bench_memory import exploring_path, memory_scaling, rss_mib
@@ -121,7 +122,7 @@ async def _bench_grpc(
         for msg in observations:
             await stream.send_observation(msg)
             decode_ms.append((await stream.next_frame()).timings_ms["decode_ms"])
-        poses = [pose_from_matrix(p) for p in path]
+        poses = [Pose.from_canonical(p) for p in path]
         latency, server, stages = [], [], {s: [] for s in (*STAGES, "server_other")}
         started = 0.0
         for i, pose in enumerate(poses):
@@ -164,8 +165,10 @@ def _bench_inprocess(spec, generator, memory_config, path, observations, warmup:
     """The same seeds and poses through a Session built directly (no gRPC, no encoding)."""
     session = Session(spec, generator, memory_config)
     try:
-        for msg in observations:
-            session.step_observation(wire.observation_from_proto(msg, spec))
+        for obs in observations:  # as the server decodes them (untimed: the seeds)
+            session.step_observation(
+                wire.observation_from_proto(observation_to_proto(obs, obs.sequence), spec)
+            )
         latency = []
         started = 0.0
         for i, pose in enumerate(path):
@@ -194,7 +197,9 @@ async def _bench_size(
         observations = []
         for k, pose in enumerate(seed_poses_for(path, n_out, config.seed_observations)):
             rgb, depth = scene.render(pose)
-            msg = observation_message(10_000_000 + k, pose_from_matrix(pose), rgb, depth, return_frame=True)
+            msg = Observation(
+                Pose.from_canonical(pose), rgb, depth, return_frame=True, sequence=10_000_000 + k
+            )
             observations.append(msg)
         with tqdm(total=2 * total, desc=f"bench {size}x{size}", unit="frame", leave=False) as bar:
             bar.set_postfix_str("gRPC")
@@ -349,10 +354,10 @@ async def _soak_session(client, scene, config: BenchConfig, frames: int, budget:
             exploring_path(frames, seed=config.seed), desc=desc, unit="frame", leave=pid is not None
         ) as bar:
             for i, pose in enumerate(bar):
-                message = pose_from_matrix(pose)
+                message = Pose.from_canonical(pose)
                 if every > 0 and i % every == 0:
                     rgb, depth = scene.render(pose)
-                    await stream.send_observation(observation_message(20_000_000 + i, message, rgb, depth))
+                    await stream.send_observation(Observation(message, rgb, depth, sequence=20_000_000 + i))
                     observations += 1
                 t0 = time.perf_counter()
                 frame = await stream.step(message)

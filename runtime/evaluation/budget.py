@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from plugin_bridge.client import AsyncMirageClient
-from plugin_bridge.wire import observation_message, pose_from_matrix
+from plugin_bridge.types import Observation, Pose
 from runtime.config import RuntimeConfig
 from runtime.evaluation.bench_memory import exploring_path
 from runtime.metrics import PSNR_CAP_DB, contextual_accuracy, memory_persistence, psnr
@@ -64,19 +64,19 @@ async def _cycle(
         for k, i in enumerate(idx):
             rgb, depth = scene.render(path[i])
             await stream.send_observation(
-                observation_message(10_000_000 + k, pose_from_matrix(path[i]), rgb, depth)
+                Observation(Pose.from_canonical(path[i]), rgb, depth, sequence=10_000_000 + k)
             )
         outbound: list[np.ndarray] = []
         stats = None
         with tqdm(total=2 * n, desc=f"budget {budget // MiB} MiB N={n}", unit="frame", leave=False,
                   disable=not config.progress) as bar:  # fmt: skip
             for pose in path[:n]:
-                frame = await stream.step(pose_from_matrix(pose))
+                frame = await stream.step(Pose.from_canonical(pose))
                 outbound.append(frame.rgb)
                 stats = frame.memory
                 bar.update(1)
             for i in range(n - 1, -1, -1):  # the same poses in reverse: compare with the outbound frame
-                frame = await stream.step(pose_from_matrix(path[i]))
+                frame = await stream.step(Pose.from_canonical(path[i]))
                 accuracy.append(contextual_accuracy(outbound[i], frame.rgb))
                 psnrs.append(min(psnr(outbound[i], frame.rgb), PSNR_CAP_DB))
                 outbound[i] = None  # scored: keep memory flat

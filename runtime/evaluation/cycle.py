@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from plugin_bridge.client import AsyncMirageClient
-from plugin_bridge.wire import observation_message, pose_from_matrix
+from plugin_bridge.types import Observation, Pose
 from runtime.metrics import RevisitScores, revisit_scores
 
 METHOD_WINDOWS: dict[str, int] = {"mirage": 0, "window16": 16, "window8": 8, "no_memory": 1}
@@ -82,13 +82,13 @@ async def run_cycle(
         for k, pose in enumerate(seed_poses):
             rgb, depth = scene.render(pose)
             await stream.send_observation(
-                observation_message(10_000_000 + k, pose_from_matrix(pose), rgb, depth)
+                Observation(Pose.from_canonical(pose), rgb, depth, sequence=10_000_000 + k)
             )
         frames: list[np.ndarray] = []
         run = CycleRun(method, len(path) // 2, RevisitScores(0.0, 0.0, 0.0), 0.0, frames, pairs)
         for pose in path:
             t0 = time.perf_counter()
-            frame = await stream.step(pose_from_matrix(pose))
+            frame = await stream.step(Pose.from_canonical(pose))
             run.latencies_ms.append((time.perf_counter() - t0) * 1e3)
             frames.append(frame.rgb)
             run.memory_points.append(frame.memory.points)

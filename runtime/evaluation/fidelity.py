@@ -20,7 +20,7 @@ import numpy as np
 
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.client import AsyncMirageClient
-from plugin_bridge.wire import observation_message, pose_from_matrix
+from plugin_bridge.types import Observation, Pose
 from runtime.metrics import PSNR_CAP_DB, psnr, ssim
 from runtime.scenes.paths import out_and_back
 
@@ -214,13 +214,15 @@ async def run_fidelity(
     try:
         stream = client.stream(info.session_id)
         for j, (pose, rgb, depth) in enumerate(observed):
-            await stream.send_observation(observation_message(j + 1, pose_from_matrix(pose), rgb, depth))
+            await stream.send_observation(Observation(Pose.from_canonical(pose), rgb, depth, sequence=j + 1))
             tick(1)
         await stream.close()  # drains: every observation is ingested before the queries below
         for v, pose in enumerate(targets):
             truth, _ = scene.render(pose)
-            view = await client.render(info.session_id, pose_from_matrix(pose))
-            frame = await client.contextual_inference(info.session_id, pose_from_matrix(pose), commit=False)
+            view = await client.render(info.session_id, Pose.from_canonical(pose))
+            frame = await client.contextual_inference(
+                info.session_id, Pose.from_canonical(pose), commit=False
+            )
             scores["mirage"].append(score_view(frame.rgb, truth, view.coverage >= 0.5))
             warped, covered = warp_nearest(
                 generator, observed, pose, k, seed=(seed * 1_000_003 + v) & 0x7FFFFFFF, detail=detail

@@ -5,6 +5,7 @@ real server with nothing of the repository on its path."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,10 +28,14 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> str:
 def client_venv(tmp_path_factory) -> Path:
     """A fresh venv (no system site-packages) with the client wheel, built from plugin_bridge/."""
     work = tmp_path_factory.mktemp("light_client")
+    source = work / "source"  # a copy: the build leaves its build/ folder there, not in the repo
+    ignore = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+    shutil.copytree(ROOT / "plugin_bridge", source / "plugin_bridge", ignore=ignore)
+    shutil.copytree(ROOT / "proto" / "mirage", source / "proto" / "mirage", ignore=ignore)
     wheels = work / "wheels"
     _run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-         str(ROOT / "plugin_bridge")],
+         str(source / "plugin_bridge")],
         cwd=work,
     )  # fmt: skip
     venv = work / "venv"
@@ -64,12 +69,12 @@ def test_the_light_client_streams_a_frame(client_venv, mirage_server):
     script = textwrap.dedent(f"""
         from plugin_bridge.camera import Intrinsics
         from plugin_bridge.client import MirageClient
-        from plugin_bridge.wire import pose_message
+        from plugin_bridge.types import Pose
 
         with MirageClient({mirage_server.target!r}) as client:
             info = client.open_session(Intrinsics.from_fov(32, 32, 60.0), convention="unity", seed=3)
             stream = client.stream(info.session_id)
-            frame = stream.step(pose_message(position=(0, 1.6, 0), quaternion_wxyz=(1, 0, 0, 0)))
+            frame = stream.step(Pose((0, 1.6, 0), (1, 0, 0, 0)))
             stream.close()
             client.close_session(info.session_id)
             print(frame.sequence, frame.rgb.shape, frame.rgb.dtype, info.generator.name)

@@ -20,13 +20,13 @@ from plugin_bridge.client import (
     MirageClient,
     NotFoundError,
     ResourceExhaustedError,
-    open_session_request,
 )
-from plugin_bridge.conventions import Convention, look_at
-from plugin_bridge.wire import STORAGE_TO_PROTO, observation_message, pose_from_matrix, pose_message
+from plugin_bridge.conventions import Convention, canonical_to_engine_matrix, look_at
+from plugin_bridge.types import Observation, Pose, StreamEnd
+from plugin_bridge.wire import observation_to_proto, open_session_request
 
 K64 = Intrinsics.from_fov(64, 64, 60.0)
-IDENTITY = pose_message((0, 0, 0), (1, 0, 0, 0))
+IDENTITY = Pose((0, 0, 0), (1, 0, 0, 0))
 
 
 @pytest.fixture
@@ -45,9 +45,19 @@ def session(client):
         pass
 
 
+def send_raw_observation(stream, message: pb.Observation) -> None:
+    """A hand-made (malformed) message: the wire-level cases a correct client never sends."""
+    stream._loop.run(stream._stream._send(observation=message))
+
+
+def raw_open_session(client, request: pb.OpenSessionRequest):
+    inner = client._client
+    return client._loop.run(inner._call(inner.stub.OpenSession, request))
+
+
 def observe(client, session_id, rgb, depth, pose=IDENTITY, sequence=1):
     stream = client.stream(session_id)
-    stream.send_observation(observation_message(sequence, pose, rgb, depth, return_frame=True))
+    stream.send_observation(Observation(pose, rgb, depth, return_frame=True, sequence=sequence))
     frame = stream.next_frame()
     stream.close()
     return frame, stream.events
@@ -110,7 +120,7 @@ def test_contextual_inference_what_if_leaves_memory_unchanged(client, session):
     rgb, depth = synthetic_rgbd()
     observe(client, session.session_id, rgb, depth)
     before = client.stats(session.session_id)
-    turned = pose_from_matrix(look_at((0, 0, 0), (1.0, 0.0, 3.0), up=(0, -1, 0)))
+    turned = Pose.from_canonical(look_at((0, 0, 0), (1.0, 0.0, 3.0), up=(0, -1, 0)))
     frame = client.contextual_inference(session.session_id, turned, commit=False)
     assert frame.rgb.shape == (64, 64, 3) and 0.0 < frame.coverage < 1.0
     assert client.stats(session.session_id) == before
@@ -126,8 +136,8 @@ def test_poses_are_converted_from_the_declared_convention(client):
     renders = []
     for convention in (Convention.OPENCV, Convention.UNITY, Convention.UNREAL):
         info = client.open_session(K64, convention=convention)
-        observe(client, info.session_id, rgb, depth, pose=pose_from_matrix(np.eye(4), convention))
-        renders.append(client.render(info.session_id, pose_from_matrix(eye, convention)).rgb)
+        observe(client, info.session_id, rgb, depth, pose=Pose.from_canonical(np.eye(4), convention))
+        renders.append(client.render(info.session_id, Pose.from_canonical(eye, convention)).rgb)
         client.close_session(info.session_id)
     np.testing.assert_array_equal(renders[0], renders[1])
     np.testing.assert_array_equal(renders[0], renders[2])
@@ -176,11 +186,11 @@ def test_unknown_generator_and_absurd_budget(client):
 @pytest.mark.parametrize(
     "pose, needle",
     [
-        (pose_message((math.nan, 0, 0), (1, 0, 0, 0)), "position"),
-        (pose_message((0, math.inf, 0), (1, 0, 0, 0)), "position"),
-        (pose_message((0, 0, 0), (math.nan, 0, 0, 0)), "rotation"),
-        (pose_message((0, 0, 0), (2, 0, 0, 0)), "unit quaternion"),
-        (pose_message((0, 0, 0), (0, 0, 0, 0)), "unit quaternion"),
+        (Pose((math.nan, 0, 0), (1, 0, 0, 0)), "position"),
+        (Pose((0, math.inf, 0), (1, 0, 0, 0)), "position"),
+        (Pose((0, 0, 0), (math.nan, 0, 0, 0)), "rotation"),
+        (Pose((0, 0, 0), (2, 0, 0, 0)), "unit quaternion"),
+        (Pose((0, 0, 0), (0, 0, 0, 0)), "unit quaternion"),
     ],
 )
 def test_bad_pose_rejected_and_session_unharmed(client, session, pose, needle):
@@ -206,7 +216,7 @@ def test_bad_pose_rejected_and_session_unharmed(client, session, pose, needle):
 def test_rejected_message_keeps_a_release_on_disconnect_session(client):
     info = client.open_session(K64, release_on_disconnect=True)
     stream = client.stream(info.session_id)
-    stream.send_pose(pose_message((0, 0, 0), (3, 0, 0, 0)))
+    stream.send_pose(Pose((0, 0, 0), (3, 0, 0, 0)))
     with pytest.raises(InvalidArgumentError):
         stream.next_frame()
     assert client.stats(info.session_id).points == 0  # still there: a bad message is not a disconnect
@@ -215,25 +225,25 @@ def test_rejected_message_keeps_a_release_on_disconnect_session(client):
 
 def test_frame_bytes_that_do_not_match_are_rejected(client, session):
     rgb, depth = synthetic_rgbd()
-    bad = observation_message(1, IDENTITY, rgb, depth)
+    bad = observation_to_proto(Observation(IDENTITY, rgb, depth), 1)
     bad.rgb.data = bad.rgb.data[:-10]
     stream = client.stream(session.session_id)
-    stream.send_observation(bad)
+    send_raw_observation(stream, bad)
     with pytest.raises(InvalidArgumentError, match="bytes"):
         stream.next_frame()
     stream.cancel()
 
-    wrong_size = observation_message(2, IDENTITY, *synthetic_rgbd(32, 32))
+    wrong_size = Observation(IDENTITY, *synthetic_rgbd(32, 32), sequence=2)
     stream = client.stream(session.session_id)
     stream.send_observation(wrong_size)
     with pytest.raises(InvalidArgumentError, match="64x64"):
         stream.next_frame()
     stream.cancel()
 
-    garbage_png = observation_message(3, IDENTITY, rgb, depth)
+    garbage_png = observation_to_proto(Observation(IDENTITY, rgb, depth), 3)
     garbage_png.rgb.encoding = pb.FRAME_ENCODING_PNG
     stream = client.stream(session.session_id)
-    stream.send_observation(garbage_png)
+    send_raw_observation(stream, garbage_png)
     with pytest.raises(InvalidArgumentError):
         stream.next_frame()
     stream.cancel()
@@ -288,7 +298,7 @@ def test_oversize_message_is_resource_exhausted():
             info = client.open_session(k)
             rgb, depth = synthetic_rgbd(256, 256)
             stream = client.stream(info.session_id)
-            stream.send_observation(observation_message(1, IDENTITY, rgb, depth))  # ~320 KB
+            stream.send_observation(Observation(IDENTITY, rgb, depth, sequence=1))  # ~320 KB
             with pytest.raises(ResourceExhaustedError):
                 stream.next_frame()
             assert client.stats(info.session_id).points == 0  # server and session still answer
@@ -331,7 +341,7 @@ def test_latest_wins_drops_stale_poses_and_reports_them(client, session):
     stream.end()
     frames, dropped = [], []
     while (item := stream.recv()) is not None:
-        if isinstance(item, pb.StreamEnd):
+        if isinstance(item, StreamEnd):
             assert item.frames_sent == len(frames) and item.poses_dropped == len(dropped)
         elif hasattr(item, "rgb"):
             frames.append(item.sequence)
@@ -349,11 +359,9 @@ def test_stats_on_the_wire_carry_every_memory_figure(client, session, mirage_ser
 
     rgb, depth = synthetic_rgbd(seed=5)
     observe(client, session.session_id, rgb, depth)
-    wire_stats = client.stats(session.session_id)
+    wire_stats = dataclasses.asdict(client.stats(session.session_id))
     domain = dataclasses.asdict(mirage_server.registry.get(session.session_id).stats())
-    assert set(domain) <= {f.name for f in wire_stats.DESCRIPTOR.fields}
-    domain["storage"] = STORAGE_TO_PROTO[domain["storage"]]  # the wire's enum for the mode's name
-    assert {name: getattr(wire_stats, name) for name in domain} == domain
+    assert wire_stats == domain and domain["points"] > 0
 
 
 def test_quantised_storage_is_chosen_per_session_and_reported(client):
@@ -361,7 +369,7 @@ def test_quantised_storage_is_chosen_per_session_and_reported(client):
     try:
         rgb, depth = synthetic_rgbd(seed=5)
         frame, _ = observe(client, info.session_id, rgb, depth)
-        assert frame.memory.storage == pb.MEMORY_STORAGE_QUANTISED and frame.memory.points > 0
+        assert frame.memory.storage == "quantised" and frame.memory.points > 0
         assert frame.memory.bytes_used <= 8 * 2**20
     finally:
         client.close_session(info.session_id)
@@ -370,4 +378,57 @@ def test_quantised_storage_is_chosen_per_session_and_reported(client):
     request = open_session_request(K64)
     request.memory.storage = 7  # not a MemoryStorage value (a newer or broken client)
     with pytest.raises(InvalidArgumentError, match="MemoryStorage"):
-        client._call(client.stub.OpenSession, request)
+        raw_open_session(client, request)
+
+
+def test_an_engines_own_opengl_matrix_reaches_the_right_view(client):
+    """An OpenGL session sends `Pose.from_matrix` of OpenGL's own camera-to-world: the render there is
+    the observation made there (a canonical matrix read as OpenGL would look elsewhere)."""
+    canonical = look_at((0.0, 0.0, 0.0), (0.3, 0.2, 3.0), up=(0, -1, 0))
+    gl = canonical_to_engine_matrix("opengl", canonical)
+    info = client.open_session(K64, convention="opengl")
+    try:
+        rgb, depth = synthetic_rgbd()
+        observe(client, info.session_id, rgb, depth, pose=Pose.from_matrix(gl, "opengl"))
+        right = client.render(info.session_id, Pose.from_matrix(gl, "opengl"))
+        wrong = client.render(info.session_id, Pose.from_matrix(canonical, "opengl"))
+        assert right.coverage_fraction > 0.99 and np.array_equal(right.rgb, rgb)
+        assert wrong.coverage_fraction < 0.5
+    finally:
+        client.close_session(info.session_id)
+
+
+def test_half_pixel_principal_point_gets_a_handshake_warning(client):
+    k = Intrinsics(fx=55.4, fy=55.4, cx=32.0, cy=32.0, width=64, height=64)
+    info = client.open_session(k)
+    try:
+        assert any("pixel centres at integers" in w and "31.5" in w for w in info.warnings)
+        assert not any("pixel centres" in w for w in client.open_session(K64).warnings)
+    finally:
+        client.close_session(info.session_id)
+
+
+def test_depth_at_a_far_plane_gets_an_event_and_far_plane_sends_it_as_infinity(client, session):
+    rgb, depth = synthetic_rgbd()
+    depth[:24] = 40.0  # an engine that clears depth to its far plane
+    _, events = observe(client, session.session_id, rgb, depth)
+    warning = [e for e in events if e.kind == "WARNING"]
+    assert warning and "40 m" in warning[0].message and "far_plane" in warning[0].message
+    stream = client.stream(session.session_id)
+    stream.send_observation(Observation(IDENTITY, rgb, depth, far_plane=40.0, return_frame=True, sequence=2))
+    frame = stream.next_frame()
+    stream.close()
+    assert not [e for e in stream.events if e.kind == "WARNING"]
+    assert np.isinf(frame.depth[:24]).all() and frame.memory.environment_texels > 0
+
+
+def test_a_negative_instance_id_sent_as_uint32_is_invalid_argument(client, session):
+    rgb, depth = synthetic_rgbd()
+    msg = observation_to_proto(Observation(IDENTITY, rgb, depth), 1)
+    msg.instance_ids = np.full((64, 64), 0xFFFFFFFF, dtype="<u4").tobytes()
+    stream = client.stream(session.session_id)
+    send_raw_observation(stream, msg)
+    with pytest.raises(InvalidArgumentError, match="negative id sent as uint32"):
+        stream.next_frame()
+    stream.cancel()
+    assert client.stats(session.session_id).points == 0

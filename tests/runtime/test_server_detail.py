@@ -10,11 +10,11 @@ from conftest import make_config, start_server_thread
 
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.client import InvalidArgumentError, MirageClient
-from plugin_bridge.wire import pose_message
+from plugin_bridge.types import Pose
 from runtime.training.export import DETAIL_DEFAULT
 
 K = Intrinsics.from_fov(48, 40, 60.0)
-POSE = pose_message((0, 0, 1.5), (1, 0, 0, 0))
+POSE = Pose((0, 0, 1.5), (1, 0, 0, 0))
 
 
 @pytest.fixture(scope="module")
