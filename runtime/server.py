@@ -248,6 +248,7 @@ class MirageServicer(pb_grpc.MirageServicer):
         frames_sent = 0
         poses_dropped = 0
         clean_end = False
+        far_plane_warned = False  # once a stream: an engine sends every frame the same way
         try:
             while True:
                 item, dropped = await queue.get()
@@ -272,7 +273,12 @@ class MirageServicer(pb_grpc.MirageServicer):
                 if isinstance(item, _Control):
                     yield await self._control(session, item)
                     continue
-                if isinstance(item, ObservationInput) and item.depth_at_max is not None:
+                if (
+                    isinstance(item, ObservationInput)
+                    and item.depth_at_max is not None
+                    and not far_plane_warned
+                ):
+                    far_plane_warned = True
                     count, far = item.depth_at_max
                     yield wire.event(
                         pb.EVENT_KIND_WARNING,

@@ -414,6 +414,12 @@ def test_depth_at_a_far_plane_gets_an_event_and_far_plane_sends_it_as_infinity(c
     _, events = observe(client, session.session_id, rgb, depth)
     warning = [e for e in events if e.kind == "WARNING"]
     assert warning and "40 m" in warning[0].message and "far_plane" in warning[0].message
+    stream = client.stream(session.session_id)  # once a stream, not every frame
+    for sequence in (3, 4):
+        stream.send_observation(Observation(IDENTITY, rgb, depth, return_frame=True, sequence=sequence))
+        stream.next_frame()
+    stream.close()
+    assert len([e for e in stream.events if e.kind == "WARNING"]) == 1
     stream = client.stream(session.session_id)
     stream.send_observation(Observation(IDENTITY, rgb, depth, far_plane=40.0, return_frame=True, sequence=2))
     frame = stream.next_frame()
