@@ -112,6 +112,8 @@ class Control(Enum):
 
 @dataclass(frozen=True)
 class MemoryStats:
+    """A snapshot of memory size and history: what `runtime.memory` reports and the wire carries."""
+
     points: int = 0
     bytes_used: int = 0
     budget_bytes: int = 0
@@ -121,10 +123,15 @@ class MemoryStats:
     environment_texels: int = 0
     window_frames: int = 0
     chunks: int = 0
+    """World-space chunks holding points (`MemoryConfig.chunk_size_m` on the runtime)."""
     chunks_evicted_total: int = 0
+    """Whole chunks the budget evicted so far (least relevant first)."""
     points_refined_total: int = 0
+    """Coarse points retired so far because closer observations refined their whole footprint."""
     storage: str = "full"
+    """Storage mode of this memory: "full" or "quantised"."""
     points_packed: int = 0
+    """Of ``points``, those packed at 15 bytes each (quantised storage; 0 with full storage)."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ Plain tensors and dataclasses in and out (no gRPC, no protobuf). `SpatialMemory`
 `splat_points` is the render kernel and `runtime.memory.reference` its slow twin for tests.
 """
 
+from plugin_bridge.types import (
+    MemoryStats,  # what `SpatialMemory.stats` returns (the wire carries it as it is)
+)
 from runtime.memory.config import (
     PROVENANCE_GENERATED,
     PROVENANCE_IMPORTED,
@@ -11,7 +14,6 @@ from runtime.memory.config import (
     PROVENANCE_OBSERVED,
     IngestStats,
     MemoryConfig,
-    MemoryStats,
 )
 from runtime.memory.environment import EnvironmentMap
 from runtime.memory.spatial import SpatialMemory

@@ -150,27 +150,3 @@ class IngestStats:
     """Generated points moved back along their rays out of observed free space (`runtime.memory.freespace`)."""
     refused: int = 0
     """Generated points not stored: no place along their rays outside observed free space."""
-
-
-@dataclass(frozen=True)
-class MemoryStats:
-    """A snapshot of memory size and history (what the wire's MemoryStats carries)."""
-
-    points: int
-    bytes_used: int
-    budget_bytes: int
-    points_pruned_total: int
-    points_carved_total: int
-    frames_ingested: int
-    environment_texels: int
-    window_frames: int
-    chunks: int = 0
-    """World-space chunks holding points (see `MemoryConfig.chunk_size_m`)."""
-    chunks_evicted_total: int = 0
-    """Whole chunks the budget evicted so far (least relevant first)."""
-    points_refined_total: int = 0
-    """Coarse points retired so far because closer observations refined their whole footprint."""
-    storage: str = "full"
-    """`MemoryConfig.storage` of this memory."""
-    points_packed: int = 0
-    """Of ``points``, those packed at 15 bytes each (quantised storage; 0 with full storage)."""

@@ -10,13 +10,9 @@ import torch
 
 from plugin_bridge.camera import Camera
 from runtime.memory.backend import fast_kernels
-from runtime.memory.config import (
-    PROVENANCE_GENERATED,
-)
+from runtime.memory.config import PROVENANCE_GENERATED
 from runtime.memory.geometry import float32_constants, world_to_cam_torch
-from runtime.memory.quantised import (
-    decode_view,
-)
+from runtime.memory.quantised import decode_view
 from runtime.memory.splat import (
     MemoryRender,
     SplatWinners,

@@ -16,18 +16,13 @@ import math
 
 import torch
 
+from plugin_bridge.types import MemoryStats
 from runtime.memory.chunks import BYTES_PER_CHUNK, BYTES_PER_POINT, ChunkIndex
-from runtime.memory.config import (
-    MIN_POINTS,
-    MemoryConfig,
-    MemoryStats,
-)
+from runtime.memory.config import MIN_POINTS, MemoryConfig
 from runtime.memory.environment import EnvironmentMap
 from runtime.memory.freespace import FreeSpaceKeyframes, keyframe_capacity
 from runtime.memory.ingest import Ingester
-from runtime.memory.quantised import (
-    ColdStore,
-)
+from runtime.memory.quantised import ColdStore
 from runtime.memory.render import Renderer
 from runtime.memory.store import SCHEMA, PointStore
 from runtime.memory.tiering import Tiering

@@ -9,9 +9,7 @@ import torch
 
 from plugin_bridge.camera import Camera
 from runtime.memory.chunks import segment_positions
-from runtime.memory.config import (
-    MIN_POINTS,
-)
+from runtime.memory.config import MIN_POINTS
 from runtime.memory.quantised import (
     check_blob,
     decode_chunk,
