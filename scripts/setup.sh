@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Install what Mirage needs on a fresh Debian/Ubuntu machine: EGL/Mesa for headless Panda3D, then the
+# Install what Mirage needs on a fresh Debian/Ubuntu machine: EGL/Mesa for headless Panda3D (and libusb for
+# Open3D, the memory peer), then the
 # Python packages (CPU torch 2.13.0 pinned in pyproject.toml) into the active Python environment:
-# mirage-client (plugin_bridge/) and the runtime (the repository root) with its development extra.
+# mirage-client (plugin_bridge/) and the runtime (the repository root) with its development and peers extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 missing=()
-for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri; do
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libusb-1.0-0; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -19,4 +20,4 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 # the client distribution first: the runtime depends on it by name
-"$PYTHON" -m pip install --quiet -e ./plugin_bridge -e ".[dev]"
+"$PYTHON" -m pip install --quiet -e ./plugin_bridge -e ".[dev,peers]"
