@@ -3,6 +3,7 @@ Nothing else in the client touches generated protobuf code."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -209,6 +210,11 @@ def close_request(session_id: str) -> pb.CloseSessionRequest:
 
 
 # -- server -> client ------------------------------------------------------------------------------
+def memory_stats_to_proto(stats: MemoryStats) -> pb.MemoryStats:
+    """The server's side of `memory_stats_from_proto` (one dataclass, field for field)."""
+    return pb.MemoryStats(**{**dataclasses.asdict(stats), "storage": STORAGE_TO_PROTO[stats.storage]})
+
+
 def memory_stats_from_proto(msg: pb.MemoryStats) -> MemoryStats:
     values = {f.name: getattr(msg, f.name) for f in pb.MemoryStats.DESCRIPTOR.fields}
     values["storage"] = STORAGE_FROM_PROTO[msg.storage]

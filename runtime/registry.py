@@ -85,10 +85,12 @@ class SessionRegistry:
                     f"choose a generator that has it ({', '.join(with_detail) or 'none installed here'})"
                 )
             session = Session(spec, generator, self.config.memory)
-        finally:
+        except BaseException:
             with self._lock:
                 self._opening -= 1
-        with self._lock:
+            raise
+        with self._lock:  # one step: no other open sees the slot free in between
+            self._opening -= 1
             self._sessions[session.id] = session
         log.info(
             "session %s opened (%s, %dx%d)",

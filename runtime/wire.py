@@ -29,7 +29,7 @@ from plugin_bridge.codec import (
     sanitize_depth,
 )
 from plugin_bridge.conventions import Convention, default_units_per_meter, engine_to_canonical
-from plugin_bridge.wire import STORAGE_FROM_PROTO, STORAGE_TO_PROTO
+from plugin_bridge.wire import STORAGE_FROM_PROTO, memory_stats_to_proto
 from runtime.config import PROTOCOL_VERSION, SessionDefaults
 from runtime.memory import MemoryStats
 from runtime.types import FrameResult, ObservationInput, PoseInput, SessionSpec
@@ -331,24 +331,6 @@ def observation_from_proto(msg: pb.Observation, spec: SessionSpec) -> Observatio
         depth_at_max=depth_at_one_maximum(depth),
         decode_ms=(time.perf_counter() - t0) * 1e3,
         received_us=received,
-    )
-
-
-def memory_stats_to_proto(stats: MemoryStats) -> pb.MemoryStats:
-    return pb.MemoryStats(
-        points=stats.points,
-        bytes_used=stats.bytes_used,
-        budget_bytes=stats.budget_bytes,
-        points_pruned_total=stats.points_pruned_total,
-        points_carved_total=stats.points_carved_total,
-        frames_ingested=stats.frames_ingested,
-        environment_texels=stats.environment_texels,
-        window_frames=stats.window_frames,
-        chunks=stats.chunks,
-        chunks_evicted_total=stats.chunks_evicted_total,
-        points_refined_total=stats.points_refined_total,
-        storage=STORAGE_TO_PROTO[stats.storage],
-        points_packed=stats.points_packed,
     )
 
 

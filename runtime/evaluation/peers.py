@@ -3,7 +3,8 @@
 `Open3DTSDF` integrates the same observed RGB-D frames into Open3D's tensor `VoxelBlockGrid` (TSDF,
 weight and colour per voxel) and ray-casts it at any pose, so memory can be judged beside it on the
 same frames and held-out poses. Open3D is the optional ``[peers]`` extra (on Debian it needs
-``libusb-1.0-0``); `open3d_available` says whether it imports, and why not.
+``libusb-1.0-0``); `open3d_available` says whether it imports, and why not. Its threads follow
+``OMP_NUM_THREADS``, read when open3d is first imported (2 on this machine's two cores).
 
 Conventions: poses are canonical camera-to-world (OpenCV camera axes, which Open3D's extrinsics use
 as world-to-camera); depth is planar metres with 0 unknown and +inf at infinity (a TSDF has no
@@ -12,7 +13,6 @@ notion of infinity: such pixels integrate nothing, and the render leaves them un
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +46,6 @@ class TSDFConfig:
     """Rendering starts this far from the camera."""
     trunc_voxels: float = 8.0
     """Truncation distance in voxels."""
-    threads: int = 2
-    """OpenMP threads (this machine has two cores)."""
 
 
 class Open3DTSDF:
@@ -57,7 +55,6 @@ class Open3DTSDF:
         ok, why = open3d_available()
         if not ok:
             raise RuntimeError(why)
-        os.environ.setdefault("OMP_NUM_THREADS", str((config or TSDFConfig()).threads))
         import open3d as o3d
         import open3d.core as o3c
 
