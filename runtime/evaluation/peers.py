@@ -59,6 +59,7 @@ class Open3DTSDF:
         import open3d.core as o3c
 
         self._o3d, self._o3c = o3d, o3c
+        o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)  # its range-map notices are noise
         self.config = config or TSDFConfig()
         self.intrinsics = intrinsics
         self._k = o3c.Tensor(intrinsics.matrix(), o3c.float64)

@@ -24,6 +24,7 @@ from runtime.evaluation import report as R
 from runtime.evaluation.cycle import METHOD_WINDOWS, CycleRun, run_cycle, write_contact_sheet
 from runtime.evaluation.fidelity import FidelitySpec, run_fidelity
 from runtime.evaluation.generators import contact_sheet
+from runtime.evaluation.truth import TruthSpec, run_truth, truth_units
 from runtime.generator.host import available_models, models_with_detail
 from runtime.metrics import PSNR_CAP_DB, context_loss_reduction, memory_persistence, psnr
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
@@ -56,6 +57,8 @@ class SuiteSpec:
     """Observe-mode fidelity against the engine's render, per scene."""
     generator_data: DatasetConfig = field(default_factory=DatasetConfig)
     """Dataset whose held-out ``test`` split (courtyard + held-out arrangements) scores the generators."""
+    truth: TruthSpec = field(default_factory=TruthSpec)
+    """Memory against the engine's render per scene family, Open3D's TSDF fusion beside it."""
 
     @property
     def persistence_scene(self) -> str:
@@ -71,6 +74,7 @@ SUITES: dict[str, SuiteSpec] = {
         generator_data=DatasetConfig(
             size=64, examples={"train": 0, "val": 0, "test": 4}, per_arrangement=2, context_views=(1, 3)
         ),
+        truth=TruthSpec(size=48, observations=4, stride=3, views=2),
     ),
     # under 5 minutes on 2 CPU cores: courtyard only at N=100 (persistence and plots use garden)
     "quick": SuiteSpec(
@@ -157,7 +161,7 @@ def total_frames(spec: SuiteSpec, generators: int = 1) -> int:
     runs = len(METHOD_WINDOWS) + generators - 1  # mirage once per generator
     cycle = sum(path_frames(kind, p) for _, kind, _, p in cycle_plan(spec)) * runs
     fid = spec.fidelity
-    return cycle + len(spec.scenes) * (fid.observations + fid.views) * generators
+    return cycle + len(spec.scenes) * (fid.observations + fid.views) * generators + truth_units(spec.truth)
 
 
 def method_label(method: str, generator: str, default: str) -> str:
@@ -233,7 +237,7 @@ class _Showcase:
     memory_bytes: list[int] = field(default_factory=list)
 
 
-async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _Showcase]:
+async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], list[dict], _Showcase]:
     spec = config.spec
     runtime_config = RuntimeConfig()
     runtime_config.server.port = 0
@@ -245,6 +249,7 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _
     showcase = _Showcase(frames=show_n)
     rows: list[dict] = []
     fidelity: list[dict] = []
+    truth: list[dict] = []
     config.out.mkdir(parents=True, exist_ok=True)
     try:
         async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
@@ -302,9 +307,19 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], _
                             label=label,
                             progress=bar.update,
                         )
+            truth_spec = spec.truth
+            for family in truth_spec.families:
+                bar.set_postfix_str(f"truth {family}")
+                family_config = SceneConfig(
+                    name=family, width=truth_spec.size, height=truth_spec.size, seed=config.seed
+                )
+                with PandaSceneSource(family_config) as scene:
+                    truth += await run_truth(
+                        client, scene, family, truth_spec, seed=config.seed, progress=bar.update
+                    )
     finally:
         await stop_server(server, 1.0)
-    return rows, fidelity, showcase
+    return rows, fidelity, truth, showcase
 
 
 def estimate_seconds(spec: SuiteSpec, rows: list[dict], fixed_s: float) -> float:
@@ -330,7 +345,7 @@ def run_eval(config: EvalConfig) -> dict:
         unit="frame",
         disable=not config.progress,
     ) as bar:
-        rows, fidelity, showcase = asyncio.run(_run(config, bar))
+        rows, fidelity, truth, showcase = asyncio.run(_run(config, bar))
     data = spec.generator_data
     split = Split(build_dataset(data, progress=config.progress, splits=("test",)) / "test")
     generators = compare_generators(list(config.table_generators), split, data.fov_x_deg, seed=config.seed)
@@ -347,6 +362,7 @@ def run_eval(config: EvalConfig) -> dict:
         "persistence_scene": spec.persistence_scene,
         "persistence": persistence(rows, spec.persistence_scene),
         "fidelity": fidelity,
+        "truth": truth,
         "generators": generators,
         "generator_default": RuntimeConfig().generator.name,
         "generator_test_split": {"examples": len(split), "dataset": data.key(), "size": data.size},
@@ -362,6 +378,15 @@ def run_eval(config: EvalConfig) -> dict:
                 "observations": spec.fidelity.observations,
                 "stride": spec.fidelity.stride,
                 "views": spec.fidelity.views,
+            },
+            "truth": {
+                "families": list(spec.truth.families),
+                "size": spec.truth.size,
+                "observations": spec.truth.observations,
+                "stride": spec.truth.stride,
+                "views": spec.truth.views,
+                "depth_range": spec.truth.depth_range,
+                "voxel_size": spec.truth.voxel_size,
             },
         },
         "plots": dict(R.PLOTS),

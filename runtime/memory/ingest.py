@@ -272,7 +272,11 @@ class Ingester:
         best.scatter_reduce_(0, slot, key, "amin")
         src = best & 0xFFFFFFFF
         f = self._fields
-        f["rgb"][hit] = frame.rgb[src]
+        # colour fusion: a running mean over the views that confirm the point, each new view taking
+        # half (the later, usually nearer, views of a surface weigh most: measured best of the means
+        # tried on the truth test, docs/memory.md)
+        old = f["rgb"][hit].to(torch.int16)
+        f["rgb"][hit] = ((old + frame.rgb[src].to(torch.int16) + 1) // 2).to(torch.uint8)
         confidence = (f["confidence"][hit].float() + 0.25).clamp(max=1.0).to(torch.float16)
         f["confidence"][hit] = confidence if self.cold is None else snap_confidence(confidence)
         f["hit_count"][hit] += 1

@@ -12,7 +12,7 @@ import torch
 
 from plugin_bridge.camera import Intrinsics
 from runtime.memory.geometry import float32_constants
-from runtime.memory.splat import DIST_SCALE, SplatWinners
+from runtime.memory.splat import BLEND_SCALE, DIST_SCALE, SplatWinners
 
 
 def reference_splat(
@@ -24,6 +24,7 @@ def reference_splat(
     max_radius_px: int,
     depth_tolerance: float,
     depth_bias: torch.Tensor | None = None,
+    rgb: torch.Tensor | None = None,
 ) -> SplatWinners:
     f32 = np.float32
     fx, fy, cx, cy, f_mean = (f32(c) for c in float32_constants(intrinsics))
@@ -49,8 +50,10 @@ def reference_splat(
         if -half <= u <= half + f32(width - 1) and -half <= v <= half + f32(height - 1):
             projected.append((i, u, v, z, zt, half))
 
+    colours = None if rgb is None else rgb.detach().cpu().numpy().astype(np.int64)
     index = np.full((height, width), -1, dtype=np.int64)
     depth = np.zeros((height, width), dtype=np.float32)
+    fused = np.zeros((height, width, 3), dtype=np.float32)
     tolerance = f32(1.0 + depth_tolerance)
     for py in range(height):
         for px in range(width):
@@ -60,13 +63,25 @@ def reference_splat(
                 dx, dy = f32(px) - u, f32(py) - v
                 if abs(dx) <= half and abs(dy) <= half:
                     quantised = int(dx * dx * f32(DIST_SCALE)) + int(dy * dy * f32(DIST_SCALE))
-                    fragments.append((zt, quantised, i, z))
+                    # colour fusion weight: a tent over the splat (a = half-size + 1/2 px), per area
+                    a = half + f32(0.5)
+                    tent = (f32(1.0) - abs(dx) / a) * (f32(1.0) - abs(dy) / a)
+                    weight = int(tent * (f32(BLEND_SCALE) / (a * a)))
+                    fragments.append((zt, quantised, i, z, weight))
             if not fragments:
                 continue
             # 3. the nearest test depth; 4. within tolerance of it, nearest centre, then lowest index
-            zmin = min(zt for zt, _, _, _ in fragments)
-            front = [(q, i, z) for zt, q, i, z in fragments if zt <= zmin * tolerance]
-            _, best, best_z = min(front)
+            zmin = min(f[0] for f in fragments)
+            front = [(q, i, z, w) for zt, q, i, z, w in fragments if zt <= zmin * tolerance]
+            _, best, best_z, _ = min(front)
             index[py, px] = best
             depth[py, px] = best_z
-    return SplatWinners(torch.from_numpy(index), torch.from_numpy(depth), len(projected))
+            if colours is not None:  # 5. the front surface's colours, weighted
+                total = sum(w for _, _, _, w in front)
+                sums = [sum(w * int(colours[i, c]) for _, i, _, w in front) for c in range(3)]
+                for c in range(3):
+                    fused[py, px, c] = f32(f32(sums[c] / total) / f32(255.0))
+    return SplatWinners(
+        torch.from_numpy(index), torch.from_numpy(depth), len(projected),
+        None if rgb is None else torch.from_numpy(fused),
+    )  # fmt: skip

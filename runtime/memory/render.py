@@ -82,6 +82,7 @@ class Renderer:
             max_radius_px=self.config.max_splat_radius_px,
             depth_tolerance=self.config.depth_tolerance,
             depth_bias=generated.to(torch.float32) * self.config.generated_depth_bias,
+            rgb=f["rgb"].index_select(0, cand),
         )
         if cand.numel():
             winners.index = torch.where(winners.index >= 0, cand[winners.index.clamp(min=0)], -1)
@@ -113,7 +114,7 @@ class Renderer:
             source = (
                 np.arange(starts.shape[0], dtype=np.int64), starts, sizes,
                 np.concatenate([pool, np.arange(count, total, dtype=np.int32)]), total,
-                view["xyz"].numpy(), view["radius"].numpy(), view["provenance"].numpy(),
+                view["xyz"].numpy(), view["radius"].numpy(), view["provenance"].numpy(), view["rgb"].numpy(),
             )  # fmt: skip
             winners = self._splat_chunks(fast, camera, source)
         if winners is None:
@@ -128,13 +129,13 @@ class Renderer:
         """The numba twin of `_render`'s candidates and torch splat (`splat_fast.render_kernel`):
         winners as memory indices, or None (nothing done) where the chunk index holds a point past
         the count. ``source``: (rows, starts, sizes, pool, count, xyz, radius, provenance) to splat
-        instead of the chunks in view and the hot store (`_render_packed`)."""
+        instead of the chunks in view and the hot store (`_render_packed`), with rgb last."""
         f, cfg, k = self._fields, self.config, camera.intrinsics
         if source is None:
             rows = self.chunks.in_frustum(camera, cfg.near, cfg.max_splat_radius_px).numpy()
             starts, sizes = self.chunks.rows["start"].numpy(), self.chunks.rows["size"].numpy()
             source = (rows, starts, sizes, self.chunks.pool.numpy(), self._count, f["xyz"].numpy(),
-                      f["radius"].numpy(), f["provenance"].numpy())  # fmt: skip
+                      f["radius"].numpy(), f["provenance"].numpy(), f["rgb"].numpy())  # fmt: skip
         c = np.float32
         w2c = camera.world_to_cam  # as `world_to_cam_torch`: float64 rounded to float32
         rot, trans = np.ascontiguousarray(w2c[:3, :3], dtype=c), np.ascontiguousarray(w2c[:3, 3], dtype=c)
@@ -143,12 +144,14 @@ class Renderer:
         bias = c(cfg.generated_depth_bias)
         bias_other, bias_generated = c(0.0) * bias, c(1.0) * bias
         fx, fy, cx, cy, f_mean = (c(v) for v in float32_constants(k))
-        index, depth, in_view, touched = fast.render_split(
-            *source, PROVENANCE_GENERATED, bias_other, bias_generated, rot, trans,
+        index, depth, in_view, touched, colour = fast.render_split(
+            *source[:8], PROVENANCE_GENERATED, bias_other, bias_generated, rot, trans,
             fx, fy, cx, cy, f_mean, c(cfg.near), c(cfg.max_splat_radius_px),
-            c(1.0 + cfg.depth_tolerance), k.width, k.height,
+            c(1.0 + cfg.depth_tolerance), k.width, k.height, source[8],
         )  # fmt: skip
         if touched < 0:
             return None
         self.last_touched = int(touched)
-        return SplatWinners(torch.from_numpy(index), torch.from_numpy(depth), int(in_view))
+        return SplatWinners(
+            torch.from_numpy(index), torch.from_numpy(depth), int(in_view), torch.from_numpy(colour)
+        )

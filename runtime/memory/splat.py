@@ -46,6 +46,8 @@ from runtime.memory.environment import EnvironmentMap
 from runtime.memory.geometry import f32, float32_constants
 from runtime.memory.workspaces import workspace
 
+BLEND_SCALE = 4096.0
+"""Colour fusion weights are floor(tx ty BLEND_SCALE / a^2) (module docstring)."""
 DIST_SCALE = 65536.0
 """Squared pixel distances are quantised to multiples of 1/DIST_SCALE in the tie-break key."""
 _NO_KEY = torch.iinfo(torch.int64).max
@@ -80,6 +82,7 @@ class SplatWinners:
     index: torch.Tensor  # [H, W] int64: winning point (index into the kernel's input), -1 where none
     depth: torch.Tensor  # [H, W] float32: the winner's camera z, 0 where none
     points_in_view: int
+    rgb: torch.Tensor | None = None  # [H, W, 3] float32 0..1: the front surface's fused colour, 0 where none
 
 
 def splat_points(
@@ -91,16 +94,20 @@ def splat_points(
     max_radius_px: int,
     depth_tolerance: float,
     depth_bias: torch.Tensor | None = None,  # [N] float32 >= 0: depth tests see z (1 + bias)
+    rgb: torch.Tensor | None = None,  # [N, 3] uint8: colours to fuse over the front surface
 ) -> SplatWinners:
-    """Z-buffered square splats with the front-surface tie-break (see the module docstring).
+    """Z-buffered square splats with the front-surface tie-break (see the module docstring), and with
+    ``rgb`` the front surface's fused colour (`SplatWinners.rgb`).
 
     The numba kernel for CPU tensors (when numba imports and ``MIRAGE_SPLAT_KERNEL`` is not
     ``torch``), else `splat_points_torch`; both give the same bits.
     """
     tensors = (xyz_cam, radius) if depth_bias is None else (xyz_cam, radius, depth_bias)
+    tensors = tensors if rgb is None else (*tensors, rgb)
     n = xyz_cam.shape[0]
     usable = xyz_cam.shape == (n, 3) and radius.shape == (n,)
     usable = usable and (depth_bias is None or depth_bias.shape == (n,))
+    usable = usable and (rgb is None or (rgb.shape == (n, 3) and rgb.dtype == torch.uint8))
     usable = usable and all(t.device.type == "cpu" for t in tensors)
     # the numba kernel's pixel arithmetic is exact for windows and images well inside 2^24 px
     usable = usable and max_radius_px <= 2**20 and intrinsics.width < 2**23 and intrinsics.height < 2**23
@@ -108,7 +115,7 @@ def splat_points(
     if fast is None:
         return splat_points_torch(
             xyz_cam, radius, intrinsics, near=near, max_radius_px=max_radius_px,
-            depth_tolerance=depth_tolerance, depth_bias=depth_bias,
+            depth_tolerance=depth_tolerance, depth_bias=depth_bias, rgb=rgb,
         )  # fmt: skip
     # numpy views of float32 CPU tensors: the .T.contiguous() is free for a transposed [3, N] (what
     # memory passes); the conversions and copies happen only for other dtypes and layouts
@@ -120,12 +127,16 @@ def splat_points(
         bias, has_bias = depth_bias.detach().to(torch.float32).contiguous().numpy(), True
     c = np.float32
     fx, fy, cx, cy, f_mean = (c(v) for v in float32_constants(intrinsics))
-    index, depth, in_view = fast.splat_kernel(
+    colours = np.zeros((0, 3), np.uint8) if rgb is None else rgb.detach().contiguous().numpy()
+    index, depth, in_view, colour = fast.splat_kernel(
         x, y, z, rad, bias, has_bias, fx, fy, cx, cy, f_mean, c(near), c(max_radius_px),
         c(1.0 + depth_tolerance), intrinsics.width, intrinsics.height,
-        *workspace(n, intrinsics.width * intrinsics.height),
+        *workspace(n, intrinsics.width * intrinsics.height), colours, rgb is not None,
     )  # fmt: skip
-    return SplatWinners(torch.from_numpy(index), torch.from_numpy(depth), int(in_view))
+    return SplatWinners(
+        torch.from_numpy(index), torch.from_numpy(depth), int(in_view),
+        None if rgb is None else torch.from_numpy(colour),
+    )  # fmt: skip
 
 
 def splat_points_torch(
@@ -137,6 +148,7 @@ def splat_points_torch(
     max_radius_px: int,
     depth_tolerance: float,
     depth_bias: torch.Tensor | None = None,  # [N] float32 >= 0: depth tests see z (1 + bias)
+    rgb: torch.Tensor | None = None,  # [N, 3] uint8: colours to fuse over the front surface
 ) -> SplatWinners:
     """The torch kernel of `splat_points` (any device): the same rule, vectorised."""
     device = xyz_cam.device
@@ -153,6 +165,7 @@ def splat_points_torch(
         torch.full((height, width), -1, dtype=torch.int64, device=device),
         torch.zeros(height, width, dtype=torch.float32, device=device),
         int(idx.numel()),
+        None if rgb is None else torch.zeros(height, width, 3, dtype=torch.float32, device=device),
     )
     if idx.numel() == 0:
         return winners
@@ -176,24 +189,36 @@ def splat_points_torch(
         else:
             sel = (bucket == j).nonzero().squeeze(1)
             cols = tuple(t.index_select(0, sel) for t in (u, v, zt, ext, local))
-        fragments.append(_fragments(*cols, side=j + 1, width=width, height=height))
+        fragments.append(_fragments(*cols, side=j + 1, width=width, height=height, weights=rgb is not None))
 
     # pass 1: nearest depth per pixel, on the float32 bits (monotone for positive floats, faster);
     # slot hw absorbs fragments off the image
     zbits = torch.full((hw + 1,), 0x7F800000, dtype=torch.int32, device=device)  # +inf
-    for pix, zf, _ in fragments:
+    for pix, zf, *_ in fragments:
         zbits.scatter_reduce_(0, pix, zf.view(torch.int32), "amin")
     zthr = zbits.view(torch.float32) * f32(1.0 + depth_tolerance)
     # pass 2: nearest centre among the front surface, ties to the lower index
     kbuf = torch.full((hw + 1,), _NO_KEY, dtype=torch.int64, device=device)
-    for pix, zf, key in fragments:
+    wsum = torch.zeros(hw + 1, dtype=torch.int64, device=device)
+    csum = torch.zeros(hw + 1, 3, dtype=torch.int64, device=device)
+    colours = None if rgb is None else rgb.index_select(0, idx).to(torch.int64)
+    for pix, zf, key, weight in fragments:
         front = torch.where(zf <= zthr.index_select(0, pix), pix, hw)
         kbuf.scatter_reduce_(0, front, key, "amin")
+        if colours is not None:  # colour fusion: integer sums over the front surface's fragments
+            wsum.index_add_(0, front, weight)
+            csum.index_add_(0, front, weight[:, None] * colours.index_select(0, key & _LOW32))
     key = kbuf[:hw]
     has = key != _NO_KEY
     win = torch.where(has, key & _LOW32, 0)
     winners.index = torch.where(has, idx.index_select(0, win), -1).reshape(height, width)
     winners.depth = torch.where(has, z.index_select(0, win), 0.0).reshape(height, width)
+    if colours is not None:
+        w = wsum[:hw]
+        fused = (csum[:hw].to(torch.float64) / w.clamp(min=1).to(torch.float64)[:, None]).to(torch.float32)
+        own = colours.index_select(0, win).to(torch.float32)  # a winner without weight (never: >= 2)
+        fused = torch.where((w > 0)[:, None], fused, own) / 255.0
+        winners.rgb = torch.where(has[:, None], fused, 0.0).reshape(height, width, 3)
     return winners
 
 
@@ -207,8 +232,9 @@ def _project(pts: torch.Tensor, radius: torch.Tensor, intrinsics: Intrinsics, ma
     return u, v, z, ext
 
 
-def _fragments(u, v, z, ext, local, *, side: int, width: int, height: int):
-    """(flat pixel int64 [F], depth float32 [F], key int64 [F]) of points over a square window.
+def _fragments(u, v, z, ext, local, *, side: int, width: int, height: int, weights: bool = False):
+    """(flat pixel int64 [F], depth float32 [F], key int64 [F], weight int64 [F] or None) of points
+    over a square window; ``weights``: each fragment's colour-fusion weight (module docstring).
 
     A window ``side`` pixels wide holds every pixel a splat of half-size ext < side / 2 can cover:
     when odd, centred on round(u) (|px - round(u)| <= ext + 1/2 < side / 2 + 1/2); when even, from
@@ -232,7 +258,13 @@ def _fragments(u, v, z, ext, local, *, side: int, width: int, height: int):
     key_y = ((dy * dy * DIST_SCALE).long() << 32) + local
     key_x = (dx * dx * DIST_SCALE).long() << 32
     key = (key_y[:, None, :] + key_x[None, :, :]).reshape(-1)
-    return pix, z.expand(n * n, -1).reshape(-1), key
+    weight = None
+    if weights:
+        a = ext + 0.5
+        norm = f32(BLEND_SCALE) / (a * a)
+        tx, ty = 1.0 - dx.abs() / a, 1.0 - dy.abs() / a
+        weight = ((tx[None, :, :] * ty[:, None, :]) * norm).long().reshape(-1)
+    return pix, z.expand(n * n, -1).reshape(-1), key, weight
 
 
 def free_space(
@@ -347,8 +379,9 @@ def compose_render(
 ) -> MemoryRender:
     """Gather the winners' attributes; pixels no point covers look up the environment map.
 
-    ``take_depth``: the winners' depth array becomes the render's (the environment writes into it)
-    instead of a copy, for a caller that keeps no other use of it.
+    The colour is the winners' fused colour where the splat made one (`SplatWinners.rgb`), else the
+    winning point's. ``take_depth``: the winners' depth (and fused colour) arrays become the render's
+    (the environment writes into them) instead of copies, for a caller that keeps no other use of them.
     """
     index = winners.index
     height, width = index.shape
@@ -378,6 +411,8 @@ def compose_render(
             provenance = torch.where(has, gather("provenance"), provenance)
         coverage = has.to(torch.float32)
         holes = None
+    if winners.rgb is not None:  # the front surface's fused colour (zero where no point covers)
+        rgb = winners.rgb if take_depth else winners.rgb.clone()
     depth = winners.depth if take_depth else winners.depth.clone()
     env_texel = torch.full((height, width), -1, dtype=torch.int64, device=device)
     if env.filled_count > 0:

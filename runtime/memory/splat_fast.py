@@ -67,9 +67,11 @@ def _offer(kbuf, zmin, p, key, zt, tolerance):
 @numba.njit(**_JIT)
 def splat_kernel(
     x, y, z, radius, bias, has_bias, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
-    pu, pv, pz, ranges, zbits, kbuf,
+    pu, pv, pz, ranges, zbits, kbuf, rgb, has_rgb,
 ):  # fmt: skip
-    """Winners of the splat rule: (index int64 [H, W], depth float32 [H, W], points in view).
+    """Winners of the splat rule: (index int64 [H, W], depth float32 [H, W], points in view, colour
+    float32 [H, W, 3]: the front surface's fused colour when ``has_rgb`` (rgb uint8 [N, 3] the points'
+    colours), else zeros [0, 0, 3]).
 
     x, y, z, radius, bias: float32 [N] C-contiguous (bias is read only when ``has_bias``); fx .. near,
     max_r (= float32(max_radius_px)) and tolerance (= float32(1 + depth_tolerance)) are float32.
@@ -83,6 +85,7 @@ def splat_kernel(
     )  # fmt: skip
     index = np.full(hw, -1, np.int64)
     depth = np.zeros(hw, np.float32)
+    colour = np.zeros((0, 0, 3), np.float32)
     if s > 0:
         for p in range(hw):
             key = kbuf[p]
@@ -90,7 +93,16 @@ def splat_kernel(
                 win = key & _LOW32
                 index[p] = win
                 depth[p] = z[win]
-    return index.reshape(height, width), depth.reshape(height, width), m
+    if has_rgb:
+        wsum = np.zeros(hw + 3, np.int64)
+        csum = np.zeros(3 * (hw + 3), np.int64)
+        if s > 0:
+            _blend(z.shape[0], pu, pv, pz, z, radius, ranges, None, rgb, zbits, wsum, csum, tolerance,
+                   f_mean, max_r, width)  # fmt: skip
+        else:
+            kbuf[:hw] = _NO_KEY
+        colour = blended_colour(kbuf, wsum, csum, rgb, hw).reshape(height, width, 3)
+    return index.reshape(height, width), depth.reshape(height, width), m, colour
 
 
 @numba.njit(**_JIT)
@@ -301,6 +313,76 @@ def _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height):
                 _offer(kbuf, zmin, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance)
 
 
+BLEND_SCALE = 4096.0
+"""A fragment's blending weight is floor(tx ty BLEND_SCALE / a^2) (`splat` module docstring)."""
+
+
+@numba.njit(**_JIT)
+def _blend(
+    n, pu, pv, pz, z, rad, ranges, colour_index, rgb, zbits, wsum, csum, tolerance, f_mean, max_r, width
+):
+    """Colour fusion over the first n points (`_footprints`' output): every fragment on the front
+    surface of zbits adds its integer weight to wsum[p] and weight x colour to csum[3 p + k] (integer
+    sums: any order, any split among threads, gives the same totals). A point's colour is
+    rgb[colour_index[i]] (rgb[i] when colour_index is None)."""
+    zero = np.float32(0.0)
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    scale = np.float32(BLEND_SCALE)
+    flags = ranges[4]
+    zmin = zbits.view(np.float32)
+    for i in range(n):
+        if flags[i] == 0:
+            continue
+        u = pu[i]
+        v = pv[i]
+        zt = pz[i]
+        e = rad[i] * f_mean / z[i]
+        ext = e if e > zero else zero
+        ext = ext if ext < max_r else max_r
+        ext = ext if ext > half else half
+        a = ext + half
+        norm = scale / (a * a)
+        q = i if colour_index is None else colour_index[i]
+        red = np.int64(rgb[q, 0])
+        green = np.int64(rgb[q, 1])
+        blue = np.int64(rgb[q, 2])
+        for r in range(np.int64(ranges[2, i]), np.int64(ranges[3, i]) + 1):
+            ty = one - abs(np.float32(r) - v) / a
+            row = r * width
+            for c in range(np.int64(ranges[0, i]), np.int64(ranges[1, i]) + 1):
+                p = row + c
+                if zt <= zmin[p] * tolerance:
+                    tx = one - abs(np.float32(c) - u) / a
+                    w = np.int64(tx * ty * norm)
+                    wsum[p] += w
+                    csum[3 * p] += w * red
+                    csum[3 * p + 1] += w * green
+                    csum[3 * p + 2] += w * blue
+
+
+@numba.njit(**_JIT)
+def blended_colour(kbuf, wsum, csum, rgb, hw):
+    """float32 [hw, 3] colour 0..1 per pixel: csum / wsum / 255 where wsum > 0, the winner's own colour
+    (rgb[key's low 32 bits]) where a winner has no weight (never: a front fragment weighs at least 2),
+    0 where no point covers."""
+    out = np.zeros((hw, 3), np.float32)
+    inv = np.float32(255.0)
+    for p in range(hw):
+        key = kbuf[p]
+        if key == _NO_KEY:
+            continue
+        w = wsum[p]
+        if w > 0:
+            for k in range(3):
+                out[p, k] = np.float32(csum[3 * p + k] / w) / inv
+        else:
+            q = key & _LOW32
+            for k in range(3):
+                out[p, k] = np.float32(rgb[q, k]) / inv
+    return out
+
+
 @numba.njit(**_JIT)
 def _gather_block(
     rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
@@ -381,16 +463,19 @@ def render_front(
 def render_select(
     rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
     rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
-    x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept,
+    x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept, rgb, wsum, csum,
 ):  # fmt: skip
     """Second pass of `render_kernel`: kbuf (initialised here) gets the least key per pixel among the
     members of ``rows`` on the front surface of zbits (which may hold the front over more members
     than these: the two passes can be split among threads and their buffers merged by minimum).
     ``kept``: members read when `render_front` left this thread's work space holding all of them in
-    one block (its footprints are reused), else 0 (they are gathered and projected again)."""
+    one block (its footprints are reused), else 0 (they are gathered and projected again). The same
+    blocks fuse the front surface's colours (rgb: the points' uint8 [P, 3]) into wsum, csum (`_blend`;
+    zeroed by the caller)."""
     kbuf[: width * height + 3] = _NO_KEY
     if kept > 0:
         _select(kept, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
+        _blend(kept, pu, pv, pz, z, rad, ranges, ids, rgb, zbits, wsum, csum, tolerance, f_mean, max_r, width)
         return
     j = 0
     q = np.int64(-1)
@@ -404,6 +489,7 @@ def render_select(
         _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
                     pu, pv, pz, ranges)  # fmt: skip
         _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
+        _blend(n, pu, pv, pz, z, rad, ranges, ids, rgb, zbits, wsum, csum, tolerance, f_mean, max_r, width)
 
 
 @numba.njit(**_JIT)
@@ -428,10 +514,11 @@ def render_winners(kbuf, xyz, rot, trans, width, height):
 def render_kernel(
     rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
     rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
-    x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf,
+    x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, rgb,
 ):  # fmt: skip
     """Winners of the splat rule over the members of chunk ``rows``: (index int64 [H, W] memory
-    indices, -1 none; depth float32 [H, W]; points in view; members read), as `splat_kernel` on
+    indices, -1 none; depth float32 [H, W]; points in view; members read; fused colour float32
+    [H, W, 3] of the memory's colours ``rgb`` uint8 [P, 3]), as `splat_kernel` on
     the camera-space points of ``ChunkIndex.members(rows, count)``, or members read = -1 (nothing
     drawn) when a member lies outside [0, count).
 
@@ -456,21 +543,30 @@ def render_kernel(
         rot, trans, fx, fy, cx, cy, f_mean, near, max_r, width, height,
         x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits,
     )  # fmt: skip
+    hw = width * height
     if total < 0:
-        hw = width * height
         nothing = np.full(hw, -1, np.int64).reshape(height, width)
-        return nothing, np.zeros(hw, np.float32).reshape(height, width), 0, -1
+        return (
+            nothing,
+            np.zeros(hw, np.float32).reshape(height, width),
+            0,
+            -1,
+            np.zeros((height, width, 3), np.float32),
+        )
     kept = total if blocks == 1 else 0
+    wsum = np.zeros(hw + 3, np.int64)
+    csum = np.zeros(3 * (hw + 3), np.int64)
     if s == 0:
-        kbuf[: width * height + 3] = _NO_KEY
+        kbuf[: hw + 3] = _NO_KEY
     else:
         render_select(
             rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
             rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
-            x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept,
+            x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept, rgb, wsum, csum,
         )  # fmt: skip
     index, depth = render_winners(kbuf, xyz, rot, trans, width, height)
-    return index, depth, m, total
+    colour = blended_colour(kbuf, wsum, csum, rgb, hw).reshape(height, width, 3)
+    return index, depth, m, total, colour
 
 
 SPLIT_MIN_MEMBERS = 16384
@@ -502,7 +598,7 @@ class _BadMember(Exception):
 
 
 def render_split(rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
-                 rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height):  # fmt: skip
+                 rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height, rgb):  # fmt: skip
     """`render_kernel`'s result (the same bits), shared with a helper thread when the view's chunks
     hold at least SPLIT_MIN_MEMBERS members: each thread takes the rows holding half of them, the
     front depths of both are merged (minimum) before the winners pass, and the winners' keys are merged
@@ -517,7 +613,7 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
     if total < SPLIT_MIN_MEMBERS or rows.shape[0] < 2 or _render_threads() < 2:
         ws = render_workspace(hw)
         try:
-            return render_kernel(rows, *front_args, tolerance, width, height, *ws)
+            return render_kernel(rows, *front_args, tolerance, width, height, *ws, rgb)
         finally:
             release_render_workspace(ws)
     cut = min(max(int(np.searchsorted(members, total // 2)) + 1, 1), rows.shape[0] - 1)
@@ -535,8 +631,9 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
         if shared.get("abort"):
             return None
         _, _, read, blocks = shared["front"]
+        sums = shared["sums"] = (np.zeros(hw + 3, np.int64), np.zeros(3 * (hw + 3), np.int64))
         render_select(theirs, *front_args, tolerance, width, height, *ws[:-2], shared["zbits"], ws[-1],
-                      read if blocks == 1 else 0)  # fmt: skip
+                      read if blocks == 1 else 0, rgb, *sums)  # fmt: skip
         return ws[-1]
 
     future = _helper_pool().submit(helper_half)
@@ -553,8 +650,9 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
             np.minimum(zbits[: hw + 3], shared["ws"][-2][: hw + 3], out=zbits[: hw + 3])
             shared["zbits"] = zbits
             merged.set()
+            wsum, csum = np.zeros(hw + 3, np.int64), np.zeros(3 * (hw + 3), np.int64)
             render_select(mine, *front_args, tolerance, width, height, *ws[:-2], zbits, ws[-1],
-                          read_a if blocks_a == 1 else 0)  # fmt: skip
+                          read_a if blocks_a == 1 else 0, rgb, wsum, csum)  # fmt: skip
             theirs_keys = future.result()
         except BaseException as exc:
             shared["abort"] = True
@@ -562,12 +660,16 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
             future.result()  # the helper's own error, if it had one, comes first
             if isinstance(exc, _BadMember):
                 nothing = np.full(hw, -1, np.int64).reshape(height, width)
-                return nothing, np.zeros(hw, np.float32).reshape(height, width), 0, -1
+                blank = np.zeros((height, width, 3), np.float32)
+                return nothing, np.zeros(hw, np.float32).reshape(height, width), 0, -1, blank
             raise
         kbuf = ws[-1]
         np.minimum(kbuf[: hw + 3], theirs_keys[: hw + 3], out=kbuf[: hw + 3])
+        wsum += shared["sums"][0]  # integer sums: the split changes nothing
+        csum += shared["sums"][1]
         index, depth = render_winners(kbuf, xyz, rot, trans, width, height)
-        return index, depth, m_a + m_b, read_a + read_b
+        colour = blended_colour(kbuf, wsum, csum, rgb, hw).reshape(height, width, 3)
+        return index, depth, m_a + m_b, read_a + read_b, colour
     finally:  # the helper is done with its work space here (its result was awaited)
         for used in (ws, shared.get("ws")):
             if used is not None:

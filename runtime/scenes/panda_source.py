@@ -26,6 +26,8 @@ import numpy as np
 
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.conventions import Convention, canonical_to_engine_matrix
+from runtime.scenes.families import FAMILIES, family_scene
+from runtime.scenes.panda_families import build_family
 
 __all__ = [
     "RANDOM",
@@ -56,7 +58,7 @@ RANDOM = "random"
 scaled and coloured at random on the lawn, under a random sun; ``SceneConfig.seed`` picks one.
 Training data comes from these (and garden variants); the courtyard is never trained on."""
 
-_ALL_SCENES = (*SCENES, RANDOM, CALIBRATION)
+_ALL_SCENES = (*SCENES, RANDOM, CALIBRATION, *FAMILIES)
 _SKY = (0.62, 0.78, 0.95, 1.0)
 _PRC = """
 load-display p3headlessgl
@@ -78,7 +80,8 @@ class SceneConfig:
     """What to render and how: arrangement, image size, field of view and depth range."""
 
     name: str = "garden"
-    """Which built-in arrangement: one of SCENES, or CALIBRATION for tests."""
+    """Which built-in arrangement: one of SCENES, a scene family (`runtime.scenes.families.FAMILIES`:
+    ``seed`` draws the world), RANDOM, or CALIBRATION for tests."""
     width: int = 128
     """Image width in pixels."""
     height: int = 128
@@ -411,7 +414,10 @@ def _build_calibration(eng: _Engine, root) -> None:
     root.setLightOff(1)
 
 
-def _build_scene(eng: _Engine, root, config: SceneConfig) -> None:
+def _build_scene(eng: _Engine, root, config: SceneConfig, camera) -> None:
+    if config.name in FAMILIES:
+        build_family(eng, root, family_scene(config.name, config.seed), camera, _build_lights)
+        return
     if config.name == CALIBRATION:
         _build_calibration(eng, root)
         return
@@ -456,7 +462,10 @@ class _Output:
         region.setCamera(self.camera)
         self.size = (w, h)
         try:
-            _build_scene(eng, self.root, config)
+            if config.name in FAMILIES:
+                sky = family_scene(config.name, config.seed).sky
+                self.output.setClearColor(p3d.LColor(*(sky.horizon if sky else (0.0, 0.0, 0.0)), 1.0))
+            _build_scene(eng, self.root, config, self.camera)
             self.output.setActive(False)
             eng.engine.openWindows()
             if not self.output.isValid():

@@ -13,8 +13,11 @@ from plugin_bridge.camera import Intrinsics
 from plugin_bridge.conventions import look_at
 from runtime.evaluation.cycle import METHOD_WINDOWS
 from runtime.evaluation.fidelity import FIDELITY_METHODS, forward_warp, held_out_poses
+from runtime.evaluation.peers import open3d_available
 from runtime.evaluation.report import PLOTS, clean_json, persistence_display
 from runtime.evaluation.suite import SUITES, EvalConfig, persistence, run_eval
+from runtime.evaluation.truth import TRUTH_METHODS
+from runtime.scenes.families import FAMILIES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHODS = list(METHOD_WINDOWS)
@@ -94,6 +97,17 @@ def test_tiny_report_json_has_every_required_key(tiny):
         assert row["psnr_covered"] is not None  # observations always leave something covered
         assert -1.0 <= row["ssim_all"] <= 1.0
 
+    truth = report["truth"]
+    methods = set(TRUTH_METHODS) if open3d_available()[0] else {"mirage"}
+    assert {(r["family"], r["method"]) for r in truth} == {(f, m) for f in FAMILIES for m in methods}
+    for row in truth:
+        assert row["views"] == spec.truth.views
+        for key in ("psnr_all", "ssim_all", "coverage", "see_through", "unobserved"):
+            assert _is_num(row[key]) and math.isfinite(row[key]), (row, key)
+        assert 0.0 <= row["coverage"] <= 1.0 and 0.0 <= row["see_through"] <= 1.0
+        if row["method"] == "mirage":
+            assert row["coverage"] > 0.5  # memory of what the observations saw, even at 48x48
+
     env = report["environment"]
     assert isinstance(env["cpu"], str) and isinstance(env["threads"], int)
     assert set(env["versions"]) >= {"python", "torch", "onnxruntime", "grpcio", "numpy", "panda3d"}
@@ -108,7 +122,12 @@ def test_tiny_returns_what_it_wrote(tiny):
 def test_tiny_report_md_and_plots(tiny):
     out, _ = tiny
     md = (out / "report.md").read_text()
-    for heading in ("Cycle tests", "Memory persistence", "Fidelity"):
+    for heading in (
+        "Cycle tests",
+        "Memory persistence",
+        "Fidelity",
+        "Memory against the truth per scene family",
+    ):
         assert heading in md
     for method in [*METHODS, "warp_nearest"]:
         assert method in md

@@ -313,6 +313,7 @@ def test_render_kernel_equals_sorted_candidates_through_the_torch_splat(n, seed,
     xyz_all = np.concatenate((xyz, g.normal(size=(5, 3)).astype(np.float32)))
     radius_all = np.concatenate((radius, np.full(5, 0.1, np.float32)))
     prov_all = np.concatenate((provenance, np.full(5, 2, np.uint8)))
+    rgb_all = g.integers(0, 256, (count, 3), dtype=np.uint8)
     starts, sizes, pool = split_segments(g, g.permutation(n).astype(np.int32), int(g.integers(1, 9)))
     rows = g.permutation(starts.size).astype(np.int64)  # segments visited in any order
     w2c = camera.world_to_cam
@@ -323,7 +324,7 @@ def test_render_kernel_equals_sorted_candidates_through_the_torch_splat(n, seed,
         rows, starts, sizes, pool, count, xyz_all, radius_all, prov_all, 2, c(0.0) * bias, c(1.0) * bias,
         rot, trans, c(k.fx), c(k.fy), c(k.cx), c(k.cy), c((k.fx + k.fy) / 2), c(0.05), c(4.0), c(1.02),
         width, height, *(workspaces.new_render_workspace(block, width * height) if block
-                         else workspaces.render_workspace(width * height)),
+                         else workspaces.render_workspace(width * height)), rgb_all,
     )  # fmt: skip
     cand = torch.from_numpy(np.sort(pool[pool >= 0]).astype(np.int64))
     slow = splat_points_torch(
@@ -334,11 +335,13 @@ def test_render_kernel_equals_sorted_candidates_through_the_torch_splat(n, seed,
         max_radius_px=4,
         depth_tolerance=0.02,
         depth_bias=(torch.from_numpy(prov_all)[cand] == 2).to(torch.float32) * 0.3,
+        rgb=torch.from_numpy(rgb_all)[cand],
     )
     index = torch.where(slow.index >= 0, cand[slow.index.clamp(min=0)], -1) if n else slow.index
     assert fast[2] == slow.points_in_view and fast[3] == n
     assert_same(torch.from_numpy(fast[0]), index, "index")
     assert_same(torch.from_numpy(fast[1]), slow.depth, "depth")
+    assert_same(torch.from_numpy(fast[4]), slow.rgb, "fused colour")
     if n > 300:
         assert (index >= 0).sum() > 0
 
@@ -359,9 +362,10 @@ def test_render_split_over_two_threads_gives_the_kernel_bits(seed, monkeypatch):
     w2c = camera.world_to_cam
     rot, trans = np.ascontiguousarray(w2c[:3, :3], np.float32), np.ascontiguousarray(w2c[:3, 3], np.float32)
     c = np.float32
+    rgb = g.integers(0, 256, (n, 3), dtype=np.uint8)
     args = (rows, starts, sizes, pool, n, xyz, radius, provenance, 2, c(0.0), c(0.3), rot, trans,
             c(k.fx), c(k.fy), c(k.cx), c(k.cy), c((k.fx + k.fy) / 2), c(0.05), c(4.0), c(1.02), k.width, k.height)  # fmt: skip
-    one = splat_fast.render_kernel(*args, *workspaces.render_workspace(k.width * k.height))
+    one = splat_fast.render_kernel(*args, *workspaces.render_workspace(k.width * k.height), rgb)
     monkeypatch.setattr(splat_fast, "SPLIT_MIN_MEMBERS", 10)
     monkeypatch.setenv(splat_fast.THREADS_ENV, "2")
     if seed == 3:  # blocks of 64 in both threads: gathered and projected again for the winners
@@ -370,14 +374,16 @@ def test_render_split_over_two_threads_gives_the_kernel_bits(seed, monkeypatch):
             splat_fast, "render_workspace",
             lambda hw: small.setdefault(threading.get_ident(), workspaces.new_render_workspace(64, hw)),
         )  # fmt: skip
-    two = splat_fast.render_split(*args)
+    two = splat_fast.render_split(*args, rgb)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1].view(np.int32), two[1].view(np.int32))
-    assert one[2:] == two[2:] and one[3] == n and (one[0] >= 0).sum() > 300
+    assert one[2:4] == two[2:4] and one[3] == n and (one[0] >= 0).sum() > 300
+    # the fused colour: integer sums, so the two halves' merge gives the same bits
+    assert np.array_equal(one[4].view(np.int32), two[4].view(np.int32)) and one[4].max() > 0
     filled = [int(r) for r in rows if sizes[r] > 0]
     for row in (filled[-1], filled[0]):  # a member past the count in the helper's half, then the caller's
         bad = pool.copy()
         bad[starts[row]] = n + 3
-        assert splat_fast.render_split(*args[:3], bad, *args[4:])[3] == -1
+        assert splat_fast.render_split(*args[:3], bad, *args[4:], rgb)[3] == -1
 
 
 def test_render_work_spaces_are_shared_by_threads_not_kept_per_thread(monkeypatch):
@@ -395,7 +401,7 @@ def test_render_work_spaces_are_shared_by_threads_not_kept_per_thread(monkeypatc
     args = (np.arange(starts.size, dtype=np.int64), starts, sizes, pool, n, xyz, np.full(n, 0.02, np.float32),
             np.ones(n, np.uint8), 2, c(0.0), c(0.3), np.ascontiguousarray(w2c[:3, :3], c),
             np.ascontiguousarray(w2c[:3, 3], c), c(k.fx), c(k.fy), c(k.cx), c(k.cy), c((k.fx + k.fy) / 2),
-            c(0.05), c(4.0), c(1.02), k.width, k.height)  # fmt: skip
+            c(0.05), c(4.0), c(1.02), k.width, k.height, np.full((n, 3), 9, np.uint8))  # fmt: skip
     monkeypatch.setattr(splat_fast, "SPLIT_MIN_MEMBERS", 10)
     monkeypatch.setenv(splat_fast.THREADS_ENV, "2")
     monkeypatch.setattr(workspaces, "_spare", [])
@@ -418,15 +424,15 @@ def test_render_kernel_refuses_a_segment_past_the_count():
         np.array([0], np.int64), starts, sizes, pool, 5, xyz, np.full(10, 0.01, np.float32),
         np.ones(10, np.uint8), 2, c(0), c(0), np.eye(3, dtype=np.float32), np.zeros(3, np.float32),
         c(10), c(10), c(8), c(6), c(10), c(0.05), c(4), c(1.02), 16, 12,
-        *workspaces.render_workspace(16 * 12),
+        *workspaces.render_workspace(16 * 12), np.full((10, 3), 9, np.uint8),
     )  # fmt: skip
-    index, depth, in_view, touched = splat_fast.render_kernel(*args)
-    assert touched == -1 and (index == -1).all() and (depth == 0).all()
+    index, depth, in_view, touched, colour = splat_fast.render_kernel(*args)
+    assert touched == -1 and (index == -1).all() and (depth == 0).all() and (colour == 0).all()
     # in a later block too (blocks of 2: the bad member is the second block's)
     pool = np.array([1, 2, 9], np.int32)
-    args = (*args[:3], pool, *args[4:23], *workspaces.new_render_workspace(2, 16 * 12))
-    index, depth, in_view, touched = splat_fast.render_kernel(*args)
-    assert touched == -1 and (index == -1).all() and (depth == 0).all()
+    args = (*args[:3], pool, *args[4:23], *workspaces.new_render_workspace(2, 16 * 12), args[-1])
+    index, depth, in_view, touched, colour = splat_fast.render_kernel(*args)
+    assert touched == -1 and (index == -1).all() and (depth == 0).all() and (colour == 0).all()
 
 
 # -- chunk queries -------------------------------------------------------------------------------------

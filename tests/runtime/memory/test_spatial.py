@@ -149,7 +149,12 @@ def test_moving_sideways_reveals_the_far_surface_where_it_is_not_occluded():
     assert agree[covered].mean() > 0.97
     wall_seen = covered & (truth > 5.0)
     assert wall_seen.sum() > 800  # the wall shows around the box
-    assert (as_uint8(render.rgb)[wall_seen & agree] == truth_rgb[wall_seen & agree]).all(axis=-1).mean() > 0.8
+    # the right colours: each a blend of the true colours around it (fused across a checker cell's
+    # edge), never smeared box colour
+    near = np.stack([np.roll(truth_rgb, (dy, dx), (0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    shown = as_uint8(render.rgb)
+    between = ((shown >= near.min(0)) & (shown <= near.max(0))).all(-1)
+    assert between[wall_seen & agree].mean() > 0.95
     # the strip of wall the box hid from the first view is a hole, not smeared box or wall
     holes = ~covered
     assert holes.sum() > 20 and (truth[holes] > 5.0).mean() > 0.9

@@ -12,7 +12,7 @@ from plugin_bridge.camera import Camera, Intrinsics
 from runtime.memory import SpatialMemory
 from runtime.memory.geometry import world_to_cam_torch
 from runtime.memory.reference import reference_splat
-from runtime.memory.splat import splat_points
+from runtime.memory.splat import splat_points, splat_points_torch
 
 INTR = Intrinsics(fx=14.0, fy=13.0, cx=7.5, cy=5.5, width=16, height=12)
 RULE = {"near": 0.05, "max_radius_px": 4, "depth_tolerance": 0.02}
@@ -38,12 +38,21 @@ def random_scene(seed: int, n: int, *, snap: bool, max_radius_px: int = 4):
 
 
 def assert_same(xyz, radius, intrinsics=INTR, **rule):
+    """The kernel (numba where it imports), its torch twin and the reference agree bit for bit: winners,
+    depth and the fused colour of random point colours."""
     rule = {**RULE, **rule}
-    fast = splat_points(xyz, radius, intrinsics, **rule)
-    slow = reference_splat(xyz, radius, intrinsics, **rule)
-    assert fast.points_in_view == slow.points_in_view
+    g = torch.Generator().manual_seed(xyz.shape[0])
+    rgb = torch.randint(0, 256, (xyz.shape[0], 3), generator=g, dtype=torch.uint8)
+    fast = splat_points(xyz, radius, intrinsics, **rule, rgb=rgb)
+    slow = reference_splat(xyz, radius, intrinsics, **rule, rgb=rgb)
+    twin = splat_points_torch(xyz, radius, intrinsics, **rule, rgb=rgb)
+    assert fast.points_in_view == slow.points_in_view == twin.points_in_view
     assert torch.equal(fast.index, slow.index), (fast.index != slow.index).nonzero()[:5]
+    assert torch.equal(twin.index, slow.index)
     torch.testing.assert_close(fast.depth, slow.depth, rtol=0, atol=0)
+    assert torch.equal(fast.rgb, slow.rgb) and torch.equal(twin.rgb, slow.rgb), "fused colour"
+    plain = splat_points(xyz, radius, intrinsics, **rule)
+    assert plain.rgb is None and torch.equal(plain.index, fast.index)  # colours change no winner
     return fast
 
 
@@ -188,7 +197,11 @@ def test_memory_render_gathers_the_reference_winners_attributes():
     has = slow.index >= 0
     assert has.float().mean() > 0.9
     torch.testing.assert_close(render.depth, slow.depth, rtol=0, atol=0)
-    torch.testing.assert_close(render.rgb[has], points["rgb"][slow.index[has]].float() / 255)
+    fused = reference_splat(
+        (rot @ points["xyz"].T + trans[:, None]).T, points["radius"], INTR, **RULE,
+        depth_bias=(points["provenance"] == 2).float() * memory.config.generated_depth_bias, rgb=points["rgb"],
+    )  # fmt: skip
+    assert torch.equal(render.rgb, fused.rgb)  # the front surface's fused colour
     assert torch.equal(render.provenance[has], points["provenance"][slow.index[has]])
     torch.testing.assert_close(render.confidence[has], points["confidence"][slow.index[has]].float())
 
