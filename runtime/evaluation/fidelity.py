@@ -130,7 +130,8 @@ def score_view(frame: np.ndarray, truth: np.ndarray, covered: np.ndarray) -> Vie
     )
 
 
-def _mean(values: list[float]) -> float:
+def mean_finite(values: list[float]) -> float:
+    """Mean of the finite values; nan when there are none (a figure undefined in every view)."""
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
 
@@ -140,11 +141,11 @@ def summarise(scene: str, method: str, views: list[ViewScores]) -> dict:
     return {
         "scene": scene,
         "method": method,
-        "psnr_all": _mean([v.psnr_all for v in views]),
-        "psnr_covered": _mean([v.psnr_covered for v in views]),
-        "psnr_filled": _mean([v.psnr_filled for v in views]),
-        "ssim_all": _mean([v.ssim_all for v in views]),
-        "coverage": _mean([v.coverage for v in views]),
+        "psnr_all": mean_finite([v.psnr_all for v in views]),
+        "psnr_covered": mean_finite([v.psnr_covered for v in views]),
+        "psnr_filled": mean_finite([v.psnr_filled for v in views]),
+        "ssim_all": mean_finite([v.ssim_all for v in views]),
+        "coverage": mean_finite([v.coverage for v in views]),
         "views": len(views),
     }
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from plugin_bridge.client import AsyncMirageClient
 from plugin_bridge.types import Observation, Pose
-from runtime.evaluation.fidelity import held_out_poses
+from runtime.evaluation.fidelity import held_out_poses, mean_finite
 from runtime.evaluation.peers import Open3DTSDF, TSDFConfig, open3d_available
 from runtime.metrics import PSNR_CAP_DB, psnr, ssim
 from runtime.scenes.families import FAMILIES
@@ -159,16 +159,11 @@ def score_truth(
     )
 
 
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
 def truth_row(family: str, method: str, views: list[TruthScores]) -> dict:
     return {
         "family": family,
         "method": method,
-        **{k: _mean([getattr(v, k) for v in views]) for k in TruthScores.__dataclass_fields__},
+        **{k: mean_finite([getattr(v, k) for v in views]) for k in TruthScores.__dataclass_fields__},
         "views": len(views),
     }
 
