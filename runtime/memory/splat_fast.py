@@ -41,6 +41,8 @@ from runtime.memory.workspaces import release_render_workspace, render_workspace
 _NO_KEY = np.iinfo(np.int64).max
 _LOW32 = 0xFFFFFFFF
 _F32_INF_BITS = 0x7F800000
+BLEND_SCALE = 4096.0
+"""A fragment's colour-fusion weight is floor(tx ty BLEND_SCALE / a^2) (`splat` module docstring)."""
 
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy: x / 0 is inf / nan, as in torch
@@ -79,10 +81,18 @@ def splat_kernel(
     zbits int32 [>= H W + 3], kbuf int64 [>= H W + 3].
     """
     hw = width * height
-    m, s = splat_passes(
-        x, y, z, radius, bias, has_bias, None, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
-        pu, pv, pz, ranges, zbits, kbuf,
-    )  # fmt: skip
+    wsum = np.zeros(hw + 3 if has_rgb else 0, np.int64)
+    csum = np.zeros(3 * (hw + 3) if has_rgb else 0, np.int64)
+    if has_rgb:
+        m, s = splat_passes(
+            x, y, z, radius, bias, has_bias, None, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
+            pu, pv, pz, ranges, zbits, kbuf, rgb, wsum, csum,
+        )  # fmt: skip
+    else:
+        m, s = splat_passes(
+            x, y, z, radius, bias, has_bias, None, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
+            pu, pv, pz, ranges, zbits, kbuf, None, wsum, csum,
+        )  # fmt: skip
     index = np.full(hw, -1, np.int64)
     depth = np.zeros(hw, np.float32)
     colour = np.zeros((0, 0, 3), np.float32)
@@ -94,12 +104,7 @@ def splat_kernel(
                 index[p] = win
                 depth[p] = z[win]
     if has_rgb:
-        wsum = np.zeros(hw + 3, np.int64)
-        csum = np.zeros(3 * (hw + 3), np.int64)
-        if s > 0:
-            _blend(z.shape[0], pu, pv, pz, z, radius, ranges, None, rgb, zbits, wsum, csum, tolerance,
-                   f_mean, max_r, width)  # fmt: skip
-        else:
+        if s == 0:
             kbuf[:hw] = _NO_KEY
         colour = blended_colour(kbuf, wsum, csum, rgb, hw).reshape(height, width, 3)
     return index.reshape(height, width), depth.reshape(height, width), m, colour
@@ -108,9 +113,10 @@ def splat_kernel(
 @numba.njit(**_JIT)
 def splat_passes(
     x, y, z, radius, bias, has_bias, ids, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
-    pu, pv, pz, ranges, zbits, kbuf,
+    pu, pv, pz, ranges, zbits, kbuf, rgb, wsum, csum,
 ):  # fmt: skip
-    """The two passes of `splat_kernel`: (points in view m, points in view with fragments s).
+    """The two passes of `splat_kernel`: (points in view m, points in view with fragments s); the
+    second fuses the front surface's colours into wsum, csum when ``rgb`` is not None (`_select`).
 
     Leaves, when s > 0, kbuf[p] (p < H W) the least key of pixel p, _NO_KEY where none: the key's
     low 32 bits are the winner's index i (< 2**32) when ``ids`` is None, else ids[i] (int64 [N],
@@ -125,7 +131,8 @@ def splat_passes(
     if s == 0:
         return m, s
     kbuf[: width * height + 3] = _NO_KEY
-    _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
+    _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, radius, f_mean, max_r,
+            rgb, wsum, csum)  # fmt: skip
     return m, s
 
 
@@ -269,12 +276,42 @@ def _front(n, ranges, pz, zbits, width, height):
                     zbits[p] = min(zbits[p], bits)
 
 
+@numba.njit(inline="always", **_JIT)
+def _offer_fused(kbuf, zmin, p, key, zt, tolerance, w, red, green, blue, wsum, csum):
+    """`_offer`, and a front fragment adds weight w and w x colour to pixel p's sums."""
+    front = zt <= zmin[p] * tolerance
+    cur = kbuf[p]
+    kbuf[p] = key if front and key < cur else cur
+    w = w if front else np.int64(0)
+    wsum[p] += w
+    csum[3 * p] += w * red
+    csum[3 * p + 1] += w * green
+    csum[3 * p + 2] += w * blue
+
+
+@numba.njit(inline="always", **_JIT)
+def _tent(d, a):
+    """1 - |d| / a: the fusion tent at offset d of a splat whose tent reaches a."""
+    return np.float32(1.0) - abs(d) / a
+
+
 @numba.njit(**_JIT)
-def _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height):
+def _select(
+    n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r, rgb, wsum, csum
+):  # fmt: skip
     """Pass 2 over the first n points: among the front surface (test depth <= zmin * tolerance), the
     least key per pixel, folded into kbuf (a minimum of distinct keys: order does not matter). A
-    point's tie-break is its index i, or ids[i] when ``ids`` is given."""
+    point's tie-break is its index i, or ids[i] when ``ids`` is given.
+
+    With ``rgb`` (uint8 [P, 3], a point's colour rgb[ids[i]], or rgb[i] without ids) the same pass
+    fuses colour: every front fragment adds its weight floor(tx ty BLEND_SCALE / a^2) (a = half-size
+    + 1/2, tx = 1 - |dx| / a, ty likewise; the half-size as `_footprints` computes it from z and rad)
+    to wsum[p] and weight x colour to csum[3 p + k]. Integer sums: any order, any split of the points
+    among threads, gives the same totals."""
     scale = np.float32(65536.0)  # DIST_SCALE
+    blend_scale = np.float32(BLEND_SCALE)
+    zero = np.float32(0.0)
+    half_px = np.float32(0.5)
     hw = width * height
     flags = ranges[4]
     zmin = zbits.view(np.float32)
@@ -289,76 +326,60 @@ def _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height):
         c1 = np.int64(ranges[1, i])
         r0 = np.int64(ranges[2, i])
         r1 = np.int64(ranges[3, i])
+        if rgb is not None:
+            e = rad[i] * f_mean / z[i]
+            ext = e if e > zero else zero
+            ext = ext if ext < max_r else max_r
+            ext = ext if ext > half_px else half_px
+            a = ext + half_px
+            norm = blend_scale / (a * a)
+            q = tie
+            red = np.int64(rgb[q, 0])
+            green = np.int64(rgb[q, 1])
+            blue = np.int64(rgb[q, 2])
         if c1 - c0 <= 1 and r1 - r0 <= 1:  # up to 2 x 2 pixels: branch-free, absent ones go to spare slots
-            dx = np.float32(c0) - u
-            qx0 = np.int64(dx * dx * scale) << 32
-            dx = np.float32(c1) - u
-            qx1 = np.int64(dx * dx * scale) << 32
-            dy = np.float32(r0) - v
-            ky0 = (np.int64(dy * dy * scale) << 32) + tie
-            dy = np.float32(r1) - v
-            ky1 = (np.int64(dy * dy * scale) << 32) + tie
+            dx0 = np.float32(c0) - u
+            qx0 = np.int64(dx0 * dx0 * scale) << 32
+            dx1 = np.float32(c1) - u
+            qx1 = np.int64(dx1 * dx1 * scale) << 32
+            dy0 = np.float32(r0) - v
+            ky0 = (np.int64(dy0 * dy0 * scale) << 32) + tie
+            dy1 = np.float32(r1) - v
+            ky1 = (np.int64(dy1 * dy1 * scale) << 32) + tie
             p00, p01, p10, p11 = _quad(c0, c1, r0, r1, width, hw)
-            _offer(kbuf, zmin, p00, ky0 + qx0, zt, tolerance)
-            _offer(kbuf, zmin, p01, ky0 + qx1, zt, tolerance)
-            _offer(kbuf, zmin, p10, ky1 + qx0, zt, tolerance)
-            _offer(kbuf, zmin, p11, ky1 + qx1, zt, tolerance)
+            if rgb is None:
+                _offer(kbuf, zmin, p00, ky0 + qx0, zt, tolerance)
+                _offer(kbuf, zmin, p01, ky0 + qx1, zt, tolerance)
+                _offer(kbuf, zmin, p10, ky1 + qx0, zt, tolerance)
+                _offer(kbuf, zmin, p11, ky1 + qx1, zt, tolerance)
+            else:
+                tx0 = _tent(dx0, a)
+                tx1 = _tent(dx1, a)
+                ty0 = _tent(dy0, a)
+                ty1 = _tent(dy1, a)
+                _offer_fused(kbuf, zmin, p00, ky0 + qx0, zt, tolerance, np.int64(tx0 * ty0 * norm),
+                             red, green, blue, wsum, csum)  # fmt: skip
+                _offer_fused(kbuf, zmin, p01, ky0 + qx1, zt, tolerance, np.int64(tx1 * ty0 * norm),
+                             red, green, blue, wsum, csum)  # fmt: skip
+                _offer_fused(kbuf, zmin, p10, ky1 + qx0, zt, tolerance, np.int64(tx0 * ty1 * norm),
+                             red, green, blue, wsum, csum)  # fmt: skip
+                _offer_fused(kbuf, zmin, p11, ky1 + qx1, zt, tolerance, np.int64(tx1 * ty1 * norm),
+                             red, green, blue, wsum, csum)  # fmt: skip
             continue
         for r in range(r0, r1 + 1):
             dy = np.float32(r) - v
             row = r * width
             key_y = (np.int64(dy * dy * scale) << 32) + tie
-            for c in range(c0, c1 + 1):
-                dx = np.float32(c) - u
-                _offer(kbuf, zmin, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance)
-
-
-BLEND_SCALE = 4096.0
-"""A fragment's blending weight is floor(tx ty BLEND_SCALE / a^2) (`splat` module docstring)."""
-
-
-@numba.njit(**_JIT)
-def _blend(
-    n, pu, pv, pz, z, rad, ranges, colour_index, rgb, zbits, wsum, csum, tolerance, f_mean, max_r, width
-):
-    """Colour fusion over the first n points (`_footprints`' output): every fragment on the front
-    surface of zbits adds its integer weight to wsum[p] and weight x colour to csum[3 p + k] (integer
-    sums: any order, any split among threads, gives the same totals). A point's colour is
-    rgb[colour_index[i]] (rgb[i] when colour_index is None)."""
-    zero = np.float32(0.0)
-    half = np.float32(0.5)
-    one = np.float32(1.0)
-    scale = np.float32(BLEND_SCALE)
-    flags = ranges[4]
-    zmin = zbits.view(np.float32)
-    for i in range(n):
-        if flags[i] == 0:
-            continue
-        u = pu[i]
-        v = pv[i]
-        zt = pz[i]
-        e = rad[i] * f_mean / z[i]
-        ext = e if e > zero else zero
-        ext = ext if ext < max_r else max_r
-        ext = ext if ext > half else half
-        a = ext + half
-        norm = scale / (a * a)
-        q = i if colour_index is None else colour_index[i]
-        red = np.int64(rgb[q, 0])
-        green = np.int64(rgb[q, 1])
-        blue = np.int64(rgb[q, 2])
-        for r in range(np.int64(ranges[2, i]), np.int64(ranges[3, i]) + 1):
-            ty = one - abs(np.float32(r) - v) / a
-            row = r * width
-            for c in range(np.int64(ranges[0, i]), np.int64(ranges[1, i]) + 1):
-                p = row + c
-                if zt <= zmin[p] * tolerance:
-                    tx = one - abs(np.float32(c) - u) / a
-                    w = np.int64(tx * ty * norm)
-                    wsum[p] += w
-                    csum[3 * p] += w * red
-                    csum[3 * p + 1] += w * green
-                    csum[3 * p + 2] += w * blue
+            if rgb is None:
+                for c in range(c0, c1 + 1):
+                    dx = np.float32(c) - u
+                    _offer(kbuf, zmin, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance)
+            else:
+                ty = _tent(dy, a)
+                for c in range(c0, c1 + 1):
+                    dx = np.float32(c) - u
+                    _offer_fused(kbuf, zmin, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance,
+                                 np.int64(_tent(dx, a) * ty * norm), red, green, blue, wsum, csum)  # fmt: skip
 
 
 @numba.njit(**_JIT)
@@ -470,12 +491,12 @@ def render_select(
     than these: the two passes can be split among threads and their buffers merged by minimum).
     ``kept``: members read when `render_front` left this thread's work space holding all of them in
     one block (its footprints are reused), else 0 (they are gathered and projected again). The same
-    blocks fuse the front surface's colours (rgb: the points' uint8 [P, 3]) into wsum, csum (`_blend`;
+    blocks fuse the front surface's colours (rgb: the points' uint8 [P, 3]) into wsum, csum (`_select`;
     zeroed by the caller)."""
     kbuf[: width * height + 3] = _NO_KEY
     if kept > 0:
-        _select(kept, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
-        _blend(kept, pu, pv, pz, z, rad, ranges, ids, rgb, zbits, wsum, csum, tolerance, f_mean, max_r, width)
+        _select(kept, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r,
+                rgb, wsum, csum)  # fmt: skip
         return
     j = 0
     q = np.int64(-1)
@@ -488,8 +509,8 @@ def render_select(
             break
         _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
                     pu, pv, pz, ranges)  # fmt: skip
-        _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height)
-        _blend(n, pu, pv, pz, z, rad, ranges, ids, rgb, zbits, wsum, csum, tolerance, f_mean, max_r, width)
+        _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r,
+                rgb, wsum, csum)  # fmt: skip
 
 
 @numba.njit(**_JIT)
