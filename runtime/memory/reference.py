@@ -12,7 +12,7 @@ import torch
 
 from plugin_bridge.camera import Intrinsics
 from runtime.memory.geometry import float32_constants
-from runtime.memory.splat import BLEND_SCALE, DIST_SCALE, SplatWinners
+from runtime.memory.splat import BLEND_EPS, BLEND_SCALE, DIST_SCALE, SplatWinners
 
 
 def reference_splat(
@@ -63,10 +63,11 @@ def reference_splat(
                 dx, dy = f32(px) - u, f32(py) - v
                 if abs(dx) <= half and abs(dy) <= half:
                     quantised = int(dx * dx * f32(DIST_SCALE)) + int(dy * dy * f32(DIST_SCALE))
-                    # colour fusion weight: a tent over the splat (a = half-size + 1/2 px), per area
+                    # colour fusion weight: a tent over the splat (a = half-size + 1/2 px), per area,
+                    # sharpened towards the point's centre (inverse squared distance, softened)
                     a = half + f32(0.5)
                     tent = (f32(1.0) - abs(dx) / a) * (f32(1.0) - abs(dy) / a)
-                    weight = int(tent * (f32(BLEND_SCALE) / (a * a)))
+                    weight = int(tent * (f32(BLEND_SCALE) / (a * a)) / (dx * dx + dy * dy + f32(BLEND_EPS)))
                     fragments.append((zt, quantised, i, z, weight))
             if not fragments:
                 continue
@@ -79,8 +80,9 @@ def reference_splat(
             if colours is not None:  # 5. the front surface's colours, weighted
                 total = sum(w for _, _, _, w in front)
                 sums = [sum(w * int(colours[i, c]) for _, i, _, w in front) for c in range(3)]
-                for c in range(3):
-                    fused[py, px, c] = f32(f32(sums[c] / total) / f32(255.0))
+                for c in range(3):  # no weight at all (far off-centre fragments only): the winner's
+                    mean = sums[c] / total if total > 0 else int(colours[best, c])
+                    fused[py, px, c] = f32(f32(mean) / f32(255.0))
     return SplatWinners(
         torch.from_numpy(index), torch.from_numpy(depth), len(projected),
         None if rgb is None else torch.from_numpy(fused),

@@ -46,8 +46,10 @@ from runtime.memory.environment import EnvironmentMap
 from runtime.memory.geometry import f32, float32_constants
 from runtime.memory.workspaces import workspace
 
-BLEND_SCALE = 4096.0
-"""Colour fusion weights are floor(tx ty BLEND_SCALE / a^2) (module docstring)."""
+BLEND_SCALE = 65536.0
+BLEND_EPS = 0.0625
+"""Colour fusion weights are floor(tx ty (BLEND_SCALE / a^2) / (dx^2 + dy^2 + BLEND_EPS)) (module
+docstring)."""
 DIST_SCALE = 65536.0
 """Squared pixel distances are quantised to multiples of 1/DIST_SCALE in the tie-break key."""
 _NO_KEY = torch.iinfo(torch.int64).max
@@ -216,7 +218,9 @@ def splat_points_torch(
     if colours is not None:
         w = wsum[:hw]
         fused = (csum[:hw].to(torch.float64) / w.clamp(min=1).to(torch.float64)[:, None]).to(torch.float32)
-        own = colours.index_select(0, win).to(torch.float32)  # a winner without weight (never: >= 2)
+        own = colours.index_select(0, win).to(
+            torch.float32
+        )  # no weight: only far off-centre fragments of clamped splats
         fused = torch.where((w > 0)[:, None], fused, own) / 255.0
         winners.rgb = torch.where(has[:, None], fused, 0.0).reshape(height, width, 3)
     return winners
@@ -263,7 +267,8 @@ def _fragments(u, v, z, ext, local, *, side: int, width: int, height: int, weigh
         a = ext + 0.5
         norm = f32(BLEND_SCALE) / (a * a)
         tx, ty = 1.0 - dx.abs() / a, 1.0 - dy.abs() / a
-        weight = ((tx[None, :, :] * ty[:, None, :]) * norm).long().reshape(-1)
+        d2 = (dx * dx)[None, :, :] + (dy * dy)[:, None, :]
+        weight = (((tx[None, :, :] * ty[:, None, :]) * norm) / (d2 + f32(BLEND_EPS))).long().reshape(-1)
     return pix, z.expand(n * n, -1).reshape(-1), key, weight
 
 

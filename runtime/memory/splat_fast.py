@@ -41,8 +41,10 @@ from runtime.memory.workspaces import release_render_workspace, render_workspace
 _NO_KEY = np.iinfo(np.int64).max
 _LOW32 = 0xFFFFFFFF
 _F32_INF_BITS = 0x7F800000
-BLEND_SCALE = 4096.0
-"""A fragment's colour-fusion weight is floor(tx ty BLEND_SCALE / a^2) (`splat` module docstring)."""
+BLEND_SCALE = 65536.0
+BLEND_EPS = 0.0625
+"""A fragment's colour-fusion weight is floor(tx ty (BLEND_SCALE / a^2) / (dx^2 + dy^2 + BLEND_EPS))
+(`splat` module docstring)."""
 
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy: x / 0 is inf / nan, as in torch
@@ -290,6 +292,12 @@ def _offer_fused(kbuf, zmin, p, key, zt, tolerance, w, red, green, blue, wsum, c
 
 
 @numba.njit(inline="always", **_JIT)
+def _w(tx, ty, norm, dx, dy):
+    """A fragment's fusion weight: floor(tx ty norm / (dx^2 + dy^2 + BLEND_EPS)), in float32."""
+    return np.int64(tx * ty * norm / (dx * dx + dy * dy + np.float32(BLEND_EPS)))
+
+
+@numba.njit(inline="always", **_JIT)
 def _tent(d, a):
     """1 - |d| / a: the fusion tent at offset d of a splat whose tent reaches a."""
     return np.float32(1.0) - abs(d) / a
@@ -304,8 +312,8 @@ def _select(
     point's tie-break is its index i, or ids[i] when ``ids`` is given.
 
     With ``rgb`` (uint8 [P, 3], a point's colour rgb[ids[i]], or rgb[i] without ids) the same pass
-    fuses colour: every front fragment adds its weight floor(tx ty BLEND_SCALE / a^2) (a = half-size
-    + 1/2, tx = 1 - |dx| / a, ty likewise; the half-size as `_footprints` computes it from z and rad)
+    fuses colour: every front fragment adds its weight `_w` (a = half-size + 1/2, tx = 1 - |dx| / a,
+    ty likewise, norm = BLEND_SCALE / a^2; the half-size as `_footprints` computes it from z and rad)
     to wsum[p] and weight x colour to csum[3 p + k]. Integer sums: any order, any split of the points
     among threads, gives the same totals."""
     scale = np.float32(65536.0)  # DIST_SCALE
@@ -357,13 +365,13 @@ def _select(
                 tx1 = _tent(dx1, a)
                 ty0 = _tent(dy0, a)
                 ty1 = _tent(dy1, a)
-                _offer_fused(kbuf, zmin, p00, ky0 + qx0, zt, tolerance, np.int64(tx0 * ty0 * norm),
+                _offer_fused(kbuf, zmin, p00, ky0 + qx0, zt, tolerance, _w(tx0, ty0, norm, dx0, dy0),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, p01, ky0 + qx1, zt, tolerance, np.int64(tx1 * ty0 * norm),
+                _offer_fused(kbuf, zmin, p01, ky0 + qx1, zt, tolerance, _w(tx1, ty0, norm, dx1, dy0),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, p10, ky1 + qx0, zt, tolerance, np.int64(tx0 * ty1 * norm),
+                _offer_fused(kbuf, zmin, p10, ky1 + qx0, zt, tolerance, _w(tx0, ty1, norm, dx0, dy1),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, p11, ky1 + qx1, zt, tolerance, np.int64(tx1 * ty1 * norm),
+                _offer_fused(kbuf, zmin, p11, ky1 + qx1, zt, tolerance, _w(tx1, ty1, norm, dx1, dy1),
                              red, green, blue, wsum, csum)  # fmt: skip
             continue
         for r in range(r0, r1 + 1):
@@ -379,13 +387,13 @@ def _select(
                 for c in range(c0, c1 + 1):
                     dx = np.float32(c) - u
                     _offer_fused(kbuf, zmin, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance,
-                                 np.int64(_tent(dx, a) * ty * norm), red, green, blue, wsum, csum)  # fmt: skip
+                                 _w(_tent(dx, a), ty, norm, dx, dy), red, green, blue, wsum, csum)  # fmt: skip
 
 
 @numba.njit(**_JIT)
 def blended_colour(kbuf, wsum, csum, rgb, hw):
     """float32 [hw, 3] colour 0..1 per pixel: csum / wsum / 255 where wsum > 0, the winner's own colour
-    (rgb[key's low 32 bits]) where a winner has no weight (never: a front fragment weighs at least 2),
+    (rgb[key's low 32 bits]) where the front has no weight (only far off-centre fragments of clamped splats),
     0 where no point covers."""
     out = np.zeros((hw, 3), np.float32)
     inv = np.float32(255.0)
