@@ -105,7 +105,11 @@ class Open3DTSDF:
         hashmap = self.grid.hashmap()
         blocks = hashmap.key_tensor()[hashmap.active_buf_indices().to(o3c.int64)]
         extrinsic = self._extrinsic(cam_to_world)
-        for _ in range(2):  # the first cast of a grid sizes Open3D's range map and may come back empty
+        # Open3D sizes its range map (the blocks a view needs) on a cast and, when it was too small,
+        # grows it and returns a partial image (a third of the pixels, measured): cast until two
+        # casts in a row cover the same pixels (at most 5 casts)
+        previous = None
+        for _ in range(5):
             result = self.grid.ray_cast(
                 block_coords=blocks, intrinsic=self._k, extrinsic=extrinsic, width=k.width, height=k.height,
                 render_attributes=["depth", "color"], depth_scale=1.0, depth_min=c.depth_min,
@@ -113,8 +117,10 @@ class Open3DTSDF:
                 range_map_down_factor=8,
             )  # fmt: skip
             depth = result["depth"].numpy().reshape(k.height, k.width).astype(np.float32)
-            if (depth > 0).any():
+            count = int((depth > 0).sum())
+            if count == previous:
                 break
+            previous = count
         colour = result["color"].numpy().reshape(k.height, k.width, 3)
         covered = depth > 0
         rgb = np.where(covered[..., None], np.clip(np.rint(colour * 255.0), 0, 255), 0).astype(np.uint8)
