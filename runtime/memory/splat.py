@@ -15,13 +15,19 @@ implements the same rule with plain loops and the tests hold the two equal. The 
   point index. The distance is floor(dx^2 2^16) + floor(dy^2 2^16): squared pixel distance, each
   axis quantised to 2^-16 px^2, so that the key splits into a row part plus a column part. A point
   rendered from the pose it was made at has distance 0 to its own pixel, so such a render gives
-  back the ingested pixels exactly.
+  back the ingested pixels exactly;
+* colour fusion (when colours are given): every fragment on that front surface adds its point's
+  colour with the integer weight floor(tx ty (BLEND_SCALE / a^2) / (dx^2 + dy^2 + BLEND_EPS)), a =
+  half-size + 1/2, tx = 1 - |dx| / a, ty = 1 - |dy| / a (a tent over the splat, per area, sharpened
+  towards the point's centre), and the pixel's colour is sum(w c) / sum(w) / 255 (the winner's own
+  colour where the weights sum to 0). Integer sums make it order-free, so kernels, reference and
+  the render's thread split agree bit for bit. The winner still gives depth, id and provenance.
 
 All arithmetic of the rule is float32 with constants rounded to float32 first, so that the kernel and
 the reference agree bit for bit. Fragments are generated in buckets by footprint: a half-size in
 [j/2, (j+1)/2) px uses a (j+1)^2 window (2x2 for the usual sub-pixel points, 9x9 at the 4 px clamp).
 
-Two implementations give bit-identical results (index, depth and points_in_view): the torch kernel
+Two implementations give bit-identical results (index, depth, points_in_view and the fused colour): the torch kernel
 `splat_points_torch` (any device) and a compiled numba twin, `runtime.memory.splat_fast.splat_kernel`
 (CPU, one thread, several times faster). `splat_points` uses the numba kernel for CPU tensors when
 numba imports, else the torch one; the environment variable ``MIRAGE_SPLAT_KERNEL=torch`` forces the
