@@ -1,7 +1,8 @@
 """Memory against the truth, per scene family, with Open3D's TSDF fusion beside it.
 
-For each family (`runtime.scenes.families`: worlds nothing was tuned on) the same engine RGB-D frames
-along an outbound path are streamed into a Mirage session and integrated into Open3D's TSDF
+For each family (`runtime.scenes.families`: worlds other than the garden and courtyard memory was
+built on) the same engine RGB-D frames along an outbound path are streamed into a Mirage session and
+integrated into Open3D's TSDF
 (`runtime.evaluation.peers`); at held-out poses, each memory is rendered (Mirage through
 `SpatialMemoryQuery`, memory unchanged; Open3D by ray casting) and compared with the engine's own
 render of that pose. Held-out poses are of two kinds, half each: beside the path (moved sideways

@@ -1,5 +1,5 @@
-"""Scene families: procedurally varied worlds, so memory (and the generator) are judged where nothing
-was tuned or trained.
+"""Scene families: procedurally varied worlds, so memory (and the generator) are judged beyond the
+scenes they were built and trained on.
 
 A family fixes what a model or a tuning could get used to, and varies it together: the ground
 (tiled, textured or one flat colour), the sky (bright, overcast, coloured, or none: indoors), the
