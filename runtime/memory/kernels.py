@@ -127,13 +127,15 @@ def to_camera_kernel(xyz, rot, trans):
 
 @numba.njit(**_JIT)
 def compose_kernel(
-    index, rgb, confidence, object_id, provenance, out_rgb, out_conf, out_id, out_prov, out_cov, holes
-):
+    index, rgb, confidence, object_id, provenance, out_rgb, out_conf, out_id, out_prov, out_cov, holes,
+    gather_rgb,
+):  # fmt: skip
     """`compose_render`'s gathers: per pixel q of ``index`` (int64 [HW], memory indices, -1 none) the
-    winner's colour / 255 (float32 [HW, 3]), confidence bits (int16 [HW]: the float16's, widened by
-    the caller), object id, provenance and coverage 1, or zeros where no point won; the pixels no
-    point won go to ``holes`` (int64 [HW], ascending). Returns the number of holes, or -1 when an
-    index lies past the points (torch's gather raises there)."""
+    winner's colour / 255 (float32 [HW, 3]; only when ``gather_rgb``, else out_rgb is left as it is:
+    the splat's fused colour), confidence bits (int16 [HW]: the float16's, widened by the caller),
+    object id, provenance and coverage 1, or zeros where no point won; the pixels no point won go to
+    ``holes`` (int64 [HW], ascending). Returns the number of holes, or -1 when an index lies past the
+    points (torch's gather raises there)."""
     points = min(rgb.shape[0], confidence.shape[0], object_id.shape[0], provenance.shape[0])
     scale = np.float32(255.0)
     k = 0
@@ -142,17 +144,19 @@ def compose_kernel(
         if p >= points:
             return -1
         if p >= 0:
-            out_rgb[q, 0] = np.float32(rgb[p, 0]) / scale
-            out_rgb[q, 1] = np.float32(rgb[p, 1]) / scale
-            out_rgb[q, 2] = np.float32(rgb[p, 2]) / scale
+            if gather_rgb:
+                out_rgb[q, 0] = np.float32(rgb[p, 0]) / scale
+                out_rgb[q, 1] = np.float32(rgb[p, 1]) / scale
+                out_rgb[q, 2] = np.float32(rgb[p, 2]) / scale
             out_conf[q] = confidence[p]
             out_id[q] = object_id[p]
             out_prov[q] = provenance[p]
             out_cov[q] = 1.0
         else:
-            out_rgb[q, 0] = 0.0
-            out_rgb[q, 1] = 0.0
-            out_rgb[q, 2] = 0.0
+            if gather_rgb:
+                out_rgb[q, 0] = 0.0
+                out_rgb[q, 1] = 0.0
+                out_rgb[q, 2] = 0.0
             out_conf[q] = 0
             out_id[q] = 0
             out_prov[q] = 0

@@ -397,7 +397,10 @@ def compose_render(
     index = winners.index
     height, width = index.shape
     device = index.device
-    gathered = _gather_fast(index, points)
+    fused = winners.rgb
+    if fused is not None and not take_depth:
+        fused = fused.clone()
+    gathered = _gather_fast(index, points, fused)
     if gathered is not None:
         rgb, confidence, object_id, provenance, coverage, holes = gathered
     else:
@@ -422,8 +425,8 @@ def compose_render(
             provenance = torch.where(has, gather("provenance"), provenance)
         coverage = has.to(torch.float32)
         holes = None
-    if winners.rgb is not None:  # the front surface's fused colour (zero where no point covers)
-        rgb = winners.rgb if take_depth else winners.rgb.clone()
+    if fused is not None:  # the front surface's fused colour (zero where no point covers)
+        rgb = fused
     depth = winners.depth if take_depth else winners.depth.clone()
     env_texel = torch.full((height, width), -1, dtype=torch.int64, device=device)
     if env.filled_count > 0:
@@ -463,10 +466,11 @@ def compose_render(
     )
 
 
-def _gather_fast(index: torch.Tensor, points: dict[str, torch.Tensor]):
+def _gather_fast(index: torch.Tensor, points: dict[str, torch.Tensor], fused: torch.Tensor | None = None):
     """`compose_render`'s gathers by the numba kernel: (rgb, confidence, object_id, provenance,
     coverage, holes int64 ascending), or None where the torch path runs (no kernel, an empty memory,
-    other dtypes or layouts, an index past the points: torch raises as before)."""
+    other dtypes or layouts, an index past the points: torch raises as before). With ``fused`` (the
+    splat's fused colour, float32 [H, W, 3]) the winners' colours are not gathered: rgb is ``fused``."""
     names = ("rgb", "confidence", "object_id", "provenance")
     fast = fast_kernels(index, *(points[name] for name in names))
     if fast is None or index.dtype != torch.int64 or points["xyz"].shape[0] == 0:
@@ -479,7 +483,8 @@ def _gather_fast(index: torch.Tensor, points: dict[str, torch.Tensor]):
         return None
     height, width = index.shape
     hw = height * width
-    rgb = torch.empty(height, width, 3, dtype=torch.float32)
+    gather_rgb = fused is None or fused.dtype != torch.float32 or not fused.is_contiguous()
+    rgb = torch.empty(height, width, 3, dtype=torch.float32) if gather_rgb else fused
     confidence = torch.empty(height, width, dtype=torch.int16)  # the float16 bits, widened below
     object_id = torch.empty(height, width, dtype=torch.int32)
     provenance = torch.empty(height, width, dtype=torch.uint8)
@@ -489,6 +494,7 @@ def _gather_fast(index: torch.Tensor, points: dict[str, torch.Tensor]):
         index.reshape(-1).numpy(), arrays[0].numpy(), arrays[1].view(torch.int16).numpy(),
         arrays[2].numpy(), arrays[3].numpy(), rgb.view(hw, 3).numpy(), confidence.view(hw).numpy(),
         object_id.view(hw).numpy(), provenance.view(hw).numpy(), coverage.view(hw).numpy(), holes.numpy(),
+        gather_rgb,
     )  # fmt: skip
     if k < 0:
         return None
