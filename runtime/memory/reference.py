@@ -12,7 +12,15 @@ import torch
 
 from plugin_bridge.camera import Intrinsics
 from runtime.memory.geometry import float32_constants
-from runtime.memory.splat import BLEND_EPS, BLEND_SCALE, DIST_SCALE, SplatWinners
+from runtime.memory.splat import (
+    BLEND_EPS,
+    BLEND_SCALE,
+    DIST_SCALE,
+    FUSION_CAP,
+    FUSION_REACH,
+    FUSION_STEP_PX,
+    SplatWinners,
+)
 
 
 def reference_splat(
@@ -55,6 +63,8 @@ def reference_splat(
     depth = np.zeros((height, width), dtype=np.float32)
     fused = np.zeros((height, width, 3), dtype=np.float32)
     tolerance = f32(1.0 + depth_tolerance)
+    fragments_at = {}
+    zmin = np.full((height, width), np.inf, dtype=np.float32)
     for py in range(height):
         for px in range(width):
             # 2. every point whose square covers this pixel centre
@@ -69,21 +79,47 @@ def reference_splat(
                     tent = (f32(1.0) - abs(dx) / a) * (f32(1.0) - abs(dy) / a)
                     weight = int(tent * (f32(BLEND_SCALE) / (a * a)) / (dx * dx + dy * dy + f32(BLEND_EPS)))
                     fragments.append((zt, quantised, i, z, weight))
-            if not fragments:
-                continue
-            # 3. the nearest test depth; 4. within tolerance of it, nearest centre, then lowest index
-            zmin = min(f[0] for f in fragments)
-            front = [(q, i, z, w) for zt, q, i, z, w in fragments if zt <= zmin * tolerance]
-            _, best, best_z, _ = min(front)
-            index[py, px] = best
-            depth[py, px] = best_z
-            if colours is not None:  # 5. the front surface's colours, weighted
-                total = sum(w for _, _, _, w in front)
-                sums = [sum(w * int(colours[i, c]) for _, i, _, w in front) for c in range(3)]
-                for c in range(3):  # no weight at all (far off-centre fragments only): the winner's
-                    mean = sums[c] / total if total > 0 else int(colours[best, c])
-                    fused[py, px, c] = f32(f32(mean) / f32(255.0))
+            if fragments:
+                fragments_at[py, px] = fragments
+                # 3. the nearest test depth
+                zmin[py, px] = min(f[0] for f in fragments)
+    for (py, px), fragments in fragments_at.items():
+        # 4. within tolerance of the nearest, nearest centre, then lowest index
+        front = [(q, i, z, w) for zt, q, i, z, w in fragments if zt <= zmin[py, px] * tolerance]
+        _, best, best_z, _ = min(front)
+        index[py, px] = best
+        depth[py, px] = best_z
+        if colours is not None:  # 5. the colours of the fused front (deeper where the front slopes), weighted
+            deepest = _fused_front(zmin, py, px, tolerance)
+            fused_front = [(i, w) for zt, _, i, _, w in fragments if zt <= deepest]
+            total = sum(w for _, w in fused_front)
+            sums = [sum(w * int(colours[i, c]) for i, w in fused_front) for c in range(3)]
+            for c in range(3):  # no weight at all (far off-centre fragments only): the winner's
+                mean = sums[c] / total if total > 0 else int(colours[best, c])
+                fused[py, px, c] = f32(f32(mean) / f32(255.0))
     return SplatWinners(
         torch.from_numpy(index), torch.from_numpy(depth), len(projected),
         None if rgb is None else torch.from_numpy(fused),
     )  # fmt: skip
+
+
+def _fused_front(zmin: np.ndarray, py: int, px: int, tolerance: np.float32) -> np.float32:
+    """The deepest test depth whose colour fuses at pixel (px, py) of a finite front depth zmin."""
+    f32 = np.float32
+    z = zmin[py, px]
+    height, width = zmin.shape
+    step = FUSION_STEP_PX
+    slopes = []
+    for (ay, ax), (by, bx) in (((py, px + step), (py, px - step)), ((py + step, px), (py - step, px))):
+        # the differences to the pixels one step after and before, where those have a front
+        after = zmin[ay, ax] - z if ay < height and ax < width and np.isfinite(zmin[ay, ax]) else None
+        before = z - zmin[by, bx] if by >= 0 and bx >= 0 and np.isfinite(zmin[by, bx]) else None
+        if after is not None and before is not None:
+            one_way = (after > 0 and before > 0) or (after < 0 and before < 0)
+            slopes.append(min(abs(after), abs(before)) if one_way else f32(0.0))
+        elif after is not None or before is not None:
+            slopes.append(abs(after if after is not None else before))
+        else:
+            slopes.append(f32(0.0))
+    g = max(slopes)
+    return z * min((g / z) * f32(FUSION_REACH) + tolerance, f32(FUSION_CAP))

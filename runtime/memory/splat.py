@@ -21,7 +21,16 @@ implements the same rule with plain loops and the tests hold the two equal. The 
   half-size + 1/2, tx = 1 - |dx| / a, ty = 1 - |dy| / a (a tent over the splat, per area, sharpened
   towards the point's centre), and the pixel's colour is sum(w c) / sum(w) / 255 (the winner's own
   colour where the weights sum to 0). Integer sums make it order-free, so kernels, reference and
-  the render's thread split agree bit for bit. The winner still gives depth, id and provenance.
+  the render's thread split agree bit for bit. The winner still gives depth, id and provenance;
+* the front surface that fuses reaches deeper where the front itself slopes (`fusion_thresholds`):
+  a square splat holds one depth over its footprint, so on a surface seen at a grazing angle the
+  splat of a nearer sample lies in front of the samples centred on the pixels it reaches, and a
+  fixed tolerance would fuse only that one, smearing it along the slope. The colour therefore sums
+  the fragments with test depth <= zmin min(1 + depth_tolerance + FUSION_REACH s, FUSION_CAP),
+  where s is the front's relative depth change over FUSION_STEP_PX pixels, measured on the zmin
+  map where it runs one way on both sides of the pixel (a depth jump, a thin object or a gap is a
+  turn or a step on one side only, and keeps the plain tolerance: edges stay sharp). On a
+  fronto-parallel face s = 0: nothing behind it enters its colour.
 
 All arithmetic of the rule is float32 with constants rounded to float32 first, so that the kernel and
 the reference agree bit for bit. Fragments are generated in buckets by footprint: a half-size in
@@ -58,6 +67,13 @@ BLEND_EPS = 0.0625
 docstring)."""
 DIST_SCALE = 65536.0
 """Squared pixel distances are quantised to multiples of 1/DIST_SCALE in the tie-break key."""
+FUSION_STEP_PX = 2
+"""The front's slope is measured between pixels this far apart (`fusion_thresholds`)."""
+FUSION_REACH = 2.0
+"""Colour fusion reaches behind the front by FUSION_REACH times its relative depth change over one
+step: the depth the front spans over 4 px, the reach of a splat at the usual half-sizes."""
+FUSION_CAP = 1.2
+"""Colour fusion never reaches more than 20 % behind the front."""
 _NO_KEY = torch.iinfo(torch.int64).max
 _LOW32 = 0xFFFFFFFF
 
@@ -205,6 +221,9 @@ def splat_points_torch(
     for pix, zf, *_ in fragments:
         zbits.scatter_reduce_(0, pix, zf.view(torch.int32), "amin")
     zthr = zbits.view(torch.float32) * f32(1.0 + depth_tolerance)
+    if rgb is not None:  # the fused front surface reaches deeper where the front slopes
+        fthr = torch.cat([fusion_thresholds(zbits[:hw].view(torch.float32).reshape(height, width),
+                                            f32(1.0 + depth_tolerance)).reshape(-1), zthr[hw:]])  # fmt: skip
     # pass 2: nearest centre among the front surface, ties to the lower index
     kbuf = torch.full((hw + 1,), _NO_KEY, dtype=torch.int64, device=device)
     wsum = torch.zeros(hw + 1, dtype=torch.int64, device=device)
@@ -213,7 +232,8 @@ def splat_points_torch(
     for pix, zf, key, weight in fragments:
         front = torch.where(zf <= zthr.index_select(0, pix), pix, hw)
         kbuf.scatter_reduce_(0, front, key, "amin")
-        if colours is not None:  # colour fusion: integer sums over the front surface's fragments
+        if colours is not None:  # colour fusion: integer sums over the fused front's fragments
+            front = torch.where(zf <= fthr.index_select(0, pix), pix, hw)
             wsum.index_add_(0, front, weight)
             csum.index_add_(0, front, weight[:, None] * colours.index_select(0, key & _LOW32))
     key = kbuf[:hw]
@@ -230,6 +250,43 @@ def splat_points_torch(
         fused = torch.where((w > 0)[:, None], fused, own) / 255.0
         winners.rgb = torch.where(has[:, None], fused, 0.0).reshape(height, width, 3)
     return winners
+
+
+def fusion_thresholds(zmin: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """[H, W] float32: the deepest test depth that fuses colour at each pixel, from the front depth
+    ``zmin`` [H, W] float32 (+inf where no fragment) and ``tolerance`` = float32(1 + depth_tolerance).
+
+    Along each axis, the front's depth differences to the pixels FUSION_STEP_PX before and after
+    (those inside the image with a finite front): where both exist and have the same sign (the
+    front runs one way through the pixel), the smaller magnitude; where one exists, it; else 0. g is
+    the larger of the two axes' and the threshold zmin min(tolerance + FUSION_REACH (g / zmin),
+    FUSION_CAP), every operation float32 in that order (what the numba twin and the reference
+    compute); zmin tolerance where zmin is not finite.
+    """
+    k = FUSION_STEP_PX
+    height, width = zmin.shape
+    inf = torch.tensor(float("inf"), dtype=torch.float32, device=zmin.device)
+    pad = torch.full((height + 2 * k, width + 2 * k), float("inf"), dtype=torch.float32, device=zmin.device)
+    pad[k : k + height, k : k + width] = zmin
+    finite = torch.isfinite(zmin)
+    zero = torch.zeros((), dtype=torch.float32, device=zmin.device)
+
+    def axis(after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        has_a, has_b = torch.isfinite(after) & finite, torch.isfinite(before) & finite
+        da = torch.where(has_a, after - zmin, zero)
+        db = torch.where(has_b, zmin - before, zero)
+        one_way = ((da > 0) & (db > 0)) | ((da < 0) & (db < 0))
+        both = torch.where(one_way, torch.minimum(da.abs(), db.abs()), zero)
+        return torch.where(has_a & has_b, both, torch.where(has_a, da.abs(), db.abs()))
+
+    gx = axis(pad[k : k + height, 2 * k :], pad[k : k + height, :width])
+    gy = axis(pad[2 * k :, k : k + width], pad[:height, k : k + width])
+    g = torch.maximum(gx, gy)
+    safe = torch.where(finite, zmin, inf)
+    factor = torch.minimum(
+        (g / safe) * f32(FUSION_REACH) + f32(tolerance), torch.full_like(g, f32(FUSION_CAP))
+    )
+    return torch.where(finite, zmin * factor, zmin * f32(tolerance))
 
 
 def _project(pts: torch.Tensor, radius: torch.Tensor, intrinsics: Intrinsics, max_radius_px: int):

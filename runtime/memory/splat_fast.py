@@ -45,6 +45,10 @@ BLEND_SCALE = 65536.0
 BLEND_EPS = 0.0625
 """A fragment's colour-fusion weight is floor(tx ty (BLEND_SCALE / a^2) / (dx^2 + dy^2 + BLEND_EPS))
 (`splat` module docstring)."""
+FUSION_STEP_PX = 2
+FUSION_REACH = 2.0
+FUSION_CAP = 1.2
+"""The fused front's reach (`splat.fusion_thresholds`; the same values, held equal by a test)."""
 
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy: x / 0 is inf / nan, as in torch
@@ -133,8 +137,11 @@ def splat_passes(
     if s == 0:
         return m, s
     kbuf[: width * height + 3] = _NO_KEY
+    fthr = np.empty(width * height + 3 if rgb is not None else 0, np.float32)
+    if rgb is not None:
+        fusion_front(zbits, tolerance, width, height, fthr)
     _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, radius, f_mean, max_r,
-            rgb, wsum, csum)  # fmt: skip
+            rgb, wsum, csum, fthr)  # fmt: skip
     return m, s
 
 
@@ -279,12 +286,59 @@ def _front(n, ranges, pz, zbits, width, height):
 
 
 @numba.njit(inline="always", **_JIT)
-def _offer_fused(kbuf, zmin, p, key, zt, tolerance, w, red, green, blue, wsum, csum):
-    """`_offer`, and a front fragment adds weight w and w x colour to pixel p's sums."""
+def _axis_slope(zmin, p, before_ok, after_ok, step, z):
+    """`splat.fusion_thresholds`' g along one axis at pixel p: neighbours p - step, p + step
+    (inside the image when before_ok / after_ok)."""
+    zero = np.float32(0.0)
+    inf = np.float32(np.inf)
+    za = zmin[p + step if after_ok else p]
+    zb = zmin[p - step if before_ok else p]
+    has_a = after_ok and za < inf
+    has_b = before_ok and zb < inf
+    da = za - z if has_a else zero
+    db = z - zb if has_b else zero
+    if has_a and has_b:
+        if (da > zero and db > zero) or (da < zero and db < zero):
+            return min(abs(da), abs(db))
+        return zero
+    return abs(da) if has_a else abs(db)
+
+
+@numba.njit(**_JIT)
+def fusion_front(zbits, tolerance, width, height, fthr):
+    """fthr[p] (float32 [>= H W + 3]): the deepest test depth that fuses colour at pixel p, as
+    `splat.fusion_thresholds` computes it from the front depth (zbits read as float32); the spare
+    slots past the image take zmin x tolerance."""
+    zmin = zbits.view(np.float32)
+    inf = np.float32(np.inf)
+    reach = np.float32(FUSION_REACH)
+    cap = np.float32(FUSION_CAP)
+    k = FUSION_STEP_PX
+    hw = width * height
+    for r in range(height):
+        for c in range(width):
+            p = r * width + c
+            z = zmin[p]
+            if not z < inf:
+                fthr[p] = z * tolerance
+                continue
+            gx = _axis_slope(zmin, p, c - k >= 0, c + k < width, k, z)
+            gy = _axis_slope(zmin, p, r - k >= 0, r + k < height, k * width, z)
+            g = gx if gx > gy else gy
+            factor = (g / z) * reach + tolerance
+            fthr[p] = z * (factor if factor < cap else cap)
+    for p in range(hw, hw + 3):
+        fthr[p] = zmin[p] * tolerance
+
+
+@numba.njit(inline="always", **_JIT)
+def _offer_fused(kbuf, zmin, fthr, p, key, zt, tolerance, w, red, green, blue, wsum, csum):
+    """`_offer`, and a fragment no deeper than fthr[p] (the fused front) adds weight w and w x colour
+    to pixel p's sums."""
     front = zt <= zmin[p] * tolerance
     cur = kbuf[p]
     kbuf[p] = key if front and key < cur else cur
-    w = w if front else np.int64(0)
+    w = w if zt <= fthr[p] else np.int64(0)
     wsum[p] += w
     csum[3 * p] += w * red
     csum[3 * p + 1] += w * green
@@ -305,7 +359,8 @@ def _tent(d, a):
 
 @numba.njit(**_JIT)
 def _select(
-    n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r, rgb, wsum, csum
+    n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r, rgb, wsum, csum,
+    fthr,
 ):  # fmt: skip
     """Pass 2 over the first n points: among the front surface (test depth <= zmin * tolerance), the
     least key per pixel, folded into kbuf (a minimum of distinct keys: order does not matter). A
@@ -314,8 +369,9 @@ def _select(
     With ``rgb`` (uint8 [P, 3], a point's colour rgb[ids[i]], or rgb[i] without ids) the same pass
     fuses colour: every front fragment adds its weight `_w` (a = half-size + 1/2, tx = 1 - |dx| / a,
     ty likewise, norm = BLEND_SCALE / a^2; the half-size as `_footprints` computes it from z and rad)
-    to wsum[p] and weight x colour to csum[3 p + k]. Integer sums: any order, any split of the points
-    among threads, gives the same totals."""
+    to wsum[p] and weight x colour to csum[3 p + k], over the fragments no deeper than fthr[p] (the
+    fused front, `fusion_front`; unread without rgb). Integer sums: any order, any split of the
+    points among threads, gives the same totals."""
     scale = np.float32(65536.0)  # DIST_SCALE
     blend_scale = np.float32(BLEND_SCALE)
     zero = np.float32(0.0)
@@ -365,13 +421,13 @@ def _select(
                 tx1 = _tent(dx1, a)
                 ty0 = _tent(dy0, a)
                 ty1 = _tent(dy1, a)
-                _offer_fused(kbuf, zmin, p00, ky0 + qx0, zt, tolerance, _w(tx0, ty0, norm, dx0, dy0),
+                _offer_fused(kbuf, zmin, fthr, p00, ky0 + qx0, zt, tolerance, _w(tx0, ty0, norm, dx0, dy0),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, p01, ky0 + qx1, zt, tolerance, _w(tx1, ty0, norm, dx1, dy0),
+                _offer_fused(kbuf, zmin, fthr, p01, ky0 + qx1, zt, tolerance, _w(tx1, ty0, norm, dx1, dy0),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, p10, ky1 + qx0, zt, tolerance, _w(tx0, ty1, norm, dx0, dy1),
+                _offer_fused(kbuf, zmin, fthr, p10, ky1 + qx0, zt, tolerance, _w(tx0, ty1, norm, dx0, dy1),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, p11, ky1 + qx1, zt, tolerance, _w(tx1, ty1, norm, dx1, dy1),
+                _offer_fused(kbuf, zmin, fthr, p11, ky1 + qx1, zt, tolerance, _w(tx1, ty1, norm, dx1, dy1),
                              red, green, blue, wsum, csum)  # fmt: skip
             continue
         for r in range(r0, r1 + 1):
@@ -386,7 +442,7 @@ def _select(
                 ty = _tent(dy, a)
                 for c in range(c0, c1 + 1):
                     dx = np.float32(c) - u
-                    _offer_fused(kbuf, zmin, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance,
+                    _offer_fused(kbuf, zmin, fthr, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance,
                                  _w(_tent(dx, a), ty, norm, dx, dy), red, green, blue, wsum, csum)  # fmt: skip
 
 
@@ -492,19 +548,19 @@ def render_front(
 def render_select(
     rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
     rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
-    x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept, rgb, wsum, csum,
+    x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept, rgb, wsum, csum, fthr,
 ):  # fmt: skip
     """Second pass of `render_kernel`: kbuf (initialised here) gets the least key per pixel among the
     members of ``rows`` on the front surface of zbits (which may hold the front over more members
     than these: the two passes can be split among threads and their buffers merged by minimum).
     ``kept``: members read when `render_front` left this thread's work space holding all of them in
     one block (its footprints are reused), else 0 (they are gathered and projected again). The same
-    blocks fuse the front surface's colours (rgb: the points' uint8 [P, 3]) into wsum, csum (`_select`;
-    zeroed by the caller)."""
+    blocks fuse the colours of the fused front (fthr: `fusion_front` of the merged zbits; rgb: the
+    points' uint8 [P, 3]) into wsum, csum (`_select`; zeroed by the caller)."""
     kbuf[: width * height + 3] = _NO_KEY
     if kept > 0:
         _select(kept, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r,
-                rgb, wsum, csum)  # fmt: skip
+                rgb, wsum, csum, fthr)  # fmt: skip
         return
     j = 0
     q = np.int64(-1)
@@ -518,7 +574,7 @@ def render_select(
         _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
                     pu, pv, pz, ranges)  # fmt: skip
         _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r,
-                rgb, wsum, csum)  # fmt: skip
+                rgb, wsum, csum, fthr)  # fmt: skip
 
 
 @numba.njit(**_JIT)
@@ -588,10 +644,12 @@ def render_kernel(
     if s == 0:
         kbuf[: hw + 3] = _NO_KEY
     else:
+        fthr = np.empty(hw + 3, np.float32)
+        fusion_front(zbits, tolerance, width, height, fthr)
         render_select(
             rows, start, size, pool, count, xyz, radius, provenance, generated, bias_other, bias_generated,
             rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
-            x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept, rgb, wsum, csum,
+            x, y, z, rad, bias, ids, pu, pv, pz, ranges, zbits, kbuf, kept, rgb, wsum, csum, fthr,
         )  # fmt: skip
     index, depth = render_winners(kbuf, xyz, rot, trans, width, height)
     colour = blended_colour(kbuf, wsum, csum, rgb, hw).reshape(height, width, 3)
@@ -630,8 +688,8 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
                  rot, trans, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height, rgb):  # fmt: skip
     """`render_kernel`'s result (the same bits), shared with a helper thread when the view's chunks
     hold at least SPLIT_MIN_MEMBERS members: each thread takes the rows holding half of them, the
-    front depths of both are merged (minimum) before the winners pass, and the winners' keys are merged
-    the same way. The kernels release the GIL, so on 2 cores the two halves run at once. One helper
+    front depths of both are merged (minimum) before the winners pass (which both take the fused
+    front's thresholds of, `fusion_front`), and the winners' keys are merged the same way. The kernels release the GIL, so on 2 cores the two halves run at once. One helper
     thread serves every caller; a caller's half runs there as one task (front, wait for the merged
     front, select), so callers never interleave inside the helper's work space."""
     hw = width * height
@@ -662,7 +720,7 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
         _, _, read, blocks = shared["front"]
         sums = shared["sums"] = (np.zeros(hw + 3, np.int64), np.zeros(3 * (hw + 3), np.int64))
         render_select(theirs, *front_args, tolerance, width, height, *ws[:-2], shared["zbits"], ws[-1],
-                      read if blocks == 1 else 0, rgb, *sums)  # fmt: skip
+                      read if blocks == 1 else 0, rgb, *sums, shared["fthr"])  # fmt: skip
         return ws[-1]
 
     future = _helper_pool().submit(helper_half)
@@ -678,10 +736,12 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
             zbits = ws[-2]
             np.minimum(zbits[: hw + 3], shared["ws"][-2][: hw + 3], out=zbits[: hw + 3])
             shared["zbits"] = zbits
+            fthr = shared["fthr"] = np.empty(hw + 3, np.float32)  # the fused front, of the merged front
+            fusion_front(zbits, tolerance, width, height, fthr)
             merged.set()
             wsum, csum = np.zeros(hw + 3, np.int64), np.zeros(3 * (hw + 3), np.int64)
             render_select(mine, *front_args, tolerance, width, height, *ws[:-2], zbits, ws[-1],
-                          read_a if blocks_a == 1 else 0, rgb, wsum, csum)  # fmt: skip
+                          read_a if blocks_a == 1 else 0, rgb, wsum, csum, fthr)  # fmt: skip
             theirs_keys = future.result()
         except BaseException as exc:
             shared["abort"] = True
