@@ -332,8 +332,8 @@ def markdown(report: dict) -> str:
         "filled by the same generator; covered = pixels the warp reached. Figures are means over views.",
         "- Truth per scene family (`runtime.evaluation.truth`): in one world of each family "
         "(`runtime.scenes.families`: tiled, textured and flat grounds; bright, overcast, dusk and no sky; "
-        "indoor and outdoor; near and far content; memory's colour fusion was chosen among variants measured on "
-        "seed 0's hall and tiled_yard, docs/memory.md), the same engine RGB-D "
+        "indoor and outdoor; near and far content; memory's colour fusion and its fused front's reach were "
+        "chosen among variants measured on seed 0's hall and tiled_yard, docs/memory.md), the same engine RGB-D "
         "observations stream into a Mirage session and into Open3D's TSDF fusion (tensor VoxelBlockGrid, "
         "2 cm voxels); at held-out poses, half beside the path (0.3-0.6 m sideways, turned 5-15 degrees) and "
         "half up close (moved forward to 45 % of the depth at the image centre, at most 3 m), each memory is "

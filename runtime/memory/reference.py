@@ -17,6 +17,7 @@ from runtime.memory.splat import (
     BLEND_SCALE,
     DIST_SCALE,
     FUSION_CAP,
+    FUSION_CENTRED_KEY,
     FUSION_REACH,
     FUSION_STEP_PX,
     SplatWinners,
@@ -86,11 +87,14 @@ def reference_splat(
     for (py, px), fragments in fragments_at.items():
         # 4. within tolerance of the nearest, nearest centre, then lowest index
         front = [(q, i, z, w) for zt, q, i, z, w in fragments if zt <= zmin[py, px] * tolerance]
-        _, best, best_z, _ = min(front)
+        distance, best, best_z, _ = min(front)
         index[py, px] = best
         depth[py, px] = best_z
-        if colours is not None:  # 5. the colours of the fused front (deeper where the front slopes), weighted
-            deepest = _fused_front(zmin, py, px, tolerance)
+        if colours is not None:  # 5. the colours of the front, weighted; of the fused front (deeper
+            # where the front slopes) unless the winner is centred on the pixel
+            deepest = zmin[py, px] * tolerance
+            if distance > FUSION_CENTRED_KEY:
+                deepest = _fused_front(zmin, py, px, tolerance)
             fused_front = [(i, w) for zt, _, i, _, w in fragments if zt <= deepest]
             total = sum(w for _, w in fused_front)
             sums = [sum(w * int(colours[i, c]) for i, w in fused_front) for c in range(3)]
@@ -122,4 +126,4 @@ def _fused_front(zmin: np.ndarray, py: int, px: int, tolerance: np.float32) -> n
         else:
             slopes.append(f32(0.0))
     g = max(slopes)
-    return z * min((g / z) * f32(FUSION_REACH) + tolerance, f32(FUSION_CAP))
+    return z * min((g / z) * f32(FUSION_REACH) + tolerance, max(f32(FUSION_CAP), tolerance))
