@@ -35,6 +35,11 @@ from runtime.memory import MemoryStats
 from runtime.types import FrameResult, ObservationInput, PoseInput, SessionSpec
 
 QUATERNION_NORM_TOLERANCE = 1e-3
+MAX_POSITION_M = 1.0e5
+"""A pose's camera may be at most this far from the origin (metres, after units_per_meter): 100 km
+holds any engine's world, and keeps memory's float32 positions to a centimetre or better."""
+UNITS_PER_METER_RANGE = (1.0e-3, 1.0e6)
+"""units_per_meter a session may declare (1 km units to micrometres)."""
 SIZE_MULTIPLE = 8  # generators take H, W in multiples of 8
 MAX_DETAIL = 4.0  # largest generator_detail a session may ask for
 
@@ -169,6 +174,12 @@ def session_spec_from_proto(
             f"units_per_meter must be >= 0 and finite (0 for the convention default), got {req.units_per_meter}"
         )
     upm = req.units_per_meter or default_units_per_meter(convention)
+    low, high = UNITS_PER_METER_RANGE
+    if not low <= upm <= high:
+        raise _invalid(
+            f"units_per_meter {upm:g} is outside {low:g}..{high:g} (engine units in one metre: 1 for metres, "
+            "100 for centimetres; 0 for the convention default)"
+        )
     intrinsics = intrinsics_from_proto(req.intrinsics, defaults.max_pixels)
     try:
         fenc = frame_encoding(req.frame_encoding)
@@ -243,7 +254,15 @@ def pose_from_proto(msg: pb.Pose, spec: SessionSpec, field: str = "pose") -> np.
             f"{field}.rotation has norm {norm:.6f}; send a unit quaternion (w, x, y, z) with |q| within "
             f"{QUATERNION_NORM_TOLERANCE} of 1 (normalise it; the identity is w=1)"
         )
-    return engine_to_canonical(spec.convention, p, q / norm, spec.units_per_meter)
+    pose = engine_to_canonical(spec.convention, p, q / norm, spec.units_per_meter)
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300 squared: inf, refused below
+        distance = float(np.linalg.norm(pose[:3, 3]))
+    if not distance <= MAX_POSITION_M:
+        raise _invalid(
+            f"{field}.position is {distance:.3g} m from the origin (at {spec.units_per_meter:g} units per "
+            f"metre); keep cameras within {MAX_POSITION_M:g} m of it (recentre the world's origin near the player)"
+        )
+    return pose
 
 
 def pose_request_from_proto(msg: pb.PoseRequest, spec: SessionSpec) -> PoseInput:

@@ -191,6 +191,9 @@ def test_unknown_generator_and_absurd_budget(client):
         (Pose((0, 0, 0), (math.nan, 0, 0, 0)), "rotation"),
         (Pose((0, 0, 0), (2, 0, 0, 0)), "unit quaternion"),
         (Pose((0, 0, 0), (0, 0, 0, 0)), "unit quaternion"),
+        (Pose((1e99, 0, 0), (1, 0, 0, 0)), "from the origin"),  # finite, but no world is that big
+        (Pose((0, 1e300, -1e300), (1, 0, 0, 0)), "from the origin"),
+        (Pose((0, 0, 2.0e5), (1, 0, 0, 0)), "within 100000 m"),
     ],
 )
 def test_bad_pose_rejected_and_session_unharmed(client, session, pose, needle):
@@ -438,3 +441,25 @@ def test_a_negative_instance_id_sent_as_uint32_is_invalid_argument(client, sessi
         stream.next_frame()
     stream.cancel()
     assert client.stats(session.session_id).points == 0
+
+
+@pytest.mark.parametrize("units", [1e-300, 1e-4, 1e7, 1e300])
+def test_units_per_meter_out_of_range_is_rejected(client, units):
+    """A scale that would turn ordinary engine poses into astronomic (or vanishing) metres is refused
+    at the handshake, with the range in the message; in range, a far but valid pose still works."""
+    with pytest.raises(InvalidArgumentError, match=r"units_per_meter .* is outside 0.001\.\.1e\+06"):
+        client.open_session(K64, units_per_meter=units)
+    info = client.open_session(K64, units_per_meter=100.0)  # centimetres: 99 km is allowed
+    rgb, depth = synthetic_rgbd()
+    observe(client, info.session_id, rgb, depth)  # memory with points and keyframes (depth is in metres)
+    stream = client.stream(info.session_id)
+    assert stream.step(Pose((0, 0, 9.9e6), (1, 0, 0, 0))).rgb.shape == (64, 64, 3)
+    assert stream.step(Pose((-9.9e6, 0, 0), (1, 0, 0, 0))).rgb.shape == (64, 64, 3)
+    stream.send_pose(Pose((0, 0, 1.1e7), (1, 0, 0, 0)))  # 110 km
+    with pytest.raises(InvalidArgumentError, match=r"1\.1e\+05 m from the origin"):
+        stream.next_frame()
+    stream.cancel()
+    stream = client.stream(info.session_id)  # and the session goes on, its memory where it was
+    np.testing.assert_array_equal(stream.step(IDENTITY).rgb, rgb)
+    stream.close()
+    client.close_session(info.session_id)
