@@ -179,6 +179,23 @@ class AsyncFrameStream:
         self._call.cancel()
 
 
+def tls_credentials(
+    ca_file: str, cert_file: str | None = None, key_file: str | None = None
+) -> grpc.ChannelCredentials:
+    """TLS to a server whose certificate ``ca_file`` (PEM) vouches for; with ``cert_file`` and
+    ``key_file`` this client presents its own certificate too (mutual TLS)."""
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs both cert_file and key_file")
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+
+
 class AsyncMirageClient:
     def __init__(
         self,
@@ -188,8 +205,13 @@ class AsyncMirageClient:
         keepalive_ms: int = 20_000,
         credentials: grpc.ChannelCredentials | None = None,
         metadata: tuple[tuple[str, str], ...] = (),
+        token: str | None = None,
     ):
+        """``credentials``: TLS (`tls_credentials`); ``token``: the bearer token a server started with
+        --token-file gave this client (sent as 'authorization: Bearer <token>' on every call)."""
         options = channel_options(max_message_bytes, keepalive_ms)
+        if token is not None:
+            metadata = (*metadata, ("authorization", f"Bearer {token}"))
         if credentials is None:
             self.channel = grpc.aio.insecure_channel(target, options=options)
         else:

@@ -15,6 +15,11 @@ MiB = 2**20
 SERVE_FLAGS = [
     Flag("server.host"),
     Flag("server.port"),
+    Flag("server.tls_cert"),
+    Flag("server.tls_key"),
+    Flag("server.tls_client_ca"),
+    Flag("server.insecure"),
+    Flag("server.token_file"),
     Flag("memory.budget_bytes", "--budget-mib", scale=MiB, unit="MiB"),
     Flag("generator.name", "--generator"),
     Flag("generator.models_dir"),
@@ -55,7 +60,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = apply_flags(args, RuntimeConfig(), SERVE_FLAGS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except ValueError as exc:  # TLS files, token file, plaintext off loopback: the message says what to fix
+        print(f"mirage serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -19,6 +19,17 @@ class ServerConfig:
     """Interface to bind; loopback by default, 0.0.0.0 to serve other machines."""
     port: int = 50051
     """TCP port; 0 picks a free one (tests, embedded demo)."""
+    tls_cert: str = ""
+    """PEM certificate chain of the server: with tls_key, the port speaks TLS only."""
+    tls_key: str = ""
+    """PEM private key of tls_cert."""
+    tls_client_ca: str = ""
+    """PEM CA certificates clients must present a certificate from (mutual TLS); needs tls_cert."""
+    insecure: bool = False
+    """Serve plaintext on an address other than loopback (refused unless said)."""
+    token_file: str = ""
+    """File of 'principal token' lines: every call needs 'authorization: Bearer <token>' and a
+    session belongs to the principal that opened it. Unset: no authentication."""
     max_message_bytes: int = 16 * MiB
     """Largest message either side may send (frames at 1080p RGB raw are ~6 MiB)."""
     keepalive_min_ping_interval_ms: int = 20_000

@@ -3,7 +3,8 @@
 `SessionRegistry` opens sessions within the server's limit (closing idle ones first when full),
 finds them by id, closes them, and reaps those idle past the timeout; it loads each generator once
 and shares it. It knows nothing of gRPC: it raises the errors below, which the servicer turns into
-statuses, so that every RPC is a few lines and ownership checks can sit in one place later.
+statuses, so that every RPC is a few lines; `get` is where ownership is checked: a session belongs to
+the principal that opened it (`runtime.auth`), and another principal's call on it is refused.
 
 Thread-safe: `open` runs in the server's worker threads (it loads models and allocates memory) while
 the event loop looks sessions up.
@@ -11,6 +12,7 @@ the event loop looks sessions up.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
@@ -39,6 +41,10 @@ class SessionLimitReached(RegistryError):
     """The server holds as many sessions as it may (RESOURCE_EXHAUSTED)."""
 
 
+class NotYourSession(RegistryError):
+    """The session belongs to another principal (PERMISSION_DENIED; the message names no one)."""
+
+
 class SessionRegistry:
     def __init__(self, config: RuntimeConfig):
         self.config = config
@@ -63,8 +69,9 @@ class SessionRegistry:
                 self._generators[name] = host
             return host
 
-    def open(self, spec: SessionSpec) -> Session:
-        """A new session for ``spec``: raises SessionLimitReached when the server is full even after
+    def open(self, spec: SessionSpec, owner: str = "") -> Session:
+        """A new session for ``spec``, belonging to ``owner`` (the caller's principal; "" on a server
+        without tokens): raises SessionLimitReached when the server is full even after
         closing idle sessions, ValueError when the spec cannot be served (a budget too small for the
         memory's tables, a detail strength for a generator without detail control)."""
         with self._lock:
@@ -84,7 +91,7 @@ class SessionRegistry:
                     f"generator {generator.name!r} has no detail control: leave generator_detail unset, or "
                     f"choose a generator that has it ({', '.join(with_detail) or 'none installed here'})"
                 )
-            session = Session(spec, generator, self.config.memory)
+            session = Session(spec, generator, self.config.memory, owner=owner)
         except BaseException:
             with self._lock:
                 self._opening -= 1
@@ -98,13 +105,18 @@ class SessionRegistry:
         )  # fmt: skip
         return session
 
-    def get(self, session_id: str) -> Session:
-        """The open session ``session_id``; NoSessionId / UnknownSession otherwise."""
+    def get(self, session_id: str, principal: str = "") -> Session:
+        """The open session ``session_id`` of ``principal``; NoSessionId / UnknownSession /
+        NotYourSession otherwise."""
         if not session_id:
             raise NoSessionId("no session_id: call OpenSession first and send its session_id with this call")
         session = self._sessions.get(session_id)
         if session is None or session.closed:
             raise UnknownSession(f"unknown or closed session {session_id!r}: open a new one with OpenSession")
+        if not hmac.compare_digest(session.owner.encode(), principal.encode()):
+            raise NotYourSession(
+                f"session {session_id!r} was opened by another principal: use a session your token opened"
+            )
         return session
 
     def forget(self, session: Session) -> None:

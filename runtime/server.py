@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import torch
@@ -26,9 +28,17 @@ from mirage.v1 import mirage_pb2_grpc as pb_grpc
 
 from runtime import wire
 from runtime.allocator import tune_malloc
-from runtime.config import RuntimeConfig
+from runtime.auth import TokenAuthInterceptor, TokenTable
+from runtime.config import RuntimeConfig, ServerConfig
 from runtime.generator.host import available_models
-from runtime.registry import NoSessionId, RegistryError, SessionLimitReached, SessionRegistry, UnknownSession
+from runtime.registry import (
+    NoSessionId,
+    NotYourSession,
+    RegistryError,
+    SessionLimitReached,
+    SessionRegistry,
+    UnknownSession,
+)
 from runtime.session import Session, SessionClosedError
 from runtime.types import ObservationInput, PoseInput
 
@@ -96,6 +106,7 @@ _STATUS = {
     UnknownSession: grpc.StatusCode.NOT_FOUND,
     SessionClosedError: grpc.StatusCode.NOT_FOUND,
     SessionLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    NotYourSession: grpc.StatusCode.PERMISSION_DENIED,
 }
 """The gRPC status of each domain error the registry and sessions raise."""
 
@@ -103,17 +114,31 @@ _STATUS = {
 class MirageServicer(pb_grpc.MirageServicer):
     """Each RPC converts through `runtime.wire`, asks the registry for its session and delegates."""
 
-    def __init__(self, config: RuntimeConfig, registry: SessionRegistry, executor: ThreadPoolExecutor):
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        registry: SessionRegistry,
+        executor: ThreadPoolExecutor,
+        tokens: TokenTable | None = None,
+    ):
         self.config = config
         self.registry = registry
         self.executor = executor
+        self.tokens = tokens
+
+    def _principal(self, context: grpc.aio.ServicerContext) -> str:
+        """Who is calling: the token's principal (`TokenAuthInterceptor` let only known tokens in), or
+        "" on a server without tokens."""
+        if self.tokens is None:
+            return ""
+        return self.tokens.principal(context.invocation_metadata()) or ""
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _session(self, session_id: str, context: grpc.aio.ServicerContext) -> Session:
         try:
-            return self.registry.get(session_id)
+            return self.registry.get(session_id, self._principal(context))
         except RegistryError as exc:
             await self._abort(context, exc)
 
@@ -144,7 +169,7 @@ class MirageServicer(pb_grpc.MirageServicer):
         except wire.WireError as exc:
             await self._abort(context, exc)
         try:
-            session = await self._run(self.registry.open, spec)
+            session = await self._run(self.registry.open, spec, self._principal(context))
         except ValueError as exc:  # e.g. a budget too small for the memory's fixed tables
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except RegistryError as exc:
@@ -370,20 +395,68 @@ class MirageServicer(pb_grpc.MirageServicer):
         )
 
 
+def is_loopback(host: str) -> bool:
+    """``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def server_credentials(server: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from ``server``'s files (mutual TLS with tls_client_ca), or None for plaintext,
+    which only loopback gets unless ``insecure`` is said; ValueError says what to fix."""
+    if bool(server.tls_cert) != bool(server.tls_key):
+        raise ValueError(
+            "TLS needs both --tls-cert and --tls-key (the certificate chain and its private key)"
+        )
+    if not server.tls_cert:
+        if server.tls_client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first")
+        if not is_loopback(server.host) and not server.insecure:
+            raise ValueError(
+                f"plaintext on {server.host} would expose sessions and memory to the network: serve TLS "
+                "(--tls-cert F --tls-key F, and --token-file F to authenticate callers), or say --insecure"
+            )
+        return None
+    pair = (_read_pem(server.tls_key, "TLS private key"), _read_pem(server.tls_cert, "TLS certificate"))
+    client_ca = _read_pem(server.tls_client_ca, "client CA") if server.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Server, int]:
     """Build, bind and start the server; returns it with the bound port (config.server.port 0: free port)."""
     config = config or RuntimeConfig()
     tune_malloc()  # flat resident memory over long sessions (runtime/allocator.py)
     torch.set_num_threads(config.server.torch_threads)
     executor = ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="mirage-worker")
-    server = grpc.aio.server(options=grpc_options(config))
+    credentials = server_credentials(config.server)
+    tokens = TokenTable.from_file(config.server.token_file) if config.server.token_file else None
+    interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
+    server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
     registry = SessionRegistry(config)
-    servicer = MirageServicer(config, registry, executor)
+    servicer = MirageServicer(config, registry, executor, tokens)
     pb_grpc.add_MirageServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.server.host}:{config.server.port}")
+    address = f"{config.server.host}:{config.server.port}"
+    port = (
+        server.add_insecure_port(address)
+        if credentials is None
+        else server.add_secure_port(address, credentials)
+    )
     if port == 0:
         raise OSError(f"could not bind {config.server.host}:{config.server.port}")
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)

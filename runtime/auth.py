@@ -1,0 +1,144 @@
+"""Bearer-token authentication and the principal each call runs as.
+
+`mirage serve --token-file F` reads one ``principal token`` pair a line (separated by a space; blank
+lines and lines starting with ``#`` are skipped). Every call must then carry the metadata
+``authorization: Bearer <token>``: `TokenAuthInterceptor` refuses a call without it, or with a token
+the file does not hold, as UNAUTHENTICATED before any handler runs (the health service stays open,
+so that probes work). The handlers ask `TokenTable.principal` who the caller is; a session belongs
+to the principal that opened it (`runtime.registry`).
+
+Tokens are compared in constant time. The file is the only place they live: never in the repo, the
+command line or a log line; a token file others may read is refused (as ssh refuses a private key).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+import grpc
+
+MIN_TOKEN_CHARS = 16
+"""Shorter tokens are refused when the file is read (guessable)."""
+OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+"""Methods served without a token: health probes."""
+
+
+class TokenFileError(ValueError):
+    """The token file cannot be used (the message says what to fix)."""
+
+
+class TokenTable:
+    """Tokens and their principals."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]):
+        self._tokens: list[tuple[bytes, str]] = []
+        seen: set[str] = set()
+        for principal, token in pairs:
+            if token in seen:
+                raise TokenFileError(
+                    f"a token is listed twice (second time for {principal!r}): give each its own"
+                )
+            seen.add(token)
+            self._tokens.append((token.encode(), principal))
+        if not self._tokens:
+            raise TokenFileError("the token file lists no token: add a line 'principal token'")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> TokenTable:
+        path = Path(path)
+        try:
+            mode = path.stat().st_mode
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TokenFileError(f"cannot read token file {path}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise TokenFileError(
+                f"token file {path} can be read by others (mode {stat.S_IMODE(mode):o}): chmod 600 {path}"
+            )
+        pairs = []
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split(" ")
+            if len(fields) != 2 or not all(fields):
+                raise TokenFileError(
+                    f"{path} line {number}: expected 'principal token' (two fields, one space between them)"
+                )
+            principal, token = fields
+            if len(token) < MIN_TOKEN_CHARS:
+                raise TokenFileError(
+                    f"{path} line {number}: the token of {principal!r} has {len(token)} characters; "
+                    f"use at least {MIN_TOKEN_CHARS} (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
+            pairs.append((principal, token))
+        return cls(pairs)
+
+    def principal(self, metadata) -> str | None:
+        """The principal whose token ``metadata`` (gRPC invocation metadata) carries, else None."""
+        value = None
+        for key, item in metadata or ():
+            if key == "authorization":
+                value = item
+                break
+        if not isinstance(value, str) or not value.startswith("Bearer "):
+            return None
+        offered = value[len("Bearer ") :].strip().encode()
+        found = None
+        for token, principal in self._tokens:  # every entry compared: the time says nothing
+            if hmac.compare_digest(token, offered):
+                found = principal
+        return found
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+
+def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s kind that ends the call UNAUTHENTICATED with ``message``."""
+
+    async def unary(request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def streaming(request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover (abort raises)
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        streaming if handler.response_streaming else unary,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """UNAUTHENTICATED for any call (but health probes) without a known bearer token."""
+
+    def __init__(self, table: TokenTable):
+        self.table = table
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method in OPEN_METHODS:
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        if self.table.principal(metadata) is not None:
+            return handler
+        offered = any(key == "authorization" for key, _ in metadata or ())
+        message = (
+            "the authorization token is not valid here: check the token the server's --token-file gives you"
+            if offered
+            else "this server needs a token: send metadata 'authorization: Bearer <token>' "
+            "(MirageClient(target, token=...))"
+        )
+        return _refusal(handler, message)
