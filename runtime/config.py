@@ -58,6 +58,12 @@ class SessionDefaults:
     """Open sessions at once; further handshakes get RESOURCE_EXHAUSTED."""
     max_budget_bytes: int = 8 * 1024 * MiB
     """Largest memory budget a client may ask for."""
+    total_budget_bytes: int = 0
+    """The sum of the open sessions' memory budgets this server admits (a handshake past it gets
+    RESOURCE_EXHAUSTED); 0: half of this machine's physical memory."""
+    max_sessions_per_principal: int = 4
+    """Open sessions one principal may hold, on a server with --token-file (without tokens every
+    caller is the same anonymous principal, held by max_sessions alone)."""
     max_pixels: int = 1920 * 1080
     """Largest frame (width * height) a session may declare."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import threading
 import time
 
@@ -23,6 +24,11 @@ from runtime.session import Session
 from runtime.types import SessionSpec
 
 log = logging.getLogger("mirage.registry")
+
+
+def physical_memory_bytes() -> int:
+    """This machine's physical memory (bytes)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class RegistryError(Exception):
@@ -49,7 +55,10 @@ class SessionRegistry:
     def __init__(self, config: RuntimeConfig):
         self.config = config
         self._sessions: dict[str, Session] = {}
-        self._opening = 0  # sessions being built: they count against the limit already
+        self._opening: list[
+            tuple[str, int]
+        ] = []  # (owner, budget) of sessions being built: they count already
+        self.total_budget_bytes = config.sessions.total_budget_bytes or physical_memory_bytes() // 2
         self._generators: dict[str, GeneratorHost] = {}
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -74,15 +83,14 @@ class SessionRegistry:
         without tokens): raises SessionLimitReached when the server is full even after
         closing idle sessions, ValueError when the spec cannot be served (a budget too small for the
         memory's tables, a detail strength for a generator without detail control)."""
+        claim = (owner, spec.budget_bytes)
         with self._lock:
-            if len(self._sessions) + self._opening >= self.config.sessions.max_sessions:
+            if self._refusal(claim) is not None:
                 self._close_idle_locked()
-            held = len(self._sessions) + self._opening
-            if held >= self.config.sessions.max_sessions:
-                raise SessionLimitReached(
-                    f"this server already holds {held} sessions (its limit): close one first"
-                )
-            self._opening += 1
+            refusal = self._refusal(claim)
+            if refusal is not None:
+                raise SessionLimitReached(refusal)
+            self._opening.append(claim)
         try:
             generator = self.generator(spec.generator)
             if spec.detail is not None and not generator.detail_control:
@@ -94,16 +102,37 @@ class SessionRegistry:
             session = Session(spec, generator, self.config.memory, owner=owner)
         except BaseException:
             with self._lock:
-                self._opening -= 1
+                self._opening.remove(claim)
             raise
         with self._lock:  # one step: no other open sees the slot free in between
-            self._opening -= 1
+            self._opening.remove(claim)
             self._sessions[session.id] = session
         log.info(
             "session %s opened (%s, %dx%d)",
             session.id, spec.convention.value, spec.intrinsics.width, spec.intrinsics.height,
         )  # fmt: skip
         return session
+
+    def _refusal(self, claim: tuple[str, int]) -> str | None:
+        """Why a new session ``claim`` (owner, budget) cannot be admitted now, or None. Lock held."""
+        owner, budget = claim
+        claims = [(s.owner, s.spec.budget_bytes) for s in self._sessions.values()] + self._opening
+        limits = self.config.sessions
+        if len(claims) >= limits.max_sessions:
+            return f"this server already holds {len(claims)} sessions (its limit): close one first"
+        mine = sum(1 for who, _ in claims if who == owner)
+        if owner and mine >= limits.max_sessions_per_principal:
+            return (
+                f"your principal already holds {mine} sessions (the limit for one principal): close one first"
+            )
+        committed = sum(b for _, b in claims)
+        if committed + budget > self.total_budget_bytes:
+            free = max(self.total_budget_bytes - committed, 0)
+            return (
+                f"memory budget of {budget} bytes does not fit: this server admits {self.total_budget_bytes} bytes "
+                f"of session budgets and {free} are free; ask for less or close a session"
+            )
+        return None
 
     def get(self, session_id: str, principal: str = "") -> Session:
         """The open session ``session_id`` of ``principal``; NoSessionId / UnknownSession /

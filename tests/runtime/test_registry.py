@@ -102,3 +102,54 @@ def test_the_limit_over_grpc_is_resource_exhausted():
             client.close_session(client.open_session(K32).session_id)  # the slot is free again
     finally:
         stop()
+
+
+def test_budgets_are_admitted_against_what_the_server_was_given():
+    """The sum of the sessions' budgets stays within total_budget_bytes: a handshake that would pass
+    it is refused with the free figure, holds no slot, and fits again once a session closes."""
+    config = small_config(max_sessions=8)
+    config.sessions.total_budget_bytes = 20 * MiB
+    registry = SessionRegistry(config)
+    first = registry.open(spec(config, budget_bytes=12 * MiB))
+    with pytest.raises(
+        SessionLimitReached, match="admits 20971520 bytes of session budgets and 8388608 are free"
+    ):
+        registry.open(spec(config, budget_bytes=9 * MiB))
+    second = registry.open(spec(config, budget_bytes=8 * MiB))  # exactly what is left
+    assert len(registry) == 2
+    for s in (first, second):
+        registry.forget(s)
+        s.close()
+    assert registry.open(spec(config, budget_bytes=20 * MiB)).id in registry
+
+
+def test_one_principal_cannot_take_every_slot():
+    config = small_config(max_sessions=8)
+    config.sessions.max_sessions_per_principal = 2
+    registry = SessionRegistry(config)
+    mine = [registry.open(spec(config), owner="alice") for _ in range(2)]
+    with pytest.raises(SessionLimitReached, match="your principal already holds 2 sessions") as err:
+        registry.open(spec(config), owner="alice")
+    assert "alice" not in str(err.value)
+    theirs = registry.open(spec(config), owner="bob")  # others still get in
+    anonymous = [registry.open(spec(config)) for _ in range(3)]  # no tokens: max_sessions alone
+    assert len(registry) == 6
+    for s in (*mine, theirs, *anonymous):
+        registry.forget(s)
+        s.close()
+
+
+def test_an_oversized_budget_over_grpc_is_resource_exhausted_and_harms_no_one():
+    config = small_config(max_sessions=4)
+    config.sessions.total_budget_bytes = 24 * MiB
+    running, stop = start_server_thread(config)
+    try:
+        with MirageClient(running.target) as client:
+            first = client.open_session(K32, budget_bytes=16 * MiB)
+            with pytest.raises(ResourceExhaustedError, match="does not fit"):
+                client.open_session(K32, budget_bytes=16 * MiB)
+            assert client.stats(first.session_id).budget_bytes == 16 * MiB
+            client.close_session(client.open_session(K32, budget_bytes=8 * MiB).session_id)
+            client.close_session(first.session_id)
+    finally:
+        stop()
