@@ -31,6 +31,7 @@ from runtime.allocator import tune_malloc
 from runtime.auth import TokenAuthInterceptor, TokenTable
 from runtime.config import RuntimeConfig, ServerConfig
 from runtime.generator.host import available_models
+from runtime.malformed import MalformedMessageInterceptor
 from runtime.registry import (
     NoSessionId,
     NotYourSession,
@@ -260,6 +261,8 @@ class MirageServicer(pb_grpc.MirageServicer):
             first = await requests.__anext__()
         except StopAsyncIteration:
             return
+        except wire.WireError as exc:  # bytes that do not parse (`runtime.malformed`)
+            await self._abort(context, exc)
         session = await self._session(first.session_id, context)
         if session.streaming:
             await context.abort(
@@ -365,6 +368,9 @@ class MirageServicer(pb_grpc.MirageServicer):
             except StopAsyncIteration:
                 await queue.put(_End(clean=False))
                 return
+            except wire.WireError as exc:  # bytes that do not parse: refused like a bad message
+                await queue.put(exc)
+                return
 
     def _convert(self, message: pb.ClientMessage, session: Session) -> object:
         if message.session_id and message.session_id != session.id:
@@ -444,6 +450,7 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     credentials = server_credentials(config.server)
     tokens = TokenTable.from_file(config.server.token_file) if config.server.token_file else None
     interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
+    interceptors.append(MalformedMessageInterceptor())
     server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
     registry = SessionRegistry(config)
     servicer = MirageServicer(config, registry, executor, tokens)
