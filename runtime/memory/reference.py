@@ -95,7 +95,12 @@ def reference_splat(
             deepest = zmin[py, px] * tolerance
             if distance > FUSION_CENTRED_KEY:
                 deepest = _fused_front(zmin, py, px, tolerance)
-            fused_front = [(i, w) for zt, _, i, _, w in fragments if zt <= deepest]
+            plain = zmin[py, px] * tolerance  # biased points (guesses) fuse on the front only
+            fused_front = [
+                (i, w)
+                for zt, _, i, _, w in fragments
+                if zt <= plain or (bias[i] == f32(0.0) and zt <= deepest)
+            ]
             total = sum(w for _, w in fused_front)
             sums = [sum(w * int(colours[i, c]) for i, w in fused_front) for c in range(3)]
             for c in range(3):  # no weight at all (far off-centre fragments only): the winner's

@@ -32,7 +32,9 @@ implements the same rule with plain loops and the tests hold the two equal. The 
   turn or a step on one side only, and keeps the plain tolerance: edges stay sharp). On a
   fronto-parallel face s = 0: nothing behind it enters its colour. A pixel whose winner is centred
   on it (within 1/8 px: FUSION_CENTRED_KEY) fuses the plain front: it holds a sample of that pixel
-  (a view rendered from where a frame was taken gives back that frame as before).
+  (a view rendered from where a frame was taken gives back that frame as before). A fragment whose
+  point has a depth bias (memory's generated points: guesses) fuses on the plain front only: the
+  deeper reach recovers observed samples, and what was invented looks the same each time it is seen.
 
 All arithmetic of the rule is float32 with constants rounded to float32 first, so that the kernel and
 the reference agree bit for bit. Fragments are generated in buckets by footprint: a half-size in
@@ -238,7 +240,10 @@ def splat_points_torch(
         front = torch.where(zf <= zthr.index_select(0, pix), pix, hw)
         kbuf.scatter_reduce_(0, front, key, "amin")
         if colours is not None:  # colour fusion: integer sums over the front, then the deeper reach
-            deeper = torch.where((zf <= fthr.index_select(0, pix)) & (front == hw), pix, hw)
+            reach = (zf <= fthr.index_select(0, pix)) & (front == hw)
+            if bias is not None:  # a point with a depth bias (a guess) keeps to the front
+                reach &= bias.index_select(0, key & _LOW32) == 0.0
+            deeper = torch.where(reach, pix, hw)
             coloured = weight[:, None] * colours.index_select(0, key & _LOW32)
             wsum[0].index_add_(0, front, weight)
             csum[0].index_add_(0, front, coloured)

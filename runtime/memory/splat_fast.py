@@ -142,7 +142,7 @@ def splat_passes(
     if rgb is not None:
         fusion_front(zbits, tolerance, width, height, fthr)
     _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, radius, f_mean, max_r,
-            rgb, wsum, csum, fthr)  # fmt: skip
+            rgb, wsum, csum, fthr, bias, has_bias)  # fmt: skip
     return m, s
 
 
@@ -334,13 +334,14 @@ def fusion_front(zbits, tolerance, width, height, fthr):
 
 
 @numba.njit(inline="always", **_JIT)
-def _offer_fused(kbuf, zmin, fthr, half, p, key, zt, tolerance, w, red, green, blue, wsum, csum):
-    """`_offer`, and a fragment no deeper than fthr[p] (the fused front) adds weight w and w x colour
-    to pixel p's sums: slot p for the front's fragments, slot p + half for the deeper ones."""
+def _offer_fused(kbuf, zmin, fthr, half, p, key, zt, tolerance, deep, w, red, green, blue, wsum, csum):
+    """`_offer`, and a fragment on the front, or (``deep``: its point has no depth bias) no deeper than
+    fthr[p] (the fused front), adds weight w and w x colour to pixel p's sums: slot p for the front's
+    fragments, slot p + half for the deeper ones."""
     front = zt <= zmin[p] * tolerance
     cur = kbuf[p]
     kbuf[p] = key if front and key < cur else cur
-    w = w if zt <= fthr[p] else np.int64(0)
+    w = w if front or (deep and zt <= fthr[p]) else np.int64(0)
     q = p if front else p + half
     wsum[q] += w
     csum[3 * q] += w * red
@@ -363,7 +364,7 @@ def _tent(d, a):
 @numba.njit(**_JIT)
 def _select(
     n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r, rgb, wsum, csum,
-    fthr,
+    fthr, bias, has_bias,
 ):  # fmt: skip
     """Pass 2 over the first n points: among the front surface (test depth <= zmin * tolerance), the
     least key per pixel, folded into kbuf (a minimum of distinct keys: order does not matter). A
@@ -373,7 +374,8 @@ def _select(
     fuses colour: every front fragment adds its weight `_w` (a = half-size + 1/2, tx = 1 - |dx| / a,
     ty likewise, norm = BLEND_SCALE / a^2; the half-size as `_footprints` computes it from z and rad)
     to wsum[p] and weight x colour to csum[3 p + k], over the fragments no deeper than fthr[p] (the
-    fused front, `fusion_front`; unread without rgb). Integer sums: any order, any split of the
+    fused front, `fusion_front`; unread without rgb; a point with a depth bias, bias[i] > 0 when
+    ``has_bias``, fuses on the front only). Integer sums: any order, any split of the
     points among threads, gives the same totals."""
     scale = np.float32(65536.0)  # DIST_SCALE
     blend_scale = np.float32(BLEND_SCALE)
@@ -402,6 +404,7 @@ def _select(
             a = ext + half_px
             norm = blend_scale / (a * a)
             q = tie
+            deep = not has_bias or bias[i] == zero  # a biased point (a guess) keeps to the front
             red = np.int64(rgb[q, 0])
             green = np.int64(rgb[q, 1])
             blue = np.int64(rgb[q, 2])
@@ -425,13 +428,13 @@ def _select(
                 tx1 = _tent(dx1, a)
                 ty0 = _tent(dy0, a)
                 ty1 = _tent(dy1, a)
-                _offer_fused(kbuf, zmin, fthr, half, p00, ky0 + qx0, zt, tolerance, _w(tx0, ty0, norm, dx0, dy0),
+                _offer_fused(kbuf, zmin, fthr, half, p00, ky0 + qx0, zt, tolerance, deep, _w(tx0, ty0, norm, dx0, dy0),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, fthr, half, p01, ky0 + qx1, zt, tolerance, _w(tx1, ty0, norm, dx1, dy0),
+                _offer_fused(kbuf, zmin, fthr, half, p01, ky0 + qx1, zt, tolerance, deep, _w(tx1, ty0, norm, dx1, dy0),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, fthr, half, p10, ky1 + qx0, zt, tolerance, _w(tx0, ty1, norm, dx0, dy1),
+                _offer_fused(kbuf, zmin, fthr, half, p10, ky1 + qx0, zt, tolerance, deep, _w(tx0, ty1, norm, dx0, dy1),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, fthr, half, p11, ky1 + qx1, zt, tolerance, _w(tx1, ty1, norm, dx1, dy1),
+                _offer_fused(kbuf, zmin, fthr, half, p11, ky1 + qx1, zt, tolerance, deep, _w(tx1, ty1, norm, dx1, dy1),
                              red, green, blue, wsum, csum)  # fmt: skip
             continue
         for r in range(r0, r1 + 1):
@@ -447,7 +450,7 @@ def _select(
                 for c in range(c0, c1 + 1):
                     dx = np.float32(c) - u
                     _offer_fused(kbuf, zmin, fthr, half, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance,
-                                 _w(_tent(dx, a), ty, norm, dx, dy), red, green, blue, wsum, csum)  # fmt: skip
+                                 deep, _w(_tent(dx, a), ty, norm, dx, dy), red, green, blue, wsum, csum)  # fmt: skip
 
 
 @numba.njit(**_JIT)
@@ -569,7 +572,7 @@ def render_select(
     kbuf[: width * height + 3] = _NO_KEY
     if kept > 0:
         _select(kept, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r,
-                rgb, wsum, csum, fthr)  # fmt: skip
+                rgb, wsum, csum, fthr, bias, True)  # fmt: skip
         return
     j = 0
     q = np.int64(-1)
@@ -583,7 +586,7 @@ def render_select(
         _footprints(x, y, z, rad, bias, True, n, fx, fy, cx, cy, f_mean, near, max_r, width, height,
                     pu, pv, pz, ranges)  # fmt: skip
         _select(n, pu, pv, pz, ranges, ids, zbits, kbuf, tolerance, width, height, z, rad, f_mean, max_r,
-                rgb, wsum, csum, fthr)  # fmt: skip
+                rgb, wsum, csum, fthr, bias, True)  # fmt: skip
 
 
 @numba.njit(**_JIT)

@@ -57,13 +57,14 @@ def test_thresholds_agree_bit_for_bit(seed):
     assert np.all(twin[finite] <= zmin[finite] * np.float32(FUSION_CAP))
 
 
-def _render(xyz, radius, rgb):
+def _render(xyz, radius, rgb, bias=None):
     """The three implementations on one scene: equal bits, and the numba kernel's result."""
     xyz, radius = torch.tensor(xyz, dtype=torch.float32), torch.tensor(radius, dtype=torch.float32)
     rgb = torch.tensor(rgb, dtype=torch.uint8)
-    fast = splat_points(xyz, radius, INTR, **RULE, rgb=rgb)
-    twin = splat_points_torch(xyz, radius, INTR, **RULE, rgb=rgb)
-    slow = reference_splat(xyz, radius, INTR, **RULE, rgb=rgb)
+    rule = {**RULE, "depth_bias": None if bias is None else torch.tensor(bias, dtype=torch.float32)}
+    fast = splat_points(xyz, radius, INTR, **rule, rgb=rgb)
+    twin = splat_points_torch(xyz, radius, INTR, **rule, rgb=rgb)
+    slow = reference_splat(xyz, radius, INTR, **rule, rgb=rgb)
     assert torch.equal(fast.index, slow.index) and torch.equal(twin.index, slow.index)
     assert torch.equal(fast.rgb, slow.rgb) and torch.equal(twin.rgb, slow.rgb)
     return fast
@@ -71,6 +72,27 @@ def _render(xyz, radius, rgb):
 
 def _point(u, v, z):
     return ((u - INTR.cx) / INTR.fx * z, (v - INTR.cy) / INTR.fy * z, z)
+
+
+def _grazing_rows():
+    xyz, radius, rgb = [], [], []
+    for v in range(INTR.height):
+        z = 2.0 * 1.03 ** (INTR.height - 1 - v)
+        for u in range(INTR.width):
+            xyz.append(_point(float(u), float(v), z))
+            radius.append(1.2 * z / INTR.fx)
+            rgb.append((20 * v, 20 * v, 20 * v))
+    return xyz, radius, rgb
+
+
+def test_guesses_keep_to_the_plain_front():
+    """The same grazing rows as generated points (a depth bias, as memory gives guesses): they fuse on
+    the plain front only, so each row shows the row below's grey as the 2 % front has it."""
+    xyz, radius, rgb = _grazing_rows()
+    out = _render(xyz, radius, rgb, bias=[0.3] * len(xyz))
+    rows = out.rgb[..., 0].numpy()[2:-2, 2:-2] * 255.0
+    below = 20.0 * np.arange(3, INTR.height - 1)[:, None]
+    assert np.abs(rows - below).max() < 10.0, np.round(rows[:, 0])
 
 
 def test_a_grazing_surface_renders_each_sample_at_its_own_pixel():
