@@ -1,4 +1,4 @@
-"""Bearer-token authentication and the principal each call runs as.
+"""Bearer-token authentication, the principal each call runs as, and a rate limit per principal.
 
 `mirage serve --token-file F` reads one ``principal token`` pair a line (separated by a space; blank
 lines and lines starting with ``#`` are skipped). Every call must then carry the metadata
@@ -16,6 +16,8 @@ from __future__ import annotations
 import hmac
 import os
 import stat
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -98,14 +100,16 @@ class TokenTable:
         return len(self._tokens)
 
 
-def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of ``handler``'s kind that ends the call UNAUTHENTICATED with ``message``."""
+def _refusal(
+    handler: grpc.RpcMethodHandler, message: str, code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
+) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s kind that ends the call with ``code`` and ``message``."""
 
     async def unary(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
 
     async def streaming(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
         yield  # pragma: no cover (abort raises)
 
     make = {
@@ -142,3 +146,50 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             "(MirageClient(target, token=...))"
         )
         return _refusal(handler, message)
+
+
+class RateLimiter:
+    """A token bucket per principal: ``rate`` calls a second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}  # principal -> (tokens, when)
+        self._lock = threading.Lock()
+
+    def wait_s(self, principal: str, now: float | None = None) -> float:
+        """0 when ``principal`` may call now (the call is counted), else seconds until it may."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, when = self._buckets.get(principal, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - when) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[principal] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[principal] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+class RateLimitInterceptor(grpc.aio.ServerInterceptor):
+    """RESOURCE_EXHAUSTED for a principal's calls beyond its rate (a stream is one call; health
+    probes are not counted). Without tokens every caller is one anonymous principal."""
+
+    def __init__(self, limiter: RateLimiter, tokens: TokenTable | None):
+        self.limiter = limiter
+        self.tokens = tokens
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method in OPEN_METHODS:
+            return handler
+        principal = (
+            "" if self.tokens is None else self.tokens.principal(handler_call_details.invocation_metadata)
+        )
+        wait = self.limiter.wait_s(principal or "")
+        if wait <= 0.0:
+            return handler
+        message = (
+            f"rate limit: at most {self.limiter.rate:g} calls a second for one principal (bursts of "
+            f"{self.limiter.burst:g}); retry in {1000.0 * wait:.0f} ms, or keep one Stream open instead of many calls"
+        )
+        return _refusal(handler, message, grpc.StatusCode.RESOURCE_EXHAUSTED)

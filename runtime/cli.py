@@ -20,6 +20,8 @@ SERVE_FLAGS = [
     Flag("server.tls_client_ca"),
     Flag("server.insecure"),
     Flag("server.token_file"),
+    Flag("server.rate_limit_per_s"),
+    Flag("server.rate_limit_burst"),
     Flag("memory.budget_bytes", "--budget-mib", scale=MiB, unit="MiB"),
     Flag("generator.name", "--generator"),
     Flag("generator.models_dir"),

@@ -27,6 +27,11 @@ class ServerConfig:
     """PEM CA certificates clients must present a certificate from (mutual TLS); needs tls_cert."""
     insecure: bool = False
     """Serve plaintext on an address other than loopback (refused unless said)."""
+    rate_limit_per_s: float = 200.0
+    """Calls a second one principal may make on average (a Stream is one call; health is free);
+    beyond it RESOURCE_EXHAUSTED. 0: no limit."""
+    rate_limit_burst: int = 400
+    """Calls one principal may make at once before the rate applies."""
     token_file: str = ""
     """File of 'principal token' lines: every call needs 'authorization: Bearer <token>' and a
     session belongs to the principal that opened it. Unset: no authentication."""

@@ -28,7 +28,7 @@ from mirage.v1 import mirage_pb2_grpc as pb_grpc
 
 from runtime import wire
 from runtime.allocator import tune_malloc
-from runtime.auth import TokenAuthInterceptor, TokenTable
+from runtime.auth import RateLimiter, RateLimitInterceptor, TokenAuthInterceptor, TokenTable
 from runtime.config import RuntimeConfig, ServerConfig
 from runtime.generator.host import available_models
 from runtime.malformed import MalformedMessageInterceptor
@@ -450,6 +450,9 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     credentials = server_credentials(config.server)
     tokens = TokenTable.from_file(config.server.token_file) if config.server.token_file else None
     interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
+    if config.server.rate_limit_per_s > 0:
+        limiter = RateLimiter(config.server.rate_limit_per_s, config.server.rate_limit_burst)
+        interceptors.append(RateLimitInterceptor(limiter, tokens))
     interceptors.append(MalformedMessageInterceptor())
     server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
     registry = SessionRegistry(config)

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
@@ -26,12 +27,13 @@ from plugin_bridge.camera import Intrinsics
 from plugin_bridge.client import (
     MirageClient,
     PermissionDeniedError,
+    ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
     tls_credentials,
 )
 from plugin_bridge.types import Control, Observation, Pose
-from runtime.auth import TokenFileError, TokenTable
+from runtime.auth import RateLimiter, TokenFileError, TokenTable
 
 K32 = Intrinsics.from_fov(32, 32, 60.0)
 IDENTITY = Pose((0, 0, 0), (1, 0, 0, 0))
@@ -261,3 +263,39 @@ def test_token_comparison_finds_each_principal_and_nothing_else():
     assert table.principal((("authorization", f"Bearer {ALICE[:-1]}"),)) is None
     assert table.principal((("authorization", ALICE),)) is None
     assert table.principal(()) is None
+
+
+def test_rate_limiter_refills_at_its_rate():
+    limiter = RateLimiter(rate=2.0, burst=3)
+    assert [limiter.wait_s("a", now=10.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.wait_s("a", now=10.0) == pytest.approx(0.5)  # empty: one call every 0.5 s
+    assert limiter.wait_s("b", now=10.0) == 0.0  # another principal has its own bucket
+    assert limiter.wait_s("a", now=10.5) == 0.0
+    assert limiter.wait_s("a", now=10.5) > 0.0
+
+
+def test_a_principal_past_its_rate_is_resource_exhausted_and_others_are_not(tmp_path):
+    path = tmp_path / "tokens"
+    path.write_text(f"alice {ALICE}\nbob {BOB}\n")
+    os.chmod(path, 0o600)
+    running, stop = _serve(token_file=str(path), rate_limit_per_s=1.0, rate_limit_burst=4)
+    try:
+        with (
+            MirageClient(running.target, token=ALICE) as alice,
+            MirageClient(running.target, token=BOB) as bob,
+        ):
+            info = alice.open_session(K32)
+            for _ in range(3):
+                alice.stats(info.session_id)
+            with pytest.raises(ResourceExhaustedError, match="rate limit: at most 1 calls a second"):
+                alice.stats(info.session_id)
+            bob.close_session(bob.open_session(K32).session_id)  # bob's bucket is his own
+            with grpc.insecure_channel(running.target) as channel:  # probes are never limited
+                for _ in range(10):
+                    health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=""), timeout=10
+                    )
+            time.sleep(1.1)  # a call's worth refilled
+            assert alice.stats(info.session_id).frames_ingested == 0  # and the session was never touched
+    finally:
+        stop()
