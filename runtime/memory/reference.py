@@ -17,7 +17,6 @@ from runtime.memory.splat import (
     BLEND_SCALE,
     DIST_SCALE,
     FUSION_CAP,
-    FUSION_CENTRED_KEY,
     FUSION_REACH,
     FUSION_STEP_PX,
     SplatWinners,
@@ -87,14 +86,11 @@ def reference_splat(
     for (py, px), fragments in fragments_at.items():
         # 4. within tolerance of the nearest, nearest centre, then lowest index
         front = [(q, i, z, w) for zt, q, i, z, w in fragments if zt <= zmin[py, px] * tolerance]
-        distance, best, best_z, _ = min(front)
+        _, best, best_z, _ = min(front)
         index[py, px] = best
         depth[py, px] = best_z
-        if colours is not None:  # 5. the colours of the front, weighted; of the fused front (deeper
-            # where the front slopes) unless the winner is centred on the pixel
-            deepest = zmin[py, px] * tolerance
-            if distance > FUSION_CENTRED_KEY:
-                deepest = _fused_front(zmin, py, px, tolerance)
+        if colours is not None:  # 5. the colours of the fused front (deeper where the front slopes), weighted
+            deepest = _fused_front(zmin, py, px, tolerance)
             plain = zmin[py, px] * tolerance  # biased points (guesses) fuse on the front only
             fused_front = [
                 (i, w)

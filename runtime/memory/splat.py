@@ -30,9 +30,7 @@ implements the same rule with plain loops and the tests hold the two equal. The 
   where s is the front's relative depth change over FUSION_STEP_PX pixels, measured on the zmin
   map where it runs one way on both sides of the pixel (a depth jump, a thin object or a gap is a
   turn or a step on one side only, and keeps the plain tolerance: edges stay sharp). On a
-  fronto-parallel face s = 0: nothing behind it enters its colour. A pixel whose winner is centred
-  on it (within 1/8 px: FUSION_CENTRED_KEY) fuses the plain front: it holds a sample of that pixel
-  (a view rendered from where a frame was taken gives back that frame as before). A fragment whose
+  fronto-parallel face s = 0: nothing behind it enters its colour. A fragment whose
   point has a depth bias (memory's generated points: guesses) fuses on the plain front only: the
   deeper reach recovers observed samples, and what was invented looks the same each time it is seen.
 
@@ -78,9 +76,6 @@ FUSION_REACH = 2.0
 step: the depth the front spans over 4 px, the reach of a splat at the usual half-sizes."""
 FUSION_CAP = 1.2
 """Colour fusion never reaches more than 20 % behind the front."""
-FUSION_CENTRED_KEY = 1024
-"""A winner whose squared distance to the pixel centre (its key's distance part, in 2^-16 px^2) is at
-most this (1/64 px^2: within 1/8 px) is a sample of that pixel: its pixel fuses the front alone."""
 _NO_KEY = torch.iinfo(torch.int64).max
 _LOW32 = 0xFFFFFFFF
 
@@ -233,32 +228,27 @@ def splat_points_torch(
                                             f32(1.0 + depth_tolerance)).reshape(-1), zthr[hw:]])  # fmt: skip
     # pass 2: nearest centre among the front surface, ties to the lower index
     kbuf = torch.full((hw + 1,), _NO_KEY, dtype=torch.int64, device=device)
-    wsum = torch.zeros(2, hw + 1, dtype=torch.int64, device=device)  # the front's, the deeper reach's
-    csum = torch.zeros(2, hw + 1, 3, dtype=torch.int64, device=device)
+    wsum = torch.zeros(hw + 1, dtype=torch.int64, device=device)
+    csum = torch.zeros(hw + 1, 3, dtype=torch.int64, device=device)
     colours = None if rgb is None else rgb.index_select(0, idx).to(torch.int64)
     for pix, zf, key, weight in fragments:
         front = torch.where(zf <= zthr.index_select(0, pix), pix, hw)
         kbuf.scatter_reduce_(0, front, key, "amin")
-        if colours is not None:  # colour fusion: integer sums over the front, then the deeper reach
-            reach = (zf <= fthr.index_select(0, pix)) & (front == hw)
+        if colours is not None:  # colour fusion: integer sums over the fused front's fragments
+            fused = (zf <= fthr.index_select(0, pix)) | (front < hw)
             if bias is not None:  # a point with a depth bias (a guess) keeps to the front
-                reach &= bias.index_select(0, key & _LOW32) == 0.0
-            deeper = torch.where(reach, pix, hw)
-            coloured = weight[:, None] * colours.index_select(0, key & _LOW32)
-            wsum[0].index_add_(0, front, weight)
-            csum[0].index_add_(0, front, coloured)
-            wsum[1].index_add_(0, deeper, weight)
-            csum[1].index_add_(0, deeper, coloured)
+                fused &= (bias.index_select(0, key & _LOW32) == 0.0) | (front < hw)
+            fused_pix = torch.where(fused, pix, hw)
+            wsum.index_add_(0, fused_pix, weight)
+            csum.index_add_(0, fused_pix, weight[:, None] * colours.index_select(0, key & _LOW32))
     key = kbuf[:hw]
     has = key != _NO_KEY
     win = torch.where(has, key & _LOW32, 0)
     winners.index = torch.where(has, idx.index_select(0, win), -1).reshape(height, width)
     winners.depth = torch.where(has, z.index_select(0, win), 0.0).reshape(height, width)
-    if colours is not None:  # a winner centred on the pixel keeps the front's colour, else the fused front's
-        deeper = ((key >> 32) > FUSION_CENTRED_KEY).to(torch.int64)
-        w = wsum[0, :hw] + deeper * wsum[1, :hw]
-        c = csum[0, :hw] + deeper[:, None] * csum[1, :hw]
-        fused = (c.to(torch.float64) / w.clamp(min=1).to(torch.float64)[:, None]).to(torch.float32)
+    if colours is not None:
+        w = wsum[:hw]
+        fused = (csum[:hw].to(torch.float64) / w.clamp(min=1).to(torch.float64)[:, None]).to(torch.float32)
         own = colours.index_select(0, win).to(
             torch.float32
         )  # no weight: only far off-centre fragments of clamped splats

@@ -48,7 +48,6 @@ BLEND_EPS = 0.0625
 FUSION_STEP_PX = 2
 FUSION_REACH = 2.0
 FUSION_CAP = 1.2
-FUSION_CENTRED_KEY = 1024
 """The fused front's reach (`splat.fusion_thresholds`; the same values, held equal by a test)."""
 
 
@@ -88,8 +87,8 @@ def splat_kernel(
     zbits int32 [>= H W + 3], kbuf int64 [>= H W + 3].
     """
     hw = width * height
-    wsum = np.zeros(2 * (hw + 3) if has_rgb else 0, np.int64)  # the front's sums, then the deeper reach's
-    csum = np.zeros(6 * (hw + 3) if has_rgb else 0, np.int64)
+    wsum = np.zeros(hw + 3 if has_rgb else 0, np.int64)
+    csum = np.zeros(3 * (hw + 3) if has_rgb else 0, np.int64)
     if has_rgb:
         m, s = splat_passes(
             x, y, z, radius, bias, has_bias, None, fx, fy, cx, cy, f_mean, near, max_r, tolerance, width, height,
@@ -334,19 +333,17 @@ def fusion_front(zbits, tolerance, width, height, fthr):
 
 
 @numba.njit(inline="always", **_JIT)
-def _offer_fused(kbuf, zmin, fthr, half, p, key, zt, tolerance, deep, w, red, green, blue, wsum, csum):
+def _offer_fused(kbuf, zmin, fthr, p, key, zt, tolerance, deep, w, red, green, blue, wsum, csum):
     """`_offer`, and a fragment on the front, or (``deep``: its point has no depth bias) no deeper than
-    fthr[p] (the fused front), adds weight w and w x colour to pixel p's sums: slot p for the front's
-    fragments, slot p + half for the deeper ones."""
+    fthr[p] (the fused front), adds weight w and w x colour to pixel p's sums."""
     front = zt <= zmin[p] * tolerance
     cur = kbuf[p]
     kbuf[p] = key if front and key < cur else cur
     w = w if front or (deep and zt <= fthr[p]) else np.int64(0)
-    q = p if front else p + half
-    wsum[q] += w
-    csum[3 * q] += w * red
-    csum[3 * q + 1] += w * green
-    csum[3 * q + 2] += w * blue
+    wsum[p] += w
+    csum[3 * p] += w * red
+    csum[3 * p + 1] += w * green
+    csum[3 * p + 2] += w * blue
 
 
 @numba.njit(inline="always", **_JIT)
@@ -382,7 +379,6 @@ def _select(
     zero = np.float32(0.0)
     half_px = np.float32(0.5)
     hw = width * height
-    half = wsum.shape[0] // 2
     flags = ranges[4]
     zmin = zbits.view(np.float32)
     for i in range(n):
@@ -428,13 +424,13 @@ def _select(
                 tx1 = _tent(dx1, a)
                 ty0 = _tent(dy0, a)
                 ty1 = _tent(dy1, a)
-                _offer_fused(kbuf, zmin, fthr, half, p00, ky0 + qx0, zt, tolerance, deep, _w(tx0, ty0, norm, dx0, dy0),
+                _offer_fused(kbuf, zmin, fthr, p00, ky0 + qx0, zt, tolerance, deep, _w(tx0, ty0, norm, dx0, dy0),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, fthr, half, p01, ky0 + qx1, zt, tolerance, deep, _w(tx1, ty0, norm, dx1, dy0),
+                _offer_fused(kbuf, zmin, fthr, p01, ky0 + qx1, zt, tolerance, deep, _w(tx1, ty0, norm, dx1, dy0),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, fthr, half, p10, ky1 + qx0, zt, tolerance, deep, _w(tx0, ty1, norm, dx0, dy1),
+                _offer_fused(kbuf, zmin, fthr, p10, ky1 + qx0, zt, tolerance, deep, _w(tx0, ty1, norm, dx0, dy1),
                              red, green, blue, wsum, csum)  # fmt: skip
-                _offer_fused(kbuf, zmin, fthr, half, p11, ky1 + qx1, zt, tolerance, deep, _w(tx1, ty1, norm, dx1, dy1),
+                _offer_fused(kbuf, zmin, fthr, p11, ky1 + qx1, zt, tolerance, deep, _w(tx1, ty1, norm, dx1, dy1),
                              red, green, blue, wsum, csum)  # fmt: skip
             continue
         for r in range(r0, r1 + 1):
@@ -449,34 +445,29 @@ def _select(
                 ty = _tent(dy, a)
                 for c in range(c0, c1 + 1):
                     dx = np.float32(c) - u
-                    _offer_fused(kbuf, zmin, fthr, half, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance,
+                    _offer_fused(kbuf, zmin, fthr, row + c, key_y + (np.int64(dx * dx * scale) << 32), zt, tolerance,
                                  deep, _w(_tent(dx, a), ty, norm, dx, dy), red, green, blue, wsum, csum)  # fmt: skip
 
 
 @numba.njit(**_JIT)
 def blended_colour(kbuf, wsum, csum, rgb, hw):
-    """float32 [hw, 3] colour 0..1 per pixel: sum / weight / 255 over the front's fragments where the
-    winner is centred on the pixel (its key's distance part <= FUSION_CENTRED_KEY), else over the
-    fused front's (the front's sums plus the deeper reach's, slots p and p + half of wsum, csum);
-    the winner's own colour (rgb[key's low 32 bits]) where the weight is 0 (only far off-centre
-    fragments of clamped splats); 0 where no point covers."""
+    """float32 [hw, 3] colour 0..1 per pixel: csum / wsum / 255 where wsum > 0, the winner's own colour
+    (rgb[key's low 32 bits]) where the fused front has no weight (only far off-centre fragments of
+    clamped splats), 0 where no point covers."""
     out = np.zeros((hw, 3), np.float32)
     inv = np.float32(255.0)
-    half = wsum.shape[0] // 2
     for p in range(hw):
         key = kbuf[p]
         if key == _NO_KEY:
             continue
-        deeper = np.int64(0) if (key >> 32) <= FUSION_CENTRED_KEY else np.int64(1)
-        q = p + half
-        w = wsum[p] + deeper * wsum[q]
+        w = wsum[p]
         if w > 0:
             for k in range(3):
-                out[p, k] = np.float32((csum[3 * p + k] + deeper * csum[3 * q + k]) / w) / inv
+                out[p, k] = np.float32(csum[3 * p + k] / w) / inv
         else:
-            r = key & _LOW32
+            q = key & _LOW32
             for k in range(3):
-                out[p, k] = np.float32(rgb[r, k]) / inv
+                out[p, k] = np.float32(rgb[q, k]) / inv
     return out
 
 
@@ -651,8 +642,8 @@ def render_kernel(
             np.zeros((height, width, 3), np.float32),
         )
     kept = total if blocks == 1 else 0
-    wsum = np.zeros(2 * (hw + 3), np.int64)  # the front's sums, then the deeper reach's
-    csum = np.zeros(6 * (hw + 3), np.int64)
+    wsum = np.zeros(hw + 3, np.int64)
+    csum = np.zeros(3 * (hw + 3), np.int64)
     if s == 0:
         kbuf[: hw + 3] = _NO_KEY
     else:
@@ -730,7 +721,7 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
         if shared.get("abort"):
             return None
         _, _, read, blocks = shared["front"]
-        sums = shared["sums"] = (np.zeros(2 * (hw + 3), np.int64), np.zeros(6 * (hw + 3), np.int64))
+        sums = shared["sums"] = (np.zeros(hw + 3, np.int64), np.zeros(3 * (hw + 3), np.int64))
         render_select(theirs, *front_args, tolerance, width, height, *ws[:-2], shared["zbits"], ws[-1],
                       read if blocks == 1 else 0, rgb, *sums, shared["fthr"])  # fmt: skip
         return ws[-1]
@@ -751,7 +742,7 @@ def render_split(rows, start, size, pool, count, xyz, radius, provenance, genera
             fthr = shared["fthr"] = np.empty(hw + 3, np.float32)  # the fused front, of the merged front
             fusion_front(zbits, tolerance, width, height, fthr)
             merged.set()
-            wsum, csum = np.zeros(2 * (hw + 3), np.int64), np.zeros(6 * (hw + 3), np.int64)
+            wsum, csum = np.zeros(hw + 3, np.int64), np.zeros(3 * (hw + 3), np.int64)
             render_select(mine, *front_args, tolerance, width, height, *ws[:-2], zbits, ws[-1],
                           read_a if blocks_a == 1 else 0, rgb, wsum, csum, fthr)  # fmt: skip
             theirs_keys = future.result()

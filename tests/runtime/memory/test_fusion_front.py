@@ -24,7 +24,7 @@ TOL = np.float32(1.0 + RULE["depth_tolerance"])
 
 
 def test_the_kernels_share_the_rule_constants():
-    for name in ("FUSION_STEP_PX", "FUSION_REACH", "FUSION_CAP", "FUSION_CENTRED_KEY"):
+    for name in ("FUSION_STEP_PX", "FUSION_REACH", "FUSION_CAP"):
         assert getattr(splat_fast, name) == getattr(splat, name), name
 
 
@@ -151,23 +151,3 @@ def test_a_thin_pole_and_a_step_keep_their_edges():
     assert np.all(np.abs(colour[:, 6] - np.array([200.0, 0.0, 0.0])) < 0.5)  # the pole
     assert np.all(np.abs(colour[:, 12:] - np.array([0.0, 0.0, 200.0])) < 0.5)  # behind the step
     assert np.all(np.abs(colour[:, 8:12] - np.array([0.0, 200.0, 0.0])) < 0.5)  # in front of it
-
-
-def test_a_pixel_holding_a_centred_sample_keeps_the_plain_front():
-    """The same kind of slope, each pixel holding a sample at its centre (a render from where a frame
-    was taken) and another view's sample 0.45 px across and 5 % deeper, within the slope's reach: the
-    centred sample is the pixel's, so its colour alone shows (the deeper reach is for pixels whose
-    front holds no sample of them)."""
-    xyz, radius, rgb = [], [], []
-    for v in range(INTR.height):
-        z = 2.0 * 1.03 ** (INTR.height - 1 - v)
-        for u in range(INTR.width):
-            xyz.append(_point(float(u), float(v), z))
-            radius.append(0.6 * z / INTR.fx)
-            rgb.append((200, 100, 0))
-            xyz.append(_point(u + 0.45, float(v), 1.05 * z))
-            radius.append(0.6 * 1.05 * z / INTR.fx)
-            rgb.append((0, 100, 200))
-    out = _render(xyz, radius, rgb)
-    inner = out.rgb[2:-2, 2:-2].numpy() * 255.0
-    assert np.all(np.abs(inner - np.array([200.0, 100.0, 0.0])) < 0.5)
