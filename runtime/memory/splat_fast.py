@@ -339,7 +339,8 @@ def _offer_fused(kbuf, zmin, fthr, p, key, zt, tolerance, deep, w, red, green, b
     front = zt <= zmin[p] * tolerance
     cur = kbuf[p]
     kbuf[p] = key if front and key < cur else cur
-    w = w if front or (deep and zt <= fthr[p]) else np.int64(0)
+    fused = front | (deep & (zt <= fthr[p]))  # no short-circuit: the 2 x 2 path stays branch-free
+    w = w if fused else np.int64(0)
     wsum[p] += w
     csum[3 * p] += w * red
     csum[3 * p + 1] += w * green
