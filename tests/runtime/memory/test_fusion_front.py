@@ -100,14 +100,7 @@ def test_a_grazing_surface_renders_each_sample_at_its_own_pixel():
     grazing angle), splats 1.2 px: the row below always lies in front, beyond the 2 % tolerance of
     the sample centred on the pixel. Each row has its own grey; with the plain tolerance a row would
     show the row below's grey (it is the only front fragment), with the fused front its own."""
-    xyz, radius, rgb = [], [], []
-    for v in range(INTR.height):
-        z = 2.0 * 1.03 ** (INTR.height - 1 - v)
-        for u in range(INTR.width):
-            xyz.append(_point(float(u), float(v), z))
-            radius.append(1.2 * z / INTR.fx)
-            rgb.append((20 * v, 20 * v, 20 * v))
-    out = _render(xyz, radius, rgb)
+    out = _render(*_grazing_rows())
     grey = out.rgb[..., 0].numpy() * 255.0
     rows = grey[2:-2, 2:-2]  # away from the image border, where the slope is measured both ways
     own = 20.0 * np.arange(2, INTR.height - 2)[:, None]
