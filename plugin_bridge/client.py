@@ -18,14 +18,19 @@ import grpc
 from plugin_bridge import wire
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.types import (
+    CheckpointInfo,
     ClosedSession,
     Control,
     Event,
     Frame,
+    ImportResult,
+    MemoryEdit,
     MemoryStats,
     MemoryView,
     Observation,
     Pose,
+    Provenance,
+    SealedExport,
     SessionInfo,
     StreamEnd,
 )
@@ -264,6 +269,51 @@ class AsyncMirageClient:
             await self._call(self.stub.CloseSession, wire.close_request(session_id))
         )
 
+    # -- memory state: sealed export and import, checkpoints, provenance ----------------------------
+    async def export_memory(self, session_id: str, chunk_bytes: int = 0) -> SealedExport:
+        """The session's memory, sealed by the server (needs a server with --memory-key-file)."""
+        try:
+            call = self.stub.ExportMemory(
+                wire.export_request(session_id, chunk_bytes), metadata=self.metadata
+            )
+            chunks = [chunk async for chunk in call]
+        except grpc.RpcError as exc:
+            raise translate_error(exc) from None
+        return wire.sealed_export_from_proto(chunks)
+
+    async def import_memory(
+        self, session_id: str, export: SealedExport, *, keep_provenance: bool = False
+    ) -> ImportResult:
+        """Replace the session's memory with ``export`` (verified by the server first; a refused one
+        leaves the memory as it was). Unless ``keep_provenance``, what it holds becomes imported."""
+        requests = wire.import_requests(session_id, export, keep_provenance)
+        try:
+            response = await self.stub.ImportMemory(requests, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            raise translate_error(exc) from None
+        return wire.import_result_from_proto(response)
+
+    async def _manage(self, session_id: str, action: str, **fields) -> MemoryEdit:
+        request = wire.manage_request(session_id, action, **fields)
+        return wire.memory_edit_from_proto(await self._call(self.stub.ManageMemory, request))
+
+    async def checkpoint(self, session_id: str, label: str = "") -> CheckpointInfo:
+        """Keep the memory as it is now, on the server; `rollback` returns to it."""
+        return (await self._manage(session_id, "checkpoint", label=label)).checkpoint
+
+    async def rollback(self, session_id: str, checkpoint_id: str) -> MemoryEdit:
+        return await self._manage(session_id, "rollback", checkpoint_id=checkpoint_id)
+
+    async def checkpoints(self, session_id: str) -> tuple[CheckpointInfo, ...]:
+        return (await self._manage(session_id, "list")).checkpoints
+
+    async def delete_checkpoint(self, session_id: str, checkpoint_id: str) -> MemoryEdit:
+        return await self._manage(session_id, "delete", checkpoint_id=checkpoint_id)
+
+    async def forget(self, session_id: str, provenance: Provenance | str) -> MemoryEdit:
+        """Remove every point and environment texel of one provenance."""
+        return await self._manage(session_id, "forget", provenance=Provenance(provenance))
+
 
 # ---------------------------------------------------------------------------------------------
 # sync: the async client on an event loop of its own thread
@@ -381,3 +431,26 @@ class MirageClient:
 
     def close_session(self, session_id: str) -> ClosedSession:
         return self._loop.run(self._client.close_session(session_id))
+
+    def export_memory(self, session_id: str, chunk_bytes: int = 0) -> SealedExport:
+        return self._loop.run(self._client.export_memory(session_id, chunk_bytes))
+
+    def import_memory(
+        self, session_id: str, export: SealedExport, *, keep_provenance: bool = False
+    ) -> ImportResult:
+        return self._loop.run(self._client.import_memory(session_id, export, keep_provenance=keep_provenance))
+
+    def checkpoint(self, session_id: str, label: str = "") -> CheckpointInfo:
+        return self._loop.run(self._client.checkpoint(session_id, label))
+
+    def rollback(self, session_id: str, checkpoint_id: str) -> MemoryEdit:
+        return self._loop.run(self._client.rollback(session_id, checkpoint_id))
+
+    def checkpoints(self, session_id: str) -> tuple[CheckpointInfo, ...]:
+        return self._loop.run(self._client.checkpoints(session_id))
+
+    def delete_checkpoint(self, session_id: str, checkpoint_id: str) -> MemoryEdit:
+        return self._loop.run(self._client.delete_checkpoint(session_id, checkpoint_id))
+
+    def forget(self, session_id: str, provenance: Provenance | str) -> MemoryEdit:
+        return self._loop.run(self._client.forget(session_id, provenance))

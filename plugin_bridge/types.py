@@ -110,6 +110,14 @@ class Control(Enum):
     REPORT_STATS = "report_stats"
 
 
+class Provenance(Enum):
+    """Where what memory holds came from."""
+
+    OBSERVED = "observed"  # the client's own RGB-D frames
+    GENERATED = "generated"  # the generator's completions
+    IMPORTED = "imported"  # brought in by ImportMemory
+
+
 @dataclass(frozen=True)
 class MemoryStats:
     """A snapshot of memory size and history: what `runtime.memory` reports and the wire carries."""
@@ -205,17 +213,66 @@ class MemoryView:
     coverage_fraction: float
 
 
+@dataclass(frozen=True)
+class SealedExport:
+    """A session's memory as the server sealed it (ExportMemory): its chunks in order, each an opaque
+    serialized ``mirage.v1.SealedChunk``. Only a server holding the sealing key opens it; ``header`` is
+    chunk 0's header as sent in the clear (key id, format version, the session's metadata), for
+    information: the server authenticates it on import, nobody should trust it before."""
+
+    chunks: tuple[bytes, ...]
+    header: dict
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    checkpoint_id: str
+    label: str
+    frame_index: int
+    points: int
+    bytes: int
+    created_unix_us: int
+
+
+@dataclass(frozen=True)
+class MemoryEdit:
+    """What ManageMemory answered: the memory after the action and the session's checkpoints."""
+
+    memory: MemoryStats
+    checkpoints: tuple[CheckpointInfo, ...]
+    checkpoint: CheckpointInfo | None = None
+    """The checkpoint created or rolled back to."""
+    points_forgotten: int = 0
+    texels_forgotten: int = 0
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    memory: MemoryStats
+    source_session: str
+    export_id: str
+
+
 __all__ = [
     "IDENTITY",
+    "CheckpointInfo",
     "ClosedSession",
     "Control",
     "Event",
     "Frame",
     "GeneratorInfo",
+    "ImportResult",
+    "MemoryEdit",
     "MemoryStats",
     "MemoryView",
     "Observation",
     "Pose",
+    "Provenance",
+    "SealedExport",
     "SessionInfo",
     "StreamEnd",
 ]

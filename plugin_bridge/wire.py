@@ -4,7 +4,9 @@ Nothing else in the client touches generated protobuf code."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from mirage.v1 import mirage_pb2 as pb
@@ -22,15 +24,20 @@ from plugin_bridge.codec import (
 )
 from plugin_bridge.conventions import Convention
 from plugin_bridge.types import (
+    CheckpointInfo,
     ClosedSession,
     Control,
     Event,
     Frame,
     GeneratorInfo,
+    ImportResult,
+    MemoryEdit,
     MemoryStats,
     MemoryView,
     Observation,
     Pose,
+    Provenance,
+    SealedExport,
     SessionInfo,
     StreamEnd,
 )
@@ -209,6 +216,44 @@ def close_request(session_id: str) -> pb.CloseSessionRequest:
     return pb.CloseSessionRequest(session_id=session_id)
 
 
+PROVENANCE_TO_PROTO = {
+    Provenance.OBSERVED: pb.PROVENANCE_OBSERVED,
+    Provenance.GENERATED: pb.PROVENANCE_GENERATED,
+    Provenance.IMPORTED: pb.PROVENANCE_IMPORTED,
+}
+
+
+def export_request(session_id: str, chunk_bytes: int = 0) -> pb.ExportMemoryRequest:
+    return pb.ExportMemoryRequest(session_id=session_id, chunk_bytes=chunk_bytes)
+
+
+def import_requests(
+    session_id: str, export: SealedExport, keep_provenance: bool
+) -> Iterator[pb.ImportMemoryRequest]:
+    """The ImportMemory stream of ``export``: the session and options ride on the first message."""
+    for i, raw in enumerate(export.chunks):
+        chunk = pb.SealedChunk.FromString(raw)
+        if i == 0:
+            yield pb.ImportMemoryRequest(session_id=session_id, keep_provenance=keep_provenance, chunk=chunk)
+        else:
+            yield pb.ImportMemoryRequest(chunk=chunk)
+
+
+def manage_request(session_id: str, action: str, **fields) -> pb.ManageMemoryRequest:
+    """A ManageMemory request: ``action`` one of checkpoint (label), rollback / delete (checkpoint_id),
+    forget (provenance: a `Provenance`), list."""
+    kinds = {
+        "checkpoint": pb.CreateCheckpoint,
+        "rollback": pb.Rollback,
+        "forget": pb.Forget,
+        "list": pb.ListCheckpoints,
+        "delete": pb.DeleteCheckpoint,
+    }
+    if "provenance" in fields:
+        fields["provenance"] = PROVENANCE_TO_PROTO[Provenance(fields["provenance"])]
+    return pb.ManageMemoryRequest(session_id=session_id, **{action: kinds[action](**fields)})
+
+
 # -- server -> client ------------------------------------------------------------------------------
 def memory_stats_to_proto(stats: MemoryStats) -> pb.MemoryStats:
     """The server's side of `memory_stats_from_proto` (one dataclass, field for field)."""
@@ -290,3 +335,51 @@ def memory_view_from_proto(msg: pb.MemoryRender) -> MemoryView:
 
 def closed_from_proto(msg: pb.CloseSessionResponse) -> ClosedSession:
     return ClosedSession(memory_stats_from_proto(msg.memory), msg.frames)
+
+
+def sealed_export_from_proto(chunks: list[pb.SealedChunk]) -> SealedExport:
+    """The chunks of an ExportMemory stream, kept as they came (serialized), header read for information."""
+    header: dict = {}
+    if chunks and chunks[0].header:
+        try:
+            parsed = json.loads(chunks[0].header)
+            header = parsed if isinstance(parsed, dict) else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = {}
+    return SealedExport(tuple(c.SerializeToString() for c in chunks), header)
+
+
+def sealed_export_from_bytes(chunks: list[bytes]) -> SealedExport:
+    """A SealedExport from serialized chunks (a file's records); ValueError when one does not parse."""
+    parsed = []
+    for i, raw in enumerate(chunks):
+        try:
+            parsed.append(pb.SealedChunk.FromString(raw))
+        except Exception as exc:  # protobuf's DecodeError
+            raise ValueError(f"record {i} is not a mirage.v1.SealedChunk: the file is damaged") from exc
+    return dataclasses.replace(sealed_export_from_proto(parsed), chunks=tuple(chunks))
+
+
+def _checkpoint_from_proto(msg: pb.CheckpointInfo) -> CheckpointInfo:
+    return CheckpointInfo(
+        checkpoint_id=msg.checkpoint_id,
+        label=msg.label,
+        frame_index=msg.frame_index,
+        points=msg.points,
+        bytes=msg.bytes,
+        created_unix_us=msg.created_unix_us,
+    )
+
+
+def memory_edit_from_proto(msg: pb.ManageMemoryResponse) -> MemoryEdit:
+    return MemoryEdit(
+        memory=memory_stats_from_proto(msg.memory),
+        checkpoints=tuple(_checkpoint_from_proto(c) for c in msg.checkpoints),
+        checkpoint=_checkpoint_from_proto(msg.checkpoint) if msg.HasField("checkpoint") else None,
+        points_forgotten=msg.points_forgotten,
+        texels_forgotten=msg.texels_forgotten,
+    )
+
+
+def import_result_from_proto(msg: pb.ImportMemoryResponse) -> ImportResult:
+    return ImportResult(memory_stats_from_proto(msg.memory), msg.source_session, msg.export_id)

@@ -33,6 +33,29 @@ class TokenFileError(ValueError):
     """The token file cannot be used (the message says what to fix)."""
 
 
+def read_private_file(path: Path, what: str, error: type[ValueError]) -> str:
+    """The text of a secrets file only its owner may read (``error`` says why not, and what to do)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} {path} is not UTF-8 text") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise error(f"{what} {path} can be read by others (mode {stat.S_IMODE(mode):o}): chmod 600 {path}")
+    return text
+
+
+def private_lines(path: Path, what: str, error: type[ValueError]):
+    """(line number, the line's space-separated fields) of each line of a secrets file that is not blank
+    or a ``#`` comment (`read_private_file`'s rules)."""
+    for number, raw in enumerate(read_private_file(path, what, error).splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield number, line.split(" ")
+
+
 class TokenTable:
     """Tokens and their principals."""
 
@@ -52,21 +75,8 @@ class TokenTable:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> TokenTable:
         path = Path(path)
-        try:
-            mode = path.stat().st_mode
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise TokenFileError(f"cannot read token file {path}: {exc.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise TokenFileError(
-                f"token file {path} can be read by others (mode {stat.S_IMODE(mode):o}): chmod 600 {path}"
-            )
         pairs = []
-        for number, raw in enumerate(text.splitlines(), start=1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            fields = line.split(" ")
+        for number, fields in private_lines(path, "token file", TokenFileError):
             if len(fields) != 2 or not all(fields):
                 raise TokenFileError(
                     f"{path} line {number}: expected 'principal token' (two fields, one space between them)"

@@ -1,4 +1,4 @@
-"""`mirage` command line: serve, demo, eval, bench, train, export."""
+"""`mirage` command line: serve, demo, eval, bench, train, export, snapshot."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ SERVE_FLAGS = [
     Flag("server.token_file"),
     Flag("server.rate_limit_per_s"),
     Flag("server.rate_limit_burst"),
+    Flag("server.memory_key_file"),
     Flag("memory.budget_bytes", "--budget-mib", scale=MiB, unit="MiB"),
     Flag("generator.name", "--generator"),
     Flag("generator.models_dir"),
@@ -110,6 +111,18 @@ def _export(args: argparse.Namespace) -> int:
     return run_export(args)
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from runtime.snapshot_cli import run_snapshot
+
+    return run_snapshot(args)
+
+
+def _snapshot_flags(p: argparse.ArgumentParser) -> None:
+    from runtime.snapshot_cli import add_snapshot_flags
+
+    add_snapshot_flags(p)
+
+
 def _serve_flags(p: argparse.ArgumentParser) -> None:
     from runtime.config import RuntimeConfig
 
@@ -169,6 +182,11 @@ COMMANDS = {
         _train,
     ),
     "export": ("export a generator to ONNX with a parity check and write its card", _export_flags, _export),
+    "snapshot": (
+        "memory keys, and sealed exports and imports of a running server's sessions",
+        _snapshot_flags,
+        _snapshot,
+    ),
 }
 """command -> (help, what adds its flags, what runs it)."""
 

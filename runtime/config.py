@@ -35,6 +35,10 @@ class ServerConfig:
     token_file: str = ""
     """File of 'principal token' lines: every call needs 'authorization: Bearer <token>' and a
     session belongs to the principal that opened it. Unset: no authentication."""
+    memory_key_file: str = ""
+    """File of 'key_id hex' lines (32-byte AES-256 keys; `mirage snapshot keygen F` writes one): the
+    first seals memory exports, every one opens imports. Unset: ExportMemory and ImportMemory are
+    refused (memory never leaves the server unsealed)."""
     max_message_bytes: int = 16 * MiB
     """Largest message either side may send (frames at 1080p RGB raw are ~6 MiB)."""
     keepalive_min_ping_interval_ms: int = 20_000
@@ -69,6 +73,8 @@ class SessionDefaults:
     max_sessions_per_principal: int = 4
     """Open sessions one principal may hold, on a server with --token-file (without tokens every
     caller is the same anonymous principal, held by max_sessions alone)."""
+    max_checkpoints: int = 4
+    """Checkpoints one session may hold (each a copy of its memory, counted against total_budget_bytes)."""
     max_pixels: int = 1920 * 1080
     """Largest frame (width * height) a session may declare."""
 

@@ -116,7 +116,8 @@ class SessionRegistry:
     def _refusal(self, claim: tuple[str, int]) -> str | None:
         """Why a new session ``claim`` (owner, budget) cannot be admitted now, or None. Lock held."""
         owner, budget = claim
-        claims = [(s.owner, s.spec.budget_bytes) for s in self._sessions.values()] + self._opening
+        claims = [(s.owner, s.spec.budget_bytes + s.checkpoint_bytes) for s in self._sessions.values()]
+        claims += self._opening
         limits = self.config.sessions
         if len(claims) >= limits.max_sessions:
             return f"this server already holds {len(claims)} sessions (its limit): close one first"
@@ -133,6 +134,21 @@ class SessionRegistry:
                 f"of session budgets and {free} are free; ask for less or close a session"
             )
         return None
+
+    def admit_checkpoint(self, nbytes: int, keep) -> None:
+        """Call ``keep()`` (which adds a checkpoint of ``nbytes`` to its session) if it fits what the
+        server admits beside the sessions' budgets and checkpoints, else raise SessionLimitReached:
+        the check and the addition are one step under the registry's lock."""
+        with self._lock:
+            committed = sum(s.spec.budget_bytes + s.checkpoint_bytes for s in self._sessions.values())
+            committed += sum(b for _, b in self._opening)
+            if committed + nbytes > self.total_budget_bytes:
+                free = max(self.total_budget_bytes - committed, 0)
+                raise SessionLimitReached(
+                    f"a checkpoint of {nbytes} bytes does not fit: this server admits {self.total_budget_bytes} "
+                    f"bytes of session budgets and checkpoints and {free} are free; delete a checkpoint first"
+                )
+            keep()
 
     def get(self, session_id: str, principal: str = "") -> Session:
         """The open session ``session_id`` of ``principal``; NoSessionId / UnknownSession /

@@ -32,6 +32,7 @@ from runtime.auth import RateLimiter, RateLimitInterceptor, TokenAuthInterceptor
 from runtime.config import RuntimeConfig, ServerConfig
 from runtime.generator.host import available_models
 from runtime.malformed import MalformedMessageInterceptor
+from runtime.memory_rpc import MemoryStateRPCs
 from runtime.registry import (
     NoSessionId,
     NotYourSession,
@@ -40,6 +41,7 @@ from runtime.registry import (
     SessionRegistry,
     UnknownSession,
 )
+from runtime.sealing import KeyRing
 from runtime.session import Session, SessionClosedError
 from runtime.types import ObservationInput, PoseInput
 
@@ -112,8 +114,9 @@ _STATUS = {
 """The gRPC status of each domain error the registry and sessions raise."""
 
 
-class MirageServicer(pb_grpc.MirageServicer):
-    """Each RPC converts through `runtime.wire`, asks the registry for its session and delegates."""
+class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
+    """Each RPC converts through `runtime.wire`, asks the registry for its session and delegates (the
+    memory-state RPCs live in `runtime.memory_rpc`)."""
 
     def __init__(
         self,
@@ -121,11 +124,13 @@ class MirageServicer(pb_grpc.MirageServicer):
         registry: SessionRegistry,
         executor: ThreadPoolExecutor,
         tokens: TokenTable | None = None,
+        keyring: KeyRing | None = None,
     ):
         self.config = config
         self.registry = registry
         self.executor = executor
         self.tokens = tokens
+        self.keyring = keyring
 
     def _principal(self, context: grpc.aio.ServicerContext) -> str:
         """Who is calling: the token's principal (`TokenAuthInterceptor` let only known tokens in), or
@@ -142,6 +147,14 @@ class MirageServicer(pb_grpc.MirageServicer):
             return self.registry.get(session_id, self._principal(context))
         except RegistryError as exc:
             await self._abort(context, exc)
+
+    @staticmethod
+    def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+        """(status, message) of a domain error (`_STATUS`); anything else is raised again."""
+        code = _STATUS.get(type(exc))
+        if code is None:
+            raise exc
+        return code, str(exc)
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, wire.WireError):
@@ -449,6 +462,7 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     executor = ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="mirage-worker")
     credentials = server_credentials(config.server)
     tokens = TokenTable.from_file(config.server.token_file) if config.server.token_file else None
+    keyring = KeyRing.from_file(config.server.memory_key_file) if config.server.memory_key_file else None
     interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
     if config.server.rate_limit_per_s > 0:
         limiter = RateLimiter(config.server.rate_limit_per_s, config.server.rate_limit_burst)
@@ -456,7 +470,7 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     interceptors.append(MalformedMessageInterceptor())
     server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
     registry = SessionRegistry(config)
-    servicer = MirageServicer(config, registry, executor, tokens)
+    servicer = MirageServicer(config, registry, executor, tokens, keyring)
     pb_grpc.add_MirageServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -8,9 +8,11 @@ from memory), ingest the final frame, and prune to the budget inside ingest.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,13 +23,19 @@ from runtime import allocator
 from runtime.generator.host import GeneratorHost
 from runtime.memory import (
     PROVENANCE_GENERATED,
+    PROVENANCE_IMPORTED,
     PROVENANCE_OBSERVED,
     MemoryConfig,
     MemoryRender,
     MemoryStats,
     SpatialMemory,
 )
+from runtime.memory.editing import ForgetStats
+from runtime.memory.snapshot import snapshot_bytes, snapshot_stream
+from runtime.memory.snapshot_load import load_snapshot
 from runtime.types import FrameResult, ObservationInput, PoseInput, SessionSpec
+
+MAX_LABEL_CHARS = 128
 
 
 @dataclass
@@ -37,6 +45,34 @@ class RenderView:
     rgb: np.ndarray  # [H, W, 3] uint8
     depth: np.ndarray  # [H, W] float32; 0 uncovered, +inf environment
     coverage: np.ndarray  # [H, W] float32 0..1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A session's memory as it was: its snapshot, held on the server."""
+
+    id: str
+    label: str
+    frame_index: int
+    points: int
+    created_unix_us: int
+    payload: bytes
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.payload)
+
+
+class CheckpointNotFound(LookupError):
+    """No checkpoint of this session has that id (NOT_FOUND)."""
+
+
+class CheckpointLimit(RuntimeError):
+    """The session holds as many checkpoints as it may (RESOURCE_EXHAUSTED)."""
+
+
+class IncompatibleMemory(ValueError):
+    """An imported memory the session cannot take (FAILED_PRECONDITION): other storage or window."""
 
 
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:
@@ -62,6 +98,7 @@ class Session:
             )
         )
         self.frame_index = 0
+        self.checkpoints: dict[str, Checkpoint] = {}  # oldest first
         self.lock = threading.Lock()
         self.closed = False
         self.streaming = False
@@ -194,11 +231,140 @@ class Session:
             self._check_open()
             self.memory.reset()
 
+    # -- export, import, checkpoints, provenance -------------------------------------------------
+    @property
+    def checkpoint_bytes(self) -> int:
+        """Bytes the session's checkpoints hold (they count against the server's memory)."""
+        return sum(c.nbytes for c in list(self.checkpoints.values()))
+
+    def metadata(self) -> dict:
+        """What an export of this session says about it (bound to the sealed stream)."""
+        stats = self.memory.stats()
+        return {
+            "session_id": self.id,
+            "owner": self.owner,
+            "storage": self.memory.config.storage,
+            "window_frames": self.memory.config.window_frames,
+            "budget_bytes": self.memory.config.budget_bytes,
+            "points": stats.points,
+            "frames_ingested": stats.frames_ingested,
+            "frame_index": self.frame_index,
+        }
+
+    def export_payload(self, chunk_bytes: int) -> tuple[int, Iterator[bytes], dict]:
+        """(size, pieces, metadata) of the memory's snapshot, copied now (later frames do not change it)."""
+        with self.lock:
+            self._check_open()
+            size, pieces = snapshot_stream(self.memory, chunk_bytes)
+            self.last_used = time.monotonic()
+            return size, pieces, self.metadata()
+
+    def import_payload(self, payload: bytes, keep_provenance: bool) -> MemoryStats:
+        """Replace the memory with the snapshot ``payload`` (SnapshotError / IncompatibleMemory leave it
+        as it was). Unless ``keep_provenance``, everything it holds becomes imported."""
+        memory = self._load(payload)
+        if not keep_provenance:
+            memory.relabel(PROVENANCE_IMPORTED)
+        with self.lock:
+            self._check_open()
+            self.memory = memory
+            self.last_used = time.monotonic()
+            return memory.stats()
+
+    def _load(self, payload: bytes) -> SpatialMemory:
+        """A memory from a snapshot, fitted to this session's budget; refused when the session could not
+        serve it as it is (another storage or window)."""
+        memory = load_snapshot(payload, budget_bytes=self.spec.budget_bytes)
+        config = memory.config
+        if config.storage != self.spec.storage or config.window_frames != self.spec.window_frames:
+            raise IncompatibleMemory(
+                f"the memory holds storage={config.storage!r}, window_frames={config.window_frames}; this session "
+                f"has storage={self.spec.storage!r}, window_frames={self.spec.window_frames}: open a session "
+                "with the same memory options to take it"
+            )
+        return memory
+
+    def checkpoint(
+        self, label: str, admit: Callable[[int, Callable[[], None]], None], limit: int
+    ) -> Checkpoint:
+        """Keep the memory as it is now (at most ``limit`` checkpoints); ``admit(nbytes, keep)`` calls
+        ``keep`` (which adds the checkpoint) if the server can hold it, else raises
+        (`SessionRegistry.admit_checkpoint`, called outside the session lock: the registry takes session
+        locks under its own)."""
+        if len(label) > MAX_LABEL_CHARS:
+            raise ValueError(f"checkpoint label of {len(label)} characters: use at most {MAX_LABEL_CHARS}")
+
+        def full() -> CheckpointLimit:
+            return CheckpointLimit(
+                f"session {self.id} holds {len(self.checkpoints)} checkpoints (the limit): delete one first"
+            )
+
+        with self.lock:
+            self._check_open()
+            if len(self.checkpoints) >= limit:
+                raise full()
+            checkpoint = Checkpoint(
+                id=secrets.token_hex(8),
+                label=label,
+                frame_index=self.frame_index,
+                points=self.memory.num_points,
+                created_unix_us=time.time_ns() // 1000,
+                payload=snapshot_bytes(self.memory),
+            )
+            self.last_used = time.monotonic()
+
+        def keep() -> None:
+            self._check_open()
+            if len(self.checkpoints) >= limit:  # another call took the last place meanwhile
+                raise full()
+            self.checkpoints[checkpoint.id] = checkpoint
+
+        admit(checkpoint.nbytes, keep)
+        return checkpoint
+
+    def rollback(self, checkpoint_id: str) -> tuple[Checkpoint, MemoryStats]:
+        """The memory becomes exactly what it was at the checkpoint (which stays)."""
+        with self.lock:
+            self._check_open()
+            checkpoint = self._checkpoint(checkpoint_id)
+        memory = load_snapshot(
+            checkpoint.payload, budget_bytes=self.spec.budget_bytes
+        )  # frames go on meanwhile
+        with self.lock:
+            self._check_open()
+            self.memory = memory
+            self.last_used = time.monotonic()
+            return checkpoint, memory.stats()
+
+    def delete_checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        with self.lock:
+            self._check_open()
+            checkpoint = self._checkpoint(checkpoint_id)
+            del self.checkpoints[checkpoint_id]
+            return checkpoint
+
+    def _checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        checkpoint = self.checkpoints.get(checkpoint_id)
+        if checkpoint is None:
+            raise CheckpointNotFound(
+                f"session {self.id} has no checkpoint {checkpoint_id!r}: list them with ListCheckpoints"
+            )
+        return checkpoint
+
+    def forget(self, provenance: int) -> tuple[ForgetStats, MemoryStats]:
+        """Remove everything of one provenance from the memory."""
+        with self.lock:
+            self._check_open()
+            stats = self.memory.forget(provenance)
+            self.last_used = time.monotonic()
+            return stats, self.memory.stats()
+
     def close(self) -> MemoryStats:
         with self.lock:
             stats = self.memory.stats()
             self.closed = True
             self.memory.reset()
+            self.checkpoints.clear()
             return stats
 
     def _check_open(self) -> None:

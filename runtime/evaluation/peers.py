@@ -107,9 +107,10 @@ class Open3DTSDF:
         extrinsic = self._extrinsic(cam_to_world)
         # Open3D sizes its range map (the blocks a view needs) on a cast and, when it was too small,
         # grows it and returns a partial image (a third of the pixels, measured): cast until two
-        # casts in a row cover the same pixels (at most 5 casts)
+        # casts in a row cover the same pixels (the same mask, not only as many: under load a cast
+        # was seen to differ from the next in which pixels it covered), at most 8 casts
         previous = None
-        for _ in range(5):
+        for _ in range(8):
             result = self.grid.ray_cast(
                 block_coords=blocks, intrinsic=self._k, extrinsic=extrinsic, width=k.width, height=k.height,
                 render_attributes=["depth", "color"], depth_scale=1.0, depth_min=c.depth_min,
@@ -117,10 +118,10 @@ class Open3DTSDF:
                 range_map_down_factor=8,
             )  # fmt: skip
             depth = result["depth"].numpy().reshape(k.height, k.width).astype(np.float32)
-            count = int((depth > 0).sum())
-            if count == previous:
+            mask = depth > 0
+            if previous is not None and np.array_equal(mask, previous):
                 break
-            previous = count
+            previous = mask
         colour = result["color"].numpy().reshape(k.height, k.width, 3)
         covered = depth > 0
         rgb = np.where(covered[..., None], np.clip(np.rint(colour * 255.0), 0, 255), 0).astype(np.uint8)

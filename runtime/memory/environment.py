@@ -2,8 +2,9 @@
 
 An equirectangular map over world directions (world +z is up): column from azimuth
 ``atan2(dy, dx)`` in [-pi, pi), row from elevation ``asin(dz)``, row 0 looking straight up. Each texel
-holds an RGB colour and the frame it was last seen at; ``last_seen == -1`` marks an empty texel, so
-a texel costs 7 bytes (a 512x256 map is 896 KiB).
+holds an RGB colour, the frame it was last seen at and the provenance of its colour (observed,
+generated, imported: what `SpatialMemory.forget` goes by); ``last_seen == -1`` marks an empty texel,
+so a texel costs 8 bytes (a 512x256 map is 1 MiB).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from plugin_bridge.camera import Camera
 from runtime.memory.backend import fast_kernels
 from runtime.memory.geometry import pixel_rays_world
 
-BYTES_PER_TEXEL = 3 + 4  # rgb uint8 + last_seen int32 (-1 = empty)
+BYTES_PER_TEXEL = 3 + 4 + 1  # rgb uint8 + last_seen int32 (-1 = empty) + provenance uint8 (0 = empty)
+_OBSERVED, _GENERATED = 1, 2  # runtime.memory.config's PROVENANCE_OBSERVED / _GENERATED
+
+
+def _provenance_of(overwrite: bool, provenance: int | None) -> int:
+    """A write's provenance: as given, else observed for overwriting writes, generated for the others."""
+    if provenance is None:
+        return _OBSERVED if overwrite else _GENERATED
+    return int(provenance)
 
 
 def camera_key(camera: Camera) -> tuple:
@@ -35,6 +44,7 @@ class EnvironmentMap:
         n = self.width * self.height
         self.rgb = torch.zeros(n, 3, dtype=torch.uint8, device=self.device)  # [T, 3]
         self.last_seen = torch.full((n,), -1, dtype=torch.int32, device=self.device)  # [T]
+        self.provenance = torch.zeros(n, dtype=torch.uint8, device=self.device)  # [T], 0 where empty
         self.filled_count = 0
         self._view_cache = None  # (camera key, `_view_map` of that camera)
         self._pixel_cache = None  # (camera key, pixels, `pixel_texels` of them)
@@ -48,6 +58,7 @@ class EnvironmentMap:
         return (
             self.rgb.numel() * self.rgb.element_size()
             + self.last_seen.numel() * self.last_seen.element_size()
+            + self.provenance.numel() * self.provenance.element_size()
         )
 
     @property
@@ -57,6 +68,7 @@ class EnvironmentMap:
     def clear(self) -> None:
         self.rgb.zero_()
         self.last_seen.fill_(-1)
+        self.provenance.zero_()
         self.filled_count = 0
 
     def texel_index(self, dirs: torch.Tensor) -> torch.Tensor:
@@ -145,13 +157,21 @@ class EnvironmentMap:
         rgb = self.rgb[texel].to(torch.float32) / 255.0
         return rgb * filled[:, None], filled
 
-    def write(self, dirs_world: torch.Tensor, rgb: torch.Tensor, frame_index: int, overwrite: bool) -> int:
+    def write(
+        self,
+        dirs_world: torch.Tensor,
+        rgb: torch.Tensor,
+        frame_index: int,
+        overwrite: bool,
+        provenance: int | None = None,
+    ) -> int:
         """Write colours seen along world directions ``dirs_world`` [M, 3]; ``rgb`` [M, 3] uint8 or 0..1.
 
         Returns how many texels took a colour. Samples falling into one texel are averaged (integer
         sums: deterministic). Every texel hit is marked seen at ``frame_index``; its colour changes
         only if ``overwrite`` (observation is the truth) or if it was empty (generated content never
-        replaces what is there).
+        replaces what is there). A texel that takes a colour takes ``provenance`` with it (default:
+        observed when ``overwrite``, else generated).
         """
         if dirs_world.shape[0] == 0:
             return 0
@@ -162,15 +182,20 @@ class EnvironmentMap:
         sums.index_add_(0, inverse, rgb.to(torch.int64))
         counts = torch.bincount(inverse, minlength=texel.shape[0])[:, None]
         mean = torch.div(sums * 2 + counts, counts * 2, rounding_mode="floor")  # rounded to nearest
-        return self._write_texels(texel, mean.to(torch.uint8), frame_index, overwrite)
+        return self._write_texels(
+            texel, mean.to(torch.uint8), frame_index, overwrite, _provenance_of(overwrite, provenance)
+        )
 
-    def _write_texels(self, texel: torch.Tensor, rgb: torch.Tensor, frame_index: int, overwrite: bool) -> int:
+    def _write_texels(
+        self, texel: torch.Tensor, rgb: torch.Tensor, frame_index: int, overwrite: bool, provenance: int
+    ) -> int:
         """Set distinct texels [K] to colours [K, 3] uint8 (see `write`); returns how many took them."""
         if not overwrite:
             empty = self.last_seen[texel] < 0
             self.last_seen[texel] = int(frame_index)
             texel, rgb = texel[empty], rgb[empty]
         self.rgb[texel] = rgb
+        self.provenance[texel] = provenance
         self.last_seen[texel] = int(frame_index)
         self.filled_count = int((self.last_seen >= 0).sum())
         return int(texel.shape[0])
@@ -182,13 +207,15 @@ class EnvironmentMap:
         at_infinity: torch.Tensor,  # [H, W] or [H * W] bool: pixels whose content is at infinity
         frame_index: int,
         overwrite: bool,
+        provenance: int | None = None,
     ) -> int:
-        """Write a camera's pixels at infinity into the map, hole-free.
+        """Write a camera's pixels at infinity into the map, hole-free (``provenance`` as in `write`).
 
         Maps texels into the image (not pixels into the map), so every texel inside the view takes
         the nearest pixel's colour even when texels are finer than pixels.
         """
 
+        provenance = _provenance_of(overwrite, provenance)
         flat, colours = at_infinity.reshape(-1), rgb.reshape(-1, 3)
         fast = fast_kernels(flat, colours, self.last_seen)
         if (
@@ -204,7 +231,7 @@ class EnvironmentMap:
             _, _, _, texels, pix = self._view_map(camera)
             written, self.filled_count = fast.write_view_kernel(
                 texels.numpy(), pix.numpy(), flat, colours, self.rgb.numpy(), self.last_seen.numpy(),
-                int(frame_index), bool(overwrite),
+                self.provenance.numpy(), int(frame_index), bool(overwrite), int(provenance),
             )  # fmt: skip
             return int(written)
         if not bool(at_infinity.any()):
@@ -213,7 +240,7 @@ class EnvironmentMap:
         at_infinity, rgb = at_infinity.reshape(-1), rgb.reshape(-1, 3)
         local = (inside & at_infinity[pix]).nonzero().squeeze(1)  # ascending: distinct
         texels = local + first * self.width
-        return self._write_texels(texels, rgb[pix[local]], frame_index, overwrite)
+        return self._write_texels(texels, rgb[pix[local]], frame_index, overwrite, provenance)
 
     def _view_map(self, camera: Camera) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(first texel row, inside [K] bool, pixel [K] int64, and the same for the texels inside alone:
@@ -255,5 +282,17 @@ class EnvironmentMap:
         if count:
             self.rgb[old] = 0
             self.last_seen[old] = -1
+            self.provenance[old] = 0
+            self.filled_count -= count
+        return count
+
+    def forget(self, provenance: int) -> int:
+        """Empty the texels whose colour came with ``provenance``; returns how many."""
+        gone = (self.last_seen >= 0) & (self.provenance == int(provenance))
+        count = int(gone.sum())
+        if count:
+            self.rgb[gone] = 0
+            self.last_seen[gone] = -1
+            self.provenance[gone] = 0
             self.filled_count -= count
         return count

@@ -217,7 +217,9 @@ class Ingester:
         else:
             at_infinity = (frame.depth == float("inf")) & frame.mask
         observed = provenance == PROVENANCE_OBSERVED
-        env_written = self.env.write_view(camera, frame.rgb, at_infinity, frame_index, overwrite=observed)
+        env_written = self.env.write_view(
+            camera, frame.rgb, at_infinity, frame_index, overwrite=observed, provenance=provenance
+        )
         if self.config.window_frames > 0:
             horizon = frame_index - self.config.window_frames
             old = self._fields["last_seen"][: self._count] <= horizon  # O(N): windows hold little

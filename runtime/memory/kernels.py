@@ -287,11 +287,14 @@ def any_kernel(flags):
 
 
 @numba.njit(**_JIT)
-def write_view_kernel(texels, pix, at_infinity, rgb, env_rgb, env_last, frame_index, overwrite):
+def write_view_kernel(
+    texels, pix, at_infinity, rgb, env_rgb, env_last, env_provenance, frame_index, overwrite, provenance
+):
     """`EnvironmentMap.write_view` past its texel -> pixel map: texel texels[j] (distinct, ascending)
-    whose pixel pix[j] is at infinity is marked seen, and takes the pixel's colour if ``overwrite`` or
-    it was empty. Returns (texels that took a colour, filled texels after)."""
+    whose pixel pix[j] is at infinity is marked seen, and takes the pixel's colour and ``provenance``
+    if ``overwrite`` or it was empty. Returns (texels that took a colour, filled texels after)."""
     frame = np.int32(frame_index)
+    source = np.uint8(provenance)
     written = 0
     for j in range(texels.shape[0]):
         src = pix[j]
@@ -301,6 +304,7 @@ def write_view_kernel(texels, pix, at_infinity, rgb, env_rgb, env_last, frame_in
                 env_rgb[t, 0] = rgb[src, 0]
                 env_rgb[t, 1] = rgb[src, 1]
                 env_rgb[t, 2] = rgb[src, 2]
+                env_provenance[t] = source
                 written += 1
             env_last[t] = frame
     filled = 0

@@ -8,8 +8,8 @@ is bit-identical to the one saved, so it renders the same frames and goes on ing
 original would. The byte-by-byte layout is in ``docs/snapshot_format.md``.
 
 The digest detects corruption (a flipped bit, a truncated upload); it is **not** authentication:
-anyone can recompute it. Authenticity comes from an authenticated-encryption envelope that wraps the
-whole payload (the security work); the payload is one byte string/stream for that reason.
+anyone can recompute it. Authenticity comes from the AES-256-GCM sealing that wraps the whole payload
+when it leaves the server (`runtime.sealing`); the payload is one byte string/stream for that reason.
 
 Plain arrays and dataclasses only (no gRPC): the export RPC streams `iter_snapshot_chunks`. This
 module defines the format and writes it; `runtime.memory.snapshot_load` reads it back.
@@ -24,7 +24,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from runtime.memory.config import MemoryConfig
+from plugin_bridge.files import atomic_write
+from runtime.memory.config import PROVENANCE_OBSERVED, MemoryConfig
 from runtime.memory.freespace import KEYFRAME_FIELDS
 from runtime.memory.spatial import SpatialMemory
 from runtime.memory.store import SCHEMA
@@ -42,11 +42,14 @@ from runtime.memory.store import SCHEMA
 MAGIC = b"MIRAGEMEM"
 OLDEST_MAJOR = 1
 """The oldest major version this runtime still reads (1.x: no free-space keyframes)."""
-FORMAT_MAJOR = 3
+FORMAT_MAJOR = 4
 """Bumped when a reader of the previous major could misread or refuse a snapshot (2.0 added the keyframe
-sections, 3.0 the packed chunks of quantised storage); readers refuse newer majors and read every older
-one from OLDEST_MAJOR. A writer uses the oldest major that describes the memory: 2 for full storage
-(readable by 2.x runtimes), 3 for quantised storage (a 2.x reader would drop the packed chunks)."""
+sections, 3.0 the packed chunks of quantised storage, 4.0 the environment's provenance); readers refuse
+newer majors and read every older one from OLDEST_MAJOR. A writer uses the oldest major that describes
+the memory: 4 when an environment texel holds generated or imported colour, else 2 for full storage
+(readable by 2.x runtimes) and 3 for quantised storage (a 2.x reader would drop the packed chunks)."""
+QUANTISED_MAJOR = 3
+"""The oldest major that holds packed chunks."""
 FULL_STORAGE_MAJOR = 2
 """The major a snapshot of a memory with full storage is written with (2.x runtimes read it)."""
 FORMAT_MINOR = 0
@@ -116,11 +119,16 @@ def _align(n: int) -> int:
 
 
 def _section_specs(
-    points: int, texels: int, trail: int, keyframes: int | None, packed: tuple[int, int] | None = None
+    points: int,
+    texels: int,
+    trail: int,
+    keyframes: int | None,
+    packed: tuple[int, int] | None = None,
+    env_provenance: bool = False,
 ) -> list[tuple[str, str, tuple[int, ...]]]:
     """(name, dtype name, full shape) of every section, in payload order (``keyframes`` None: a 1.x
     snapshot, which has no keyframe sections; ``packed`` (chunks, bytes): a 3.x snapshot's packed
-    chunks, None before 3.0)."""
+    chunks, None before 3.0; ``env_provenance``: a 4.x snapshot's environment provenance, last)."""
     specs = [(f"points/{name}", _DTYPE_NAMES[dtype], (points, *shape)) for name, dtype, shape in SCHEMA]
     specs += [(name, dtype, (texels, *shape)) for name, dtype, shape in _ENV_SECTIONS]
     specs.append(("state/trail", "float64", (trail, 3)))
@@ -131,15 +139,22 @@ def _section_specs(
         ]
     if packed is not None:
         specs += [("packed/lengths", "int64", (packed[0],)), ("packed/blobs", "uint8", (packed[1],))]
+    if env_provenance:
+        specs.append(("env/provenance", "uint8", (texels,)))
     return specs
 
 
 def _section_table(
-    points: int, texels: int, trail: int, keyframes: int | None, packed: tuple[int, int] | None = None
+    points: int,
+    texels: int,
+    trail: int,
+    keyframes: int | None,
+    packed: tuple[int, int] | None = None,
+    env_provenance: bool = False,
 ) -> list[dict]:
     """The header's section table: each section 8-aligned, in order, offsets from the data start."""
     table, offset = [], 0
-    for name, dtype, shape in _section_specs(points, texels, trail, keyframes, packed):
+    for name, dtype, shape in _section_specs(points, texels, trail, keyframes, packed, env_provenance):
         length = math.prod(shape) * _DTYPES[dtype][1].itemsize
         table.append({"name": name, "dtype": dtype, "shape": list(shape), "offset": offset, "length": length})
         offset = _align(offset + length)
@@ -216,11 +231,15 @@ def _capture(memory: SpatialMemory, copy: bool, created_unix: float | None) -> _
     count = int(keyframes["frame"].shape[0])
     packed = memory.packed_chunks() if memory.cold is not None else None  # (lengths, blobs) by key
     shape = None if packed is None else (int(packed[0].shape[0]), int(packed[1].shape[0]))
-    table = _section_table(points, texels, len(trail), count, shape)
+    # the environment's provenance is written only when it says more than "observed" (format 4.0)
+    env_provenance = bool(((env.last_seen >= 0) & (env.provenance != PROVENANCE_OBSERVED)).any())
+    table = _section_table(points, texels, len(trail), count, shape, env_provenance)
     tensors = [live[name] for name, _, _ in SCHEMA] + [env.rgb, env.last_seen, torch.from_numpy(trail)]
     tensors += [keyframes[name] for name, _, _ in KEYFRAME_FIELDS]
     if packed is not None:
         tensors += [torch.from_numpy(packed[0]), torch.from_numpy(packed[1])]
+    if env_provenance:
+        tensors.append(env.provenance)
     arrays = [_le_array(t, spec["dtype"], copy) for t, spec in zip(tensors, table, strict=True)]
     for a, spec in zip(arrays, table, strict=True):  # the layout is derived from SCHEMA: must agree
         assert list(a.shape) == spec["shape"] and a.nbytes == spec["length"], spec["name"]
@@ -253,7 +272,7 @@ def _capture(memory: SpatialMemory, copy: bool, created_unix: float | None) -> _
         "data_length": _data_length(table),
     }
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    major = FULL_STORAGE_MAJOR if shape is None else FORMAT_MAJOR
+    major = FORMAT_MAJOR if env_provenance else FULL_STORAGE_MAJOR if shape is None else QUANTISED_MAJOR
     head = PREFIX.pack(MAGIC, major, FORMAT_MINOR, len(text)) + text
     head += bytes(_align(len(head)) - len(head))
     total = points + (0 if packed is None else memory.cold.points)
@@ -314,10 +333,17 @@ def iter_snapshot_chunks(
     even if the memory changes while it is being sent; the copy is at most the memory's budget.
     Concatenated, the pieces equal `snapshot_bytes`.
     """
+    return snapshot_stream(memory, chunk_size, created_unix=created_unix)[1]
+
+
+def snapshot_stream(
+    memory: SpatialMemory, chunk_size: int = 1 << 20, *, created_unix: float | None = None
+) -> tuple[int, Iterator[bytes]]:
+    """(size in bytes, `iter_snapshot_chunks`' pieces) of the snapshot of ``memory``, copied now."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r}: use a positive number of bytes, e.g. 1 << 20")
     cap = _capture(memory, copy=True, created_unix=created_unix)
-    return _rechunk(_raw_pieces(cap, []), chunk_size)
+    return cap.size_bytes, _rechunk(_raw_pieces(cap, []), chunk_size)
 
 
 def snapshot_bytes(memory: SpatialMemory, *, created_unix: float | None = None) -> bytes:
@@ -338,17 +364,7 @@ def save_snapshot(
     path = None
     if isinstance(path_or_file, (str, os.PathLike)):
         path = Path(path_or_file)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for piece in _raw_pieces(cap, digest):
-                    out.write(piece)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, _raw_pieces(cap, digest))
     else:
         for piece in _raw_pieces(cap, digest):
             path_or_file.write(piece)
@@ -372,4 +388,5 @@ __all__ = [
     "iter_snapshot_chunks",
     "save_snapshot",
     "snapshot_bytes",
+    "snapshot_stream",
 ]

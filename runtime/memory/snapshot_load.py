@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from runtime.memory.config import PROVENANCES, MemoryConfig
+from runtime.memory.config import PROVENANCE_OBSERVED, PROVENANCES, MemoryConfig
 from runtime.memory.environment import EnvironmentMap
 from runtime.memory.freespace import KEYFRAME_FIELDS
 from runtime.memory.snapshot import (
@@ -224,7 +224,7 @@ def _check_layout(header: dict, config: MemoryConfig, major: int) -> tuple[dict,
         spec = header.get("packed")
         if major < 3 or not isinstance(spec, dict) or sorted(spec) != ["bytes", "chunks", "now"]:
             raise SnapshotError(
-                "snapshot header: quantised storage needs format 3.x and packed = {chunks, bytes, now}: "
+                "snapshot header: quantised storage needs format 3.x or later and packed = {chunks, bytes, now}: "
                 "the file is damaged"
             )
         counters["now"] = _check_int(spec["now"], "packed.now")
@@ -237,7 +237,7 @@ def _check_layout(header: dict, config: MemoryConfig, major: int) -> tuple[dict,
             "snapshot holds packed chunks but its config says storage='full': the file is damaged"
         )
     points = counters["points"]
-    expected = _section_table(points, texels, trail, keyframes, packed)
+    expected = _section_table(points, texels, trail, keyframes, packed, env_provenance=major >= 4)
     if header["sections"] != expected:
         raise SnapshotError(
             f"snapshot section table does not match {points} points, a {texels}-texel environment map, "
@@ -338,6 +338,10 @@ def _check_values(arrays: dict[str, np.ndarray], env_filled: int) -> None:
         problems.append("environment last_seen below -1")
     elif int((last_seen >= 0).sum()) != env_filled:
         problems.append(f"environment filled texels differ from the header's {env_filled}")
+    elif "env/provenance" in arrays:
+        provenance, filled = arrays["env/provenance"], last_seen >= 0
+        if not np.isin(provenance[filled], PROVENANCES).all() or provenance[~filled].any():
+            problems.append(f"environment provenance outside {PROVENANCES} (or set on empty texels)")
     if problems:
         raise SnapshotError(f"snapshot holds invalid values ({'; '.join(problems)}): refusing to load it")
 
@@ -444,6 +448,10 @@ def _build(config: MemoryConfig, counters: dict, arrays: dict[str, np.ndarray], 
     env = memory.env
     env.rgb.copy_(torch.from_numpy(arrays["env/rgb"].copy()))
     env.last_seen.copy_(torch.from_numpy(arrays["env/last_seen"].astype(np.int32)))
+    if "env/provenance" in arrays:
+        env.provenance.copy_(torch.from_numpy(arrays["env/provenance"].copy()))
+    else:  # before 4.0 the map kept no provenance: what it holds counts as observed
+        env.provenance.copy_((env.last_seen >= 0).to(torch.uint8) * PROVENANCE_OBSERVED)
     env.filled_count = int((env.last_seen >= 0).sum())
     memory.restore_trajectory(torch.from_numpy(arrays["state/trail"].astype(np.float64)))
     if "state/keyframes/frame" in arrays:  # the newest the memory's budget keeps

@@ -8,6 +8,7 @@ points whose whole footprint the frame stored finer: multi-scale refinement, and
 they prove), generated frames only add what memory did not cover, never inside space an observation
 proved empty (`runtime.memory.freespace`). Removal is a swap-remove (the last points fill the holes),
 so indices change on every removal. The budget holds after every call (`runtime.memory.eviction`).
+`forget` and `relabel` edit it by provenance (`runtime.memory.editing`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from plugin_bridge.types import MemoryStats
 from runtime.memory.chunks import BYTES_PER_CHUNK, BYTES_PER_POINT, ChunkIndex
 from runtime.memory.config import MIN_POINTS, MemoryConfig
+from runtime.memory.editing import Editing
 from runtime.memory.environment import EnvironmentMap
 from runtime.memory.freespace import FreeSpaceKeyframes, keyframe_capacity
 from runtime.memory.ingest import Ingester
@@ -32,7 +34,7 @@ BUDGET_BYTES_PER_CHUNK_ROW = {"full": 4096, "quantised": 1024}
 storage; 10% of its 1 KiB quantised, where a packed point costs 15 bytes, not 54)."""
 
 
-class SpatialMemory(Ingester, Renderer, Tiering, PointStore):
+class SpatialMemory(Ingester, Renderer, Tiering, Editing, PointStore):
     """One session's spatial memory. Not thread-safe: the owning session serialises calls (its lock)."""
 
     def __init__(self, config: MemoryConfig | None = None, device: str | torch.device = "cpu"):

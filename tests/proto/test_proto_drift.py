@@ -40,4 +40,7 @@ def test_service_is_described():
         "SpatialMemoryQuery",
         "ContextualInference",
         "CloseSession",
+        "ExportMemory",
+        "ImportMemory",
+        "ManageMemory",
     }

@@ -299,3 +299,21 @@ def test_a_principal_past_its_rate_is_resource_exhausted_and_others_are_not(tmp_
             assert alice.stats(info.session_id).frames_ingested == 0  # and the session was never touched
     finally:
         stop()
+
+
+def test_reflection_needs_a_token_when_tokens_are_on(token_server):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    with grpc.insecure_channel(token_server.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        answers = list(
+            stub.ServerReflectionInfo(
+                iter([request]), metadata=(("authorization", f"Bearer {ALICE}"),), timeout=10
+            )
+        )
+        names = {s.name for s in answers[0].list_services_response.service}
+        assert {"mirage.v1.Mirage", "grpc.health.v1.Health"} <= names

@@ -474,3 +474,119 @@ class CloseSessionResponse(_message.Message):
     memory: MemoryStats
     frames: int
     def __init__(self, memory: _Optional[_Union[MemoryStats, _Mapping]] = ..., frames: _Optional[int] = ...) -> None: ...
+
+class ExportMemoryRequest(_message.Message):
+    __slots__ = ("session_id", "chunk_bytes")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    chunk_bytes: int
+    def __init__(self, session_id: _Optional[str] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class SealedChunk(_message.Message):
+    __slots__ = ("index", "nonce", "ciphertext", "final", "header")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    nonce: bytes
+    ciphertext: bytes
+    final: bool
+    header: bytes
+    def __init__(self, index: _Optional[int] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., final: _Optional[bool] = ..., header: _Optional[bytes] = ...) -> None: ...
+
+class ImportMemoryRequest(_message.Message):
+    __slots__ = ("session_id", "keep_provenance", "chunk")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    keep_provenance: bool
+    chunk: SealedChunk
+    def __init__(self, session_id: _Optional[str] = ..., keep_provenance: _Optional[bool] = ..., chunk: _Optional[_Union[SealedChunk, _Mapping]] = ...) -> None: ...
+
+class ImportMemoryResponse(_message.Message):
+    __slots__ = ("memory", "source_session", "export_id")
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SESSION_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    memory: MemoryStats
+    source_session: str
+    export_id: str
+    def __init__(self, memory: _Optional[_Union[MemoryStats, _Mapping]] = ..., source_session: _Optional[str] = ..., export_id: _Optional[str] = ...) -> None: ...
+
+class CheckpointInfo(_message.Message):
+    __slots__ = ("checkpoint_id", "label", "frame_index", "points", "bytes", "created_unix_us")
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_US_FIELD_NUMBER: _ClassVar[int]
+    checkpoint_id: str
+    label: str
+    frame_index: int
+    points: int
+    bytes: int
+    created_unix_us: int
+    def __init__(self, checkpoint_id: _Optional[str] = ..., label: _Optional[str] = ..., frame_index: _Optional[int] = ..., points: _Optional[int] = ..., bytes: _Optional[int] = ..., created_unix_us: _Optional[int] = ...) -> None: ...
+
+class CreateCheckpoint(_message.Message):
+    __slots__ = ("label",)
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    def __init__(self, label: _Optional[str] = ...) -> None: ...
+
+class Rollback(_message.Message):
+    __slots__ = ("checkpoint_id",)
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    checkpoint_id: str
+    def __init__(self, checkpoint_id: _Optional[str] = ...) -> None: ...
+
+class Forget(_message.Message):
+    __slots__ = ("provenance",)
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    provenance: Provenance
+    def __init__(self, provenance: _Optional[_Union[Provenance, str]] = ...) -> None: ...
+
+class ListCheckpoints(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteCheckpoint(_message.Message):
+    __slots__ = ("checkpoint_id",)
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    checkpoint_id: str
+    def __init__(self, checkpoint_id: _Optional[str] = ...) -> None: ...
+
+class ManageMemoryRequest(_message.Message):
+    __slots__ = ("session_id", "checkpoint", "rollback", "forget", "list", "delete")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    FORGET_FIELD_NUMBER: _ClassVar[int]
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    checkpoint: CreateCheckpoint
+    rollback: Rollback
+    forget: Forget
+    list: ListCheckpoints
+    delete: DeleteCheckpoint
+    def __init__(self, session_id: _Optional[str] = ..., checkpoint: _Optional[_Union[CreateCheckpoint, _Mapping]] = ..., rollback: _Optional[_Union[Rollback, _Mapping]] = ..., forget: _Optional[_Union[Forget, _Mapping]] = ..., list: _Optional[_Union[ListCheckpoints, _Mapping]] = ..., delete: _Optional[_Union[DeleteCheckpoint, _Mapping]] = ...) -> None: ...
+
+class ManageMemoryResponse(_message.Message):
+    __slots__ = ("memory", "checkpoints", "checkpoint", "points_forgotten", "texels_forgotten")
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FORGOTTEN_FIELD_NUMBER: _ClassVar[int]
+    TEXELS_FORGOTTEN_FIELD_NUMBER: _ClassVar[int]
+    memory: MemoryStats
+    checkpoints: _containers.RepeatedCompositeFieldContainer[CheckpointInfo]
+    checkpoint: CheckpointInfo
+    points_forgotten: int
+    texels_forgotten: int
+    def __init__(self, memory: _Optional[_Union[MemoryStats, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[CheckpointInfo, _Mapping]]] = ..., checkpoint: _Optional[_Union[CheckpointInfo, _Mapping]] = ..., points_forgotten: _Optional[int] = ..., texels_forgotten: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,21 @@ class MirageStub:
                 request_serializer=mirage_dot_v1_dot_mirage__pb2.CloseSessionRequest.SerializeToString,
                 response_deserializer=mirage_dot_v1_dot_mirage__pb2.CloseSessionResponse.FromString,
                 _registered_method=True)
+        self.ExportMemory = channel.unary_stream(
+                '/mirage.v1.Mirage/ExportMemory',
+                request_serializer=mirage_dot_v1_dot_mirage__pb2.ExportMemoryRequest.SerializeToString,
+                response_deserializer=mirage_dot_v1_dot_mirage__pb2.SealedChunk.FromString,
+                _registered_method=True)
+        self.ImportMemory = channel.stream_unary(
+                '/mirage.v1.Mirage/ImportMemory',
+                request_serializer=mirage_dot_v1_dot_mirage__pb2.ImportMemoryRequest.SerializeToString,
+                response_deserializer=mirage_dot_v1_dot_mirage__pb2.ImportMemoryResponse.FromString,
+                _registered_method=True)
+        self.ManageMemory = channel.unary_unary(
+                '/mirage.v1.Mirage/ManageMemory',
+                request_serializer=mirage_dot_v1_dot_mirage__pb2.ManageMemoryRequest.SerializeToString,
+                response_deserializer=mirage_dot_v1_dot_mirage__pb2.ManageMemoryResponse.FromString,
+                _registered_method=True)
 
 
 class MirageServicer:
@@ -99,6 +114,31 @@ class MirageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportMemory(self, request, context):
+        """The session's memory, sealed with AES-256-GCM under the server's memory key (--memory-key-file):
+        chunk 0 carries the header (key id, format version, session metadata), every chunk its index and
+        nonce, all authenticated. Only this server, or one holding the same key, opens it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportMemory(self, request_iterator, context):
+        """Replace the session's memory with a sealed export. Every chunk is verified and the snapshot
+        loaded before anything changes: a tampered, truncated, reordered or replayed stream, or one
+        sealed under another key, is refused and the session keeps its memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ManageMemory(self, request, context):
+        """Checkpoint the memory, roll back to a checkpoint, or forget everything of one provenance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MirageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +166,21 @@ def add_MirageServicer_to_server(servicer, server):
                     servicer.CloseSession,
                     request_deserializer=mirage_dot_v1_dot_mirage__pb2.CloseSessionRequest.FromString,
                     response_serializer=mirage_dot_v1_dot_mirage__pb2.CloseSessionResponse.SerializeToString,
+            ),
+            'ExportMemory': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportMemory,
+                    request_deserializer=mirage_dot_v1_dot_mirage__pb2.ExportMemoryRequest.FromString,
+                    response_serializer=mirage_dot_v1_dot_mirage__pb2.SealedChunk.SerializeToString,
+            ),
+            'ImportMemory': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportMemory,
+                    request_deserializer=mirage_dot_v1_dot_mirage__pb2.ImportMemoryRequest.FromString,
+                    response_serializer=mirage_dot_v1_dot_mirage__pb2.ImportMemoryResponse.SerializeToString,
+            ),
+            'ManageMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ManageMemory,
+                    request_deserializer=mirage_dot_v1_dot_mirage__pb2.ManageMemoryRequest.FromString,
+                    response_serializer=mirage_dot_v1_dot_mirage__pb2.ManageMemoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +318,87 @@ class Mirage:
             '/mirage.v1.Mirage/CloseSession',
             mirage_dot_v1_dot_mirage__pb2.CloseSessionRequest.SerializeToString,
             mirage_dot_v1_dot_mirage__pb2.CloseSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mirage.v1.Mirage/ExportMemory',
+            mirage_dot_v1_dot_mirage__pb2.ExportMemoryRequest.SerializeToString,
+            mirage_dot_v1_dot_mirage__pb2.SealedChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportMemory(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/mirage.v1.Mirage/ImportMemory',
+            mirage_dot_v1_dot_mirage__pb2.ImportMemoryRequest.SerializeToString,
+            mirage_dot_v1_dot_mirage__pb2.ImportMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ManageMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mirage.v1.Mirage/ManageMemory',
+            mirage_dot_v1_dot_mirage__pb2.ManageMemoryRequest.SerializeToString,
+            mirage_dot_v1_dot_mirage__pb2.ManageMemoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

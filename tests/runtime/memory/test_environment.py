@@ -88,7 +88,7 @@ def test_samples_in_one_texel_are_averaged_and_expire_clears():
 
 def test_bytes_are_counted():
     env = EnvironmentMap(512, 256)
-    assert env.nbytes == EnvironmentMap.nbytes_for(512, 256) == 512 * 256 * 7
+    assert env.nbytes == EnvironmentMap.nbytes_for(512, 256) == 512 * 256 * 8
     memory = SpatialMemory(MemoryConfig(initial_capacity=1000))
     table = memory.chunks.max_chunks * BYTES_PER_CHUNK  # the chunk table is allocated up front
     trajectory = memory.config.trajectory_samples * 3 * 8  # remembered camera positions, float64

@@ -190,9 +190,9 @@ def test_generated_ingest_never_retires():
     assert memory.stats().points_refined_total == 0
 
 
-@pytest.mark.parametrize("env, drops", [((384, 192), False), ((512, 256), True)])
+@pytest.mark.parametrize("env, drops", [((384, 192), False), ((480, 240), True)])
 def test_budget_holds_and_refinement_keeps_what_the_view_confirmed_under_a_small_budget(env, drops):
-    """1 MiB: with a 384x192 environment map the budget evicts; with the default map (room for ~1600
+    """1 MiB: with a 384x192 environment map the budget evicts; with a 480x240 map (room for ~1500
     points) it also drops new points, and only footprints whose every pixel got a point retire."""
     config = MemoryConfig(budget_bytes=MiB, env_width=env[0], env_height=env[1], initial_capacity=1024)
     memory = SpatialMemory(config)

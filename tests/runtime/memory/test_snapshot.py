@@ -130,6 +130,7 @@ def assert_same_memory(a: SpatialMemory, b: SpatialMemory) -> None:
         assert pb[name].dtype == dtype and pb[name].shape == pa[name].shape, name
         assert raw(pb[name]) == raw(pa[name]), name
     assert raw(b.env.rgb) == raw(a.env.rgb) and raw(b.env.last_seen) == raw(a.env.last_seen)
+    assert raw(b.env.provenance) == raw(a.env.provenance)
     assert b.env.filled_count == a.env.filled_count
     sa, sb = dataclasses.asdict(a.stats()), dataclasses.asdict(b.stats())
     sa.pop("bytes_used"), sb.pop("bytes_used")  # spare capacity is not saved: storage restarts compact
@@ -200,6 +201,42 @@ def test_bytes_round_trip_is_bit_exact_and_renders_identically(memory, payload):
     assert snapshot_bytes(loaded, created_unix=1.7e9) == payload  # and saving it again gives the same bytes
 
 
+def test_observed_only_memory_keeps_format_2():
+    """A memory whose environment holds observed colour only is written as 2.0 (2.x runtimes read it),
+    and its texels load back as observed."""
+    memory = SpatialMemory(
+        MemoryConfig(budget_bytes=MiB, env_width=256, env_height=128, initial_capacity=4096)
+    )
+    for i in range(3):
+        camera = orbit(i)
+        rgb, depth, ids = frame(camera)
+        memory.ingest(camera, rgb, depth, provenance=1, frame_index=i, object_ids=ids)
+    payload = snapshot_bytes(memory, created_unix=1.7e9)
+    assert struct.unpack("<HH", payload[9:13]) == (FULL_STORAGE_MAJOR, FORMAT_MINOR)
+    loaded = load_snapshot(payload)
+    assert loaded.env.filled_count > 0
+    assert_same_memory(memory, loaded)
+
+
+def test_environment_provenance_is_checked(payload):
+    """A 4.x snapshot whose environment provenance is outside the known values is refused."""
+    header_len = struct.unpack("<I", payload[13:17])[0]
+    header = json.loads(payload[17 : 17 + header_len])
+    spec = next(s for s in header["sections"] if s["name"] == "env/provenance")
+    start = _align8(17 + header_len) + spec["offset"]
+    section = np.frombuffer(payload, np.uint8, spec["length"], start)
+    at = start + int(np.flatnonzero(section)[0])
+    bad = bytearray(payload)
+    bad[at] = 7
+    bad[-32:] = hashlib.sha256(bytes(bad[:-32])).digest()
+    with pytest.raises(SnapshotError, match="environment provenance outside"):
+        load_snapshot(bytes(bad))
+
+
+def _align8(n: int) -> int:
+    return -(-n // 8) * 8
+
+
 def test_file_round_trip_and_info(memory, payload, tmp_path):
     path = tmp_path / "session.mirage-mem"
     info = save_snapshot(memory, path, created_unix=1.7e9)
@@ -207,7 +244,9 @@ def test_file_round_trip_and_info(memory, payload, tmp_path):
     assert data == payload and info.size_bytes == len(data) and info.path == str(path)
     assert info.sha256 == hashlib.sha256(data[:-32]).hexdigest() == data[-32:].hex()
     assert info.points == memory.num_points and info.environment_texels == memory.env.filled_count
-    assert info.format_version == (FULL_STORAGE_MAJOR, FORMAT_MINOR)
+    # generated frames filled sky texels: only format 4.0 can say so
+    assert bool((memory.env.provenance == 2).any())
+    assert info.format_version == (FORMAT_MAJOR, FORMAT_MINOR) == (4, 0)
     assert info.created_utc.startswith("2023-11-14T22:13:20")
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
     assert_same_memory(memory, load_snapshot(path))
@@ -289,7 +328,7 @@ def test_loading_never_unpickles(payload, monkeypatch):
 
 def test_header_is_documented_json(payload, memory):
     magic, major, minor, length = struct.unpack_from("<9sHHI", payload)
-    assert (magic, major, minor) == (b"MIRAGEMEM", 2, 0)
+    assert (magic, major, minor) == (b"MIRAGEMEM", 4, 0)
     header = json.loads(payload[17 : 17 + length].decode("utf-8"))
     assert header["counters"]["points"] == memory.num_points
     assert header["schema"][0] == {"name": "xyz", "dtype": "float32", "shape": [3]}
@@ -302,10 +341,10 @@ def test_header_is_documented_json(payload, memory):
     assert header["config"]["budget_bytes"] == MiB
     assert header["trail"] == memory.trajectory().shape[0] > 0
     assert header["keyframes"] == memory.freespace.count > 0
-    assert [s["name"] for s in header["sections"][-8:]] == [
+    assert [s["name"] for s in header["sections"][-9:]] == [
         f"state/keyframes/{name}"
         for name in ("w2c", "intrinsics", "size", "frame", "observed", "position", "axis", "depth")
-    ]
+    ] + ["env/provenance"]
     stats = memory.stats()
     assert header["counters_1_1"] == {
         "chunks_evicted_total": stats.chunks_evicted_total,
@@ -395,7 +434,9 @@ def test_format_1_1_snapshot_without_keyframes_loads(payload, memory):
     # a 1.1 writer stopped after the trail: no "keyframes" key, no keyframe sections; 2.0 reads 1.x
     def as_1_1(header):
         header.pop("keyframes")
-        header["sections"] = [s for s in header["sections"] if not s["name"].startswith("state/keyframes/")]
+        header["sections"] = [
+            s for s in header["sections"] if not s["name"].startswith(("state/keyframes/", "env/provenance"))
+        ]
         last = header["sections"][-1]
         header["data_length"] = -(-(last["offset"] + last["length"]) // 8) * 8
 
@@ -407,6 +448,9 @@ def test_format_1_1_snapshot_without_keyframes_loads(payload, memory):
     loaded = load_snapshot(body + hashlib.sha256(body).digest())
     assert loaded.num_points == memory.num_points and loaded.freespace.count == 0
     assert raw(loaded.points()["xyz"]) == raw(memory.points()["xyz"])
+    # before 4.0 the environment kept no provenance: what it holds loads as observed
+    filled = loaded.env.last_seen >= 0
+    assert bool((loaded.env.provenance[filled] == 1).all()) and not bool(loaded.env.provenance[~filled].any())
 
 
 def test_header_claiming_more_bytes_than_present_is_refused(payload):
