@@ -23,6 +23,7 @@ SERVE_FLAGS = [
     Flag("server.rate_limit_per_s"),
     Flag("server.rate_limit_burst"),
     Flag("server.memory_key_file"),
+    Flag("sessions.max_checkpoints"),
     Flag("memory.budget_bytes", "--budget-mib", scale=MiB, unit="MiB"),
     Flag("generator.name", "--generator"),
     Flag("generator.models_dir"),
