@@ -317,3 +317,39 @@ def test_reflection_needs_a_token_when_tokens_are_on(token_server):
         )
         names = {s.name for s in answers[0].list_services_response.service}
         assert {"mirage.v1.Mirage", "grpc.health.v1.Health"} <= names
+
+
+def test_sealed_memory_travels_over_mutual_tls_with_tokens(pki, tmp_path):
+    """Export and import over mutual TLS with bearer tokens: the memory round-trips, and the export
+    opened by another principal is refused."""
+    from runtime.sealing import write_key_file
+
+    keys = tmp_path / "memory.keys"
+    write_key_file(keys)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice {ALICE}\nbob {BOB}\n")
+    os.chmod(tokens, 0o600)
+    cert, key = pki["server"]
+    running, stop = _serve(
+        tls_cert=cert, tls_key=key, tls_client_ca=pki["ca"], token_file=str(tokens), memory_key_file=str(keys)
+    )
+    credentials = tls_credentials(pki["ca"], *pki["client"])
+    rgb, depth = synthetic_rgbd(32, 32)
+    try:
+        with MirageClient(running.target, credentials=credentials, token=ALICE) as alice:
+            source = alice.open_session(K32).session_id
+            stream = alice.stream(source)
+            stream.send_observation(Observation(IDENTITY, rgb, depth, return_frame=True, sequence=1))
+            stream.next_frame()
+            stream.close()
+            export = alice.export_memory(source)
+            target = alice.open_session(K32).session_id
+            alice.import_memory(target, export, keep_provenance=True)
+            a, b = alice.render(source, IDENTITY), alice.render(target, IDENTITY)
+            assert a.coverage_fraction > 0.9 and (a.rgb == b.rgb).all()
+        with MirageClient(running.target, credentials=credentials, token=BOB) as bob:
+            own = bob.open_session(K32).session_id
+            with pytest.raises(PermissionDeniedError, match="taken by another principal"):
+                bob.import_memory(own, export)
+    finally:
+        stop()
