@@ -166,9 +166,11 @@ def open_session_request(
     protocol_version: tuple[int, int, int] = CLIENT_PROTOCOL_VERSION,
     jpeg_quality: int = 0,
     generator_detail: float | None = None,
+    resume_session_id: str = "",
 ) -> pb.OpenSessionRequest:
     """``generator_detail``: the generator's detail strength (models with detail control; None: the
-    model's default, 0: its mean prediction, 1: as trained)."""
+    model's default, 0: its mean prediction, 1: as trained). ``resume_session_id``: bring that session
+    back from its newest checkpoint (a server with --checkpoint-dir; the same principal)."""
     major, minor, patch = protocol_version
     req = pb.OpenSessionRequest(
         protocol_version=pb.Version(major=major, minor=minor, patch=patch),
@@ -185,6 +187,7 @@ def open_session_request(
         seed=seed,
         release_on_disconnect=release_on_disconnect,
         jpeg_quality=jpeg_quality,
+        resume_session_id=resume_session_id,
     )
     if generator_detail is not None:
         req.generator_detail = generator_detail

@@ -24,6 +24,8 @@ SERVE_FLAGS = [
     Flag("server.rate_limit_burst"),
     Flag("server.memory_key_file"),
     Flag("sessions.max_checkpoints"),
+    Flag("server.checkpoint_dir"),
+    Flag("server.checkpoint_every"),
     Flag("memory.budget_bytes", "--budget-mib", scale=MiB, unit="MiB"),
     Flag("generator.name", "--generator"),
     Flag("generator.models_dir"),

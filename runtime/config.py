@@ -39,6 +39,11 @@ class ServerConfig:
     """File of 'key_id hex' lines (32-byte AES-256 keys; `mirage snapshot keygen F` writes one): the
     first seals memory exports, every one opens imports. Unset: ExportMemory and ImportMemory are
     refused (memory never leaves the server unsealed)."""
+    checkpoint_dir: str = ""
+    """Directory for durable session checkpoints (sealed with the memory key: needs memory_key_file);
+    a restarted server resumes a session from it (OpenSession.resume_session_id). Unset: none."""
+    checkpoint_every: int = 100
+    """Frames between a session's durable checkpoints (what a crash may lose at most)."""
     max_message_bytes: int = 16 * MiB
     """Largest message either side may send (frames at 1080p RGB raw are ~6 MiB)."""
     keepalive_min_ping_interval_ms: int = 20_000

@@ -47,6 +47,10 @@ class SessionLimitReached(RegistryError):
     """The server holds as many sessions as it may (RESOURCE_EXHAUSTED)."""
 
 
+class SessionAlreadyOpen(RegistryError):
+    """A resume of a session that is open (FAILED_PRECONDITION)."""
+
+
 class NotYourSession(RegistryError):
     """The session belongs to another principal (PERMISSION_DENIED; the message names no one)."""
 
@@ -78,7 +82,7 @@ class SessionRegistry:
                 self._generators[name] = host
             return host
 
-    def open(self, spec: SessionSpec, owner: str = "") -> Session:
+    def open(self, spec: SessionSpec, owner: str = "", session_id: str | None = None) -> Session:
         """A new session for ``spec``, belonging to ``owner`` (the caller's principal; "" on a server
         without tokens): raises SessionLimitReached when the server is full even after
         closing idle sessions, ValueError when the spec cannot be served (a budget too small for the
@@ -90,6 +94,8 @@ class SessionRegistry:
             refusal = self._refusal(claim)
             if refusal is not None:
                 raise SessionLimitReached(refusal)
+            if session_id is not None and session_id in self._sessions:
+                raise SessionAlreadyOpen(f"session {session_id!r} is open already: use it, or close it first")
             self._opening.append(claim)
         try:
             generator = self.generator(spec.generator)
@@ -99,13 +105,15 @@ class SessionRegistry:
                     f"generator {generator.name!r} has no detail control: leave generator_detail unset, or "
                     f"choose a generator that has it ({', '.join(with_detail) or 'none installed here'})"
                 )
-            session = Session(spec, generator, self.config.memory, owner=owner)
+            session = Session(spec, generator, self.config.memory, owner=owner, session_id=session_id)
         except BaseException:
             with self._lock:
                 self._opening.remove(claim)
             raise
         with self._lock:  # one step: no other open sees the slot free in between
             self._opening.remove(claim)
+            if session.id in self._sessions:  # two resumes of one session at once: the first wins
+                raise SessionAlreadyOpen(f"session {session.id!r} is open already: use it, or close it first")
             self._sessions[session.id] = session
         log.info(
             "session %s opened (%s, %dx%d)",
@@ -163,6 +171,11 @@ class SessionRegistry:
                 f"session {session_id!r} was opened by another principal: use a session your token opened"
             )
         return session
+
+    def sessions(self) -> list[Session]:
+        """The open sessions, now."""
+        with self._lock:
+            return [s for s in self._sessions.values() if not s.closed]
 
     def forget(self, session: Session) -> None:
         """Stop holding ``session`` (the caller closes it, off the event loop)."""

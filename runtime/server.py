@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import logging
 import signal
@@ -30,6 +31,7 @@ from runtime import wire
 from runtime.allocator import tune_malloc
 from runtime.auth import RateLimiter, RateLimitInterceptor, TokenAuthInterceptor, TokenTable
 from runtime.config import RuntimeConfig, ServerConfig
+from runtime.durable import CheckpointMissing, CheckpointRefused, CheckpointStore
 from runtime.generator.host import available_models
 from runtime.malformed import MalformedMessageInterceptor
 from runtime.memory_rpc import MemoryStateRPCs
@@ -37,6 +39,7 @@ from runtime.registry import (
     NoSessionId,
     NotYourSession,
     RegistryError,
+    SessionAlreadyOpen,
     SessionLimitReached,
     SessionRegistry,
     UnknownSession,
@@ -69,11 +72,16 @@ class _End:
 
 
 @dataclass
+class _Shutdown:
+    """The server is stopping: end the stream after the frame in flight."""
+
+
+@dataclass
 class _Control:
     action: int
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the servicer keeps the open streams' queues in a set
 class _PendingQueue:
     """Per-stream queue: poses are latest-wins (stale ones dropped), everything else back-pressures."""
 
@@ -95,6 +103,12 @@ class _PendingQueue:
             self.items.append(item)
             self.cond.notify_all()
 
+    async def shutdown(self) -> None:
+        """Put `_Shutdown` first: what is queued is not started, the frame in flight finishes."""
+        async with self.cond:
+            self.items.appendleft(_Shutdown())
+            self.cond.notify_all()
+
     async def get(self) -> tuple[object, list[int]]:
         async with self.cond:
             await self.cond.wait_for(lambda: len(self.items) > 0)
@@ -110,6 +124,9 @@ _STATUS = {
     SessionClosedError: grpc.StatusCode.NOT_FOUND,
     SessionLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotYourSession: grpc.StatusCode.PERMISSION_DENIED,
+    SessionAlreadyOpen: grpc.StatusCode.FAILED_PRECONDITION,
+    CheckpointMissing: grpc.StatusCode.NOT_FOUND,
+    CheckpointRefused: grpc.StatusCode.FAILED_PRECONDITION,
 }
 """The gRPC status of each domain error the registry and sessions raise."""
 
@@ -125,12 +142,17 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
         executor: ThreadPoolExecutor,
         tokens: TokenTable | None = None,
         keyring: KeyRing | None = None,
+        store: CheckpointStore | None = None,
     ):
         self.config = config
         self.registry = registry
         self.executor = executor
         self.tokens = tokens
         self.keyring = keyring
+        self.store = store
+        self._saving: dict[str, asyncio.Task] = {}  # durable checkpoints being written, by session
+        self.stopping = False
+        self._streams: set[_PendingQueue] = set()  # the open streams' queues (shutdown ends them)
 
     def _principal(self, context: grpc.aio.ServicerContext) -> str:
         """Who is calling: the token's principal (`TokenAuthInterceptor` let only known tokens in), or
@@ -170,6 +192,11 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
 
     # -- RPCs ----------------------------------------------------------------------------------------
     async def OpenSession(self, request: pb.OpenSessionRequest, context) -> pb.OpenSessionResponse:
+        if self.stopping:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "the server is shutting down: open the session on another server, or retry once it is back",
+            )
         try:
             warnings = wire.check_protocol_version(request.protocol_version)
             spec = wire.session_spec_from_proto(
@@ -182,12 +209,17 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
             warnings += wire.intrinsics_warnings(spec.intrinsics)
         except wire.WireError as exc:
             await self._abort(context, exc)
-        try:
-            session = await self._run(self.registry.open, spec, self._principal(context))
-        except ValueError as exc:  # e.g. a budget too small for the memory's fixed tables
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except RegistryError as exc:
-            await self._abort(context, exc)
+        if request.resume_session_id:
+            session, resumed_at = await self._resume(request.resume_session_id, context)
+            spec = session.spec
+            warnings.append(f"session resumed from its durable checkpoint at frame {resumed_at}")
+        else:
+            try:
+                session = await self._run(self.registry.open, spec, self._principal(context))
+            except ValueError as exc:  # e.g. a budget too small for the memory's fixed tables
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except RegistryError as exc:
+                await self._abort(context, exc)
         generator = session.generator
         return pb.OpenSessionResponse(
             session_id=session.id,
@@ -206,8 +238,83 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
             max_message_bytes=self.config.server.max_message_bytes,
         )
 
+    async def _resume(self, session_id: str, context) -> tuple[Session, int]:
+        """The session brought back from its durable checkpoint (same principal), and its frame then."""
+        if self.store is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this server keeps no durable checkpoints: start it with --checkpoint-dir D (and "
+                "--memory-key-file F) to resume sessions",
+            )
+        principal = self._principal(context)
+        try:
+            saved = await self._run(self.store.load, session_id)
+            if not hmac.compare_digest(saved.owner.encode(), principal.encode()):
+                raise NotYourSession(
+                    f"session {session_id!r} was opened by another principal: resume a session your token opened"
+                )
+            session = await self._run(self.registry.open, saved.spec, principal, session_id)
+        except (RegistryError, CheckpointMissing, CheckpointRefused) as exc:
+            await self._abort(context, exc)
+        try:
+            await self._run(session.restore, saved.payload, saved.frame_index)
+        except (ValueError, SessionClosedError) as exc:  # the snapshot inside does not load: never used
+            await self._release(session)
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the checkpoint of session {session_id!r} does not load ({exc}); it was not used",
+            )
+        return session, saved.frame_index
+
+    async def _durable(self, session: Session) -> None:
+        """Start a durable checkpoint once checkpoint_every frames passed since the last, in the
+        background (the frame loop does not wait for it; one at a time a session)."""
+        if self.store is None or session.closed or session.id in self._saving:
+            return
+        if session.frame_index - session.durable_frame < self.config.server.checkpoint_every:
+            return
+        self._saving[session.id] = asyncio.create_task(self._save(session))
+
+    async def _save(self, session: Session) -> None:
+        try:
+            session.durable_frame = session.frame_index
+            await self._run(self.store.save, session)
+        except (OSError, SessionClosedError) as exc:
+            log.warning("durable checkpoint of session %s failed: %s", session.id, exc)
+        finally:
+            self._saving.pop(session.id, None)
+
+    async def drain(self, grace_s: float) -> int:
+        """Graceful stop, before the port closes: refuse new sessions, end every stream after its frame
+        in flight (a StreamEnd each), then checkpoint every session (with --checkpoint-dir). Returns
+        the sessions checkpointed."""
+        self.stopping = True
+        for queue in list(self._streams):
+            await queue.shutdown()
+        deadline = time.monotonic() + grace_s / 2
+        while self._streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self.store is None:
+            return 0
+        for task in list(self._saving.values()):
+            with contextlib.suppress(Exception):
+                await task
+        saved = 0
+        for session in self.registry.sessions():
+            try:
+                await self._run(self.store.save, session)
+                saved += 1
+            except (OSError, SessionClosedError) as exc:
+                log.warning("checkpoint of session %s at shutdown failed: %s", session.id, exc)
+        return saved
+
     async def CloseSession(self, request: pb.CloseSessionRequest, context) -> pb.CloseSessionResponse:
         session = await self._session(request.session_id, context)
+        if self.store is not None:
+            saving = self._saving.get(session.id)
+            if saving is not None:
+                await saving
+            await self._run(self.store.delete, session.id)
         stats = await self._release(session)
         return pb.CloseSessionResponse(memory=wire.memory_stats_to_proto(stats), frames=session.frame_index)
 
@@ -264,6 +371,8 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                 )
             result = await self._run(session.step_pose, pose, request.commit)
             stats = await self._run(session.stats)
+            if request.commit:
+                await self._durable(session)
         except (wire.WireError, SessionClosedError) as exc:
             await self._abort(context, exc)
         return pb.ContextualInferenceResponse(frame=wire.frame_to_proto(result, session.spec, stats))
@@ -285,6 +394,9 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
         session.streaming = True
         s = self.config.sessions
         queue = _PendingQueue(max_poses=s.max_pending_poses, max_messages=s.max_pending_messages)
+        self._streams.add(queue)
+        if self.stopping:
+            await queue.shutdown()
         reader = asyncio.create_task(self._read_stream(first, requests, session, queue))
         frames_sent = 0
         poses_dropped = 0
@@ -303,6 +415,21 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                 if isinstance(item, wire.WireError):
                     clean_end = True  # a refused message ends the stream, never the session
                     await context.abort(item.code, item.message)
+                if isinstance(item, _Shutdown):
+                    clean_end = True  # the server ends it: release_on_disconnect does not apply
+                    yield wire.event(
+                        pb.EVENT_KIND_WARNING,
+                        "the server is shutting down: this stream ends here; the session "
+                        + (
+                            "was checkpointed: resume it on the restarted server with OpenSession(resume_session_id)"
+                            if self.store is not None
+                            else "is lost with it (no --checkpoint-dir)"
+                        ),
+                    )
+                    yield pb.ServerMessage(
+                        end=pb.StreamEnd(frames_sent=frames_sent, poses_dropped=poses_dropped)
+                    )
+                    return
                 if isinstance(item, _End):
                     # the request stream ending without an EndOfStream message (a cancelled or vanished
                     # client) is not a clean end: release_on_disconnect still applies
@@ -342,6 +469,7 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                     else:
                         result = await self._run(session.step_observation, item)
                         if not item.return_frame:
+                            await self._durable(session)
                             continue
                     stats = await self._run(session.stats)
                     frame = await self._run(wire.frame_to_proto, result, session.spec, stats)
@@ -349,7 +477,9 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                     await self._abort(context, exc)
                 frames_sent += 1
                 yield pb.ServerMessage(frame=frame)
+                await self._durable(session)
         finally:
+            self._streams.discard(queue)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
@@ -463,6 +593,15 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     credentials = server_credentials(config.server)
     tokens = TokenTable.from_file(config.server.token_file) if config.server.token_file else None
     keyring = KeyRing.from_file(config.server.memory_key_file) if config.server.memory_key_file else None
+    store = None
+    if config.server.checkpoint_dir:
+        if keyring is None:
+            raise ValueError(
+                "--checkpoint-dir needs --memory-key-file F: durable checkpoints are sealed with the memory key"
+            )
+        if config.server.checkpoint_every < 1:
+            raise ValueError(f"--checkpoint-every {config.server.checkpoint_every}: use 1 frame or more")
+        store = CheckpointStore(config.server.checkpoint_dir, keyring, config.sessions.max_budget_bytes)
     interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
     if config.server.rate_limit_per_s > 0:
         limiter = RateLimiter(config.server.rate_limit_per_s, config.server.rate_limit_burst)
@@ -470,7 +609,7 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     interceptors.append(MalformedMessageInterceptor())
     server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
     registry = SessionRegistry(config)
-    servicer = MirageServicer(config, registry, executor, tokens, keyring)
+    servicer = MirageServicer(config, registry, executor, tokens, keyring, store)
     pb_grpc.add_MirageServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -491,8 +630,27 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     server.mirage_registry = registry  # for in-process inspection (tests, bench)
+    server.mirage_servicer = servicer
+    server.mirage_health = health_servicer
     server.mirage_executor = executor
     return server, port
+
+
+async def begin_shutdown(server: grpc.aio.Server) -> None:
+    """The first step of `shutdown`: health says NOT_SERVING and new sessions are refused (UNAVAILABLE)."""
+    server.mirage_servicer.stopping = True
+    await server.mirage_health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.mirage_health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+async def shutdown(server: grpc.aio.Server, grace: float) -> int:
+    """Graceful stop: health NOT_SERVING, no new sessions, streams ended with StreamEnd after their
+    frame in flight, every session checkpointed (with --checkpoint-dir), then the port closes and
+    in-flight calls get the rest of ``grace``. Returns the sessions checkpointed."""
+    await begin_shutdown(server)
+    saved = await server.mirage_servicer.drain(grace)
+    await stop_server(server, grace / 2)
+    return saved
 
 
 async def stop_server(server: grpc.aio.Server, grace: float = 5.0) -> None:
@@ -524,4 +682,5 @@ async def serve(config: RuntimeConfig) -> None:
     await stop.wait()
     reaper.cancel()
     print("shutting down...", flush=True)
-    await stop_server(server, config.server.grace_s)
+    saved = await shutdown(server, config.server.grace_s)
+    print(f"stopped ({saved} session(s) checkpointed)", flush=True)

@@ -83,9 +83,14 @@ class Session:
     """One client's state. Every public method takes the session lock; call them from worker threads."""
 
     def __init__(
-        self, spec: SessionSpec, generator: GeneratorHost, memory_config: MemoryConfig, owner: str = ""
+        self,
+        spec: SessionSpec,
+        generator: GeneratorHost,
+        memory_config: MemoryConfig,
+        owner: str = "",
+        session_id: str | None = None,
     ):
-        self.id = uuid.uuid4().hex
+        self.id = session_id or uuid.uuid4().hex
         self.spec = spec
         self.owner = owner
         self.generator = generator
@@ -99,6 +104,7 @@ class Session:
         )
         self.frame_index = 0
         self.checkpoints: dict[str, Checkpoint] = {}  # oldest first
+        self.durable_frame = 0  # frame_index at the last durable checkpoint (runtime.durable)
         self.lock = threading.Lock()
         self.closed = False
         self.streaming = False
@@ -269,6 +275,16 @@ class Session:
             self._check_open()
             self.memory = memory
             self.last_used = time.monotonic()
+            return memory.stats()
+
+    def restore(self, payload: bytes, frame_index: int) -> MemoryStats:
+        """Resume: the memory of a durable checkpoint (`runtime.durable`) and the frames counted then."""
+        memory = self._load(payload)
+        with self.lock:
+            self._check_open()
+            self.memory = memory
+            self.frame_index = int(frame_index)
+            self.durable_frame = self.frame_index
             return memory.stats()
 
     def _load(self, payload: bytes) -> SpatialMemory:

@@ -80,12 +80,16 @@ async def main(walls: int, size: int, reps: int) -> None:
         finally:
             await stop_server(server, 1.0)
     mb = export.nbytes / MiB
-    print(f"sealed transfer over loopback gRPC, {walls} observed walls at {size}x{size}: {stats.points} points,")
+    print(
+        f"sealed transfer over loopback gRPC, {walls} observed walls at {size}x{size}: {stats.points} points,"
+    )
     print(f"memory {stats.bytes_used / MiB:.1f} MiB used of {stats.budget_bytes / MiB:.0f} MiB; export {mb:.1f} MiB "
           f"in {len(export.chunks)} chunks; medians of {reps}:")  # fmt: skip
     print(f"  ExportMemory  {export_ms:8.1f} ms  ({mb / export_ms * 1e3:6.1f} MiB/s)")
     print(f"  ImportMemory  {import_ms:8.1f} ms  ({mb / import_ms * 1e3:6.1f} MiB/s)")
-    print(f"  checkpoint    {checkpoint_ms:8.1f} ms  ({checkpoint.bytes / MiB:.1f} MiB held on the server; one run)")
+    print(
+        f"  checkpoint    {checkpoint_ms:8.1f} ms  ({checkpoint.bytes / MiB:.1f} MiB held on the server; one run)"
+    )
     print(f"  rollback      {rollback_ms:8.1f} ms")
     print(f"  forget observed {forget_ms:6.1f} ms  ({forgets[0][1].points_forgotten} points removed)")
 

@@ -17,6 +17,7 @@ class RunningServer:
     port: int
     registry: object
     loop: asyncio.AbstractEventLoop
+    server: object = None
 
     @property
     def target(self) -> str:
@@ -59,7 +60,7 @@ def start_server_thread(config: RuntimeConfig) -> tuple[RunningServer, callable]
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
 
-    return RunningServer(holder["port"], server.mirage_registry, loop), stop
+    return RunningServer(holder["port"], server.mirage_registry, loop, server), stop
 
 
 def make_config(**server_overrides) -> RuntimeConfig:

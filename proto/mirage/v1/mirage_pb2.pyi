@@ -206,7 +206,7 @@ class MemoryOptions(_message.Message):
     def __init__(self, budget_bytes: _Optional[int] = ..., window_frames: _Optional[int] = ..., storage: _Optional[_Union[MemoryStorage, str]] = ...) -> None: ...
 
 class OpenSessionRequest(_message.Message):
-    __slots__ = ("protocol_version", "capabilities", "convention", "units_per_meter", "intrinsics", "frame_encoding", "depth_encoding", "generator", "memory", "seed", "release_on_disconnect", "jpeg_quality", "generator_detail")
+    __slots__ = ("protocol_version", "capabilities", "convention", "units_per_meter", "intrinsics", "frame_encoding", "depth_encoding", "generator", "memory", "seed", "release_on_disconnect", "jpeg_quality", "generator_detail", "resume_session_id")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     CONVENTION_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +220,7 @@ class OpenSessionRequest(_message.Message):
     RELEASE_ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     JPEG_QUALITY_FIELD_NUMBER: _ClassVar[int]
     GENERATOR_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RESUME_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     protocol_version: Version
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     convention: PoseConvention
@@ -233,7 +234,8 @@ class OpenSessionRequest(_message.Message):
     release_on_disconnect: bool
     jpeg_quality: int
     generator_detail: float
-    def __init__(self, protocol_version: _Optional[_Union[Version, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., convention: _Optional[_Union[PoseConvention, str]] = ..., units_per_meter: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., frame_encoding: _Optional[_Union[FrameEncoding, str]] = ..., depth_encoding: _Optional[_Union[DepthEncoding, str]] = ..., generator: _Optional[str] = ..., memory: _Optional[_Union[MemoryOptions, _Mapping]] = ..., seed: _Optional[int] = ..., release_on_disconnect: _Optional[bool] = ..., jpeg_quality: _Optional[int] = ..., generator_detail: _Optional[float] = ...) -> None: ...
+    resume_session_id: str
+    def __init__(self, protocol_version: _Optional[_Union[Version, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., convention: _Optional[_Union[PoseConvention, str]] = ..., units_per_meter: _Optional[float] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., frame_encoding: _Optional[_Union[FrameEncoding, str]] = ..., depth_encoding: _Optional[_Union[DepthEncoding, str]] = ..., generator: _Optional[str] = ..., memory: _Optional[_Union[MemoryOptions, _Mapping]] = ..., seed: _Optional[int] = ..., release_on_disconnect: _Optional[bool] = ..., jpeg_quality: _Optional[int] = ..., generator_detail: _Optional[float] = ..., resume_session_id: _Optional[str] = ...) -> None: ...
 
 class GeneratorInfo(_message.Message):
     __slots__ = ("name", "sha256", "kind", "providers", "detail_control", "detail")
