@@ -1,4 +1,4 @@
-"""`mirage` command line: serve, demo, eval, bench, train, export, snapshot."""
+"""`mirage` command line: serve, demo, eval, bench, loadtest, train, export, snapshot."""
 
 from __future__ import annotations
 
@@ -44,6 +44,15 @@ BENCH_FLAGS = [
     Flag("frames"),
     Flag("soak_frames"),
     Flag("soak_storage", choices=("full", "quantised")),
+    Flag("json_path", "--json"),
+]
+LOADTEST_FLAGS = [
+    Flag("sessions"),
+    Flag("frames"),
+    Flag("size"),
+    Flag("flood_rate"),
+    Flag("flood_seconds"),
+    Flag("target"),
     Flag("json_path", "--json"),
 ]
 TRAIN_FLAGS = [
@@ -98,6 +107,19 @@ def _bench(args: argparse.Namespace) -> int:
 
     run_bench(apply_flags(args, BenchConfig(), BENCH_FLAGS))
     return 0
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from runtime.evaluation.loadtest import LoadtestConfig, run_loadtest
+
+    report = run_loadtest(apply_flags(args, LoadtestConfig(), LOADTEST_FLAGS))
+    return 1 if report["errors"] else 0
+
+
+def _loadtest_flags(p: argparse.ArgumentParser) -> None:
+    from runtime.evaluation.loadtest import LoadtestConfig
+
+    add_flags(p, LoadtestConfig(), LOADTEST_FLAGS)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -179,6 +201,11 @@ COMMANDS = {
         _eval,
     ),
     "bench": ("speed and memory figures, over gRPC and in-process side by side", _bench_flags, _bench),
+    "loadtest": (
+        "S sessions x F frames at once over loopback gRPC, then a pose flood: errors, latency, throughput",
+        _loadtest_flags,
+        _loadtest,
+    ),
     "train": (
         "train the learned generator on Panda3D-rendered data (CPU; resumes from its checkpoint)",
         _train_flags,

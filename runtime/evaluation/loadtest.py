@@ -1,0 +1,200 @@
+"""`mirage loadtest`: S sessions x F frames at once over loopback gRPC, then a pose flood.
+
+The server is a `mirage serve` process of its own (as a user runs it), or ``--target`` for one that
+is running. Every session streams its own orbit in lock-step (one pose, wait for its frame) after
+one RGB-D observation; all sessions run at once. Printed: frames done, errors (any failed call or
+frame that did not come), pose-to-frame latency percentiles over every frame, and throughput. Then
+one session is flooded with ``flood_rate`` poses a second for ``flood_seconds``: how many frames
+came back, how many poses latest-wins dropped (reported by the server as events), and the age of the
+frames (now - when their pose was sent) against the frame time (the flood's seconds per frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from plugin_bridge.camera import Intrinsics
+from plugin_bridge.client import AsyncMirageClient, MirageError
+from plugin_bridge.types import Event, Frame, Observation, Pose, StreamEnd
+
+
+@dataclass
+class LoadtestConfig:
+    """What `mirage loadtest` runs; the defaults are the CLI's."""
+
+    sessions: int = 8
+    """Sessions streaming at once."""
+    frames: int = 1000
+    """Generate-mode frames each session streams (lock-step)."""
+    size: int = 64
+    """Square frame size in pixels."""
+    flood_rate: int = 1000
+    """Poses a second the flood sends to one session (0: no flood)."""
+    flood_seconds: float = 3.0
+    """How long the flood lasts."""
+    target: str = ""
+    """A running server (host:port); empty: start a `mirage serve` process for the test."""
+    json_path: str = ""
+    """Also write the figures to this JSON file ("" writes none)."""
+
+    def validate(self) -> None:
+        if self.sessions < 1 or self.frames < 1 or self.size < 8 or self.size % 8:
+            raise ValueError("sessions and frames >= 1; size a positive multiple of 8")
+        if self.flood_rate < 0 or self.flood_seconds <= 0:
+            raise ValueError("flood_rate >= 0 and flood_seconds > 0")
+
+
+def _pose(angle: float) -> Pose:
+    return Pose((0.3 * math.sin(angle), 0.0, 0.0), (math.cos(angle / 2), 0.0, math.sin(angle / 2), 0.0))
+
+
+def _seed_frame(size: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(index)
+    tiles = rng.integers(30, 225, size=(size // 8, size // 8, 3), dtype=np.uint8)
+    rgb = np.repeat(np.repeat(tiles, 8, axis=0), 8, axis=1)
+    return rgb, np.full((size, size), 3.0, dtype=np.float32)
+
+
+async def _session(
+    client: AsyncMirageClient, k: Intrinsics, index: int, frames: int
+) -> tuple[list[float], int]:
+    """(latencies of the frames that came, errors: frames that did not and calls that failed)."""
+    latencies, failed = [], 0
+    try:
+        sid = (await client.open_session(k, seed=index)).session_id
+    except MirageError:
+        return latencies, frames + 1
+    stream = client.stream(sid)
+    try:
+        rgb, depth = _seed_frame(k.width, index)
+        await stream.send_observation(Observation(_pose(0.0), rgb, depth, return_frame=True))
+        await stream.next_frame()
+        for i in range(frames):
+            start = time.perf_counter()
+            await stream.step(_pose(0.01 * i + index))
+            latencies.append((time.perf_counter() - start) * 1e3)
+        await stream.close()
+        await client.close_session(sid)
+    except MirageError:
+        failed += 1
+    return latencies, failed + frames - len(latencies)
+
+
+async def _flood(client: AsyncMirageClient, k: Intrinsics, rate: int, seconds: float) -> dict:
+    sid = (await client.open_session(k)).session_id
+    stream = client.stream(sid)
+    for i in range(5):  # warm: the first frames pay one-off costs
+        await stream.step(_pose(0.01 * i))
+    sent: dict[int, float] = {}
+    ages, frames, dropped = [], 0, 0
+
+    async def send() -> int:
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            sent[await stream.send_pose(_pose(0.001 * n))] = time.perf_counter()
+            n += 1
+            await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+        await stream.end()
+        return n
+
+    sender = asyncio.create_task(send())
+    began = time.perf_counter()
+    while True:
+        item = await stream.recv()
+        if isinstance(item, Frame):
+            frames += 1
+            if item.sequence in sent:
+                ages.append((time.perf_counter() - sent[item.sequence]) * 1e3)
+        elif isinstance(item, Event):
+            dropped += len(item.sequences)
+        elif item is None or isinstance(item, StreamEnd):
+            break
+    poses = await sender
+    elapsed = time.perf_counter() - began
+    await client.close_session(sid)
+    frame_ms = elapsed * 1e3 / max(frames, 1)
+    a = np.asarray(ages) if ages else np.zeros(1)
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "poses": poses,
+        "frames": frames,
+        "dropped": dropped,
+        "age_p50_ms": float(np.median(a)),
+        "age_p99_ms": float(np.percentile(a, 99)),
+        "frame_ms": frame_ms,
+        "age_p99_frames": float(np.percentile(a, 99)) / frame_ms,
+    }
+
+
+async def _run(config: LoadtestConfig) -> dict:
+    proc = readers = None
+    target = config.target
+    if not target:
+        from runtime.evaluation.bench import _server_process
+
+        proc, port, _, readers = await _server_process()
+        target = f"127.0.0.1:{port}"
+    k = Intrinsics.from_fov(config.size, config.size, 60.0)
+    try:
+        clients = [AsyncMirageClient(target) for _ in range(config.sessions)]
+        start = time.perf_counter()
+        results = await asyncio.gather(*(_session(c, k, i, config.frames) for i, c in enumerate(clients)))
+        wall = time.perf_counter() - start
+        latencies = np.asarray([x for lat, _ in results for x in lat])
+        report = {
+            "sessions": config.sessions,
+            "frames_each": config.frames,
+            "size": config.size,
+            "frames": int(latencies.size),
+            "errors": int(sum(e for _, e in results)),
+            "p50_ms": float(np.median(latencies)) if latencies.size else 0.0,
+            "p99_ms": float(np.percentile(latencies, 99)) if latencies.size else 0.0,
+            "throughput_fps": latencies.size / wall,
+            "wall_s": wall,
+        }
+        if config.flood_rate:
+            report["flood"] = await _flood(clients[0], k, config.flood_rate, config.flood_seconds)
+        for c in clients:
+            await c.close()
+    finally:
+        if proc is not None:
+            from runtime.evaluation.bench import _stop_process
+
+            await _stop_process(proc, readers)
+    return report
+
+
+def format_report(r: dict) -> str:
+    lines = [
+        f"load: {r['sessions']} sessions x {r['frames_each']} frames at {r['size']}x{r['size']} over loopback gRPC, "
+        f"all at once: {r['frames']} frames, {r['errors']} errors in {r['wall_s']:.1f} s; pose->frame p50 "
+        f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; {r['throughput_fps']:.1f} frames/s in all"
+    ]
+    f = r.get("flood")
+    if f:
+        lines.append(
+            f"flood: {f['poses']} poses at {f['rate']}/s for {f['seconds']:g} s to one session: {f['frames']} frames, "
+            f"{f['dropped']} poses dropped (latest wins, reported); frame age p50 {f['age_p50_ms']:.1f} ms, p99 "
+            f"{f['age_p99_ms']:.1f} ms = {f['age_p99_frames']:.2f} frame times ({f['frame_ms']:.1f} ms a frame)"
+        )
+    return "\n".join(lines)
+
+
+def run_loadtest(config: LoadtestConfig) -> dict:
+    config.validate()
+    report = asyncio.run(_run(config))
+    print(format_report(report), flush=True)
+    if config.json_path:
+        path = Path(config.json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}")
+    return report
