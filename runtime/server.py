@@ -256,6 +256,10 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
             session = await self._run(self.registry.open, saved.spec, principal, session_id)
         except (RegistryError, CheckpointMissing, CheckpointRefused) as exc:
             await self._abort(context, exc)
+        except ValueError as exc:  # the spec cannot be served here now (e.g. its generator is gone)
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"session {session_id!r} cannot be resumed here: {exc}"
+            )
         try:
             await self._run(session.restore, saved.payload, saved.frame_index)
         except (ValueError, SessionClosedError) as exc:  # the snapshot inside does not load: never used
