@@ -26,10 +26,14 @@ def test_fused_frames_render_the_scene_at_held_out_poses():
         for pose in held_out_poses(path, 3, seed=3, margin=3):
             truth_rgb, truth_depth = scene.render(pose)
             rgb, depth, covered = tsdf.render(pose)
-            # the first cast after fusing is whole (Open3D returns a partial image while it grows its
-            # range map; `render` casts again until two agree), and renders repeat exactly
+            # the first cast after fusing is whole (Open3D returns a partial image, a third of the
+            # pixels, while it grows its range map; `render` casts again until two agree), and a render
+            # repeats: Open3D's threaded ray cast is not bit-repeatable on a loaded machine (its mask
+            # differed from the first, twice in CI runs), so the repeat must agree on 99% of pixels
             again = tsdf.render(pose)
-            assert np.array_equal(again[2], covered) and np.array_equal(again[0], rgb)
+            assert (again[2] == covered).mean() >= 0.99
+            shared = again[2] & covered
+            assert (again[0][shared] == rgb[shared]).all(axis=1).mean() >= 0.99
             both = covered & np.isfinite(truth_depth) & (truth_depth > 0)
             if both.sum() < 200:
                 continue
