@@ -24,7 +24,7 @@ from plugin_bridge.codec import DepthEncoding, FrameEncoding
 from plugin_bridge.conventions import Convention
 from plugin_bridge.exports import load_export, save_export
 from plugin_bridge.types import SealedExport
-from runtime.sealing import KeyRing, SealedChunk, SealError, open_all, seal
+from runtime.sealing import KeyRing, SealError, chunk_from_proto, chunk_to_proto, open_all, seal
 from runtime.session import Session
 from runtime.types import SessionSpec
 
@@ -94,9 +94,7 @@ class CheckpointStore:
         size, pieces, metadata = session.export_payload(CHUNK_BYTES)
         metadata = {**metadata, "spec": spec_to_json(session.spec)}
         chunks = [
-            pb.SealedChunk(
-                index=c.index, nonce=c.nonce, ciphertext=c.ciphertext, final=c.final, header=c.header
-            ).SerializeToString()
+            chunk_to_proto(c, pb.SealedChunk).SerializeToString()
             for c in seal(pieces, size, self.keyring, metadata, CHUNK_BYTES)
         ]
         return save_export(SealedExport(tuple(chunks), {}), self.path(session.id))
@@ -110,10 +108,7 @@ class CheckpointStore:
             )
         try:
             export = load_export(path)
-            chunks = []
-            for raw in export.chunks:
-                m = pb.SealedChunk.FromString(raw)
-                chunks.append(SealedChunk(m.index, m.nonce, m.ciphertext, m.final, m.header))
+            chunks = [chunk_from_proto(pb.SealedChunk.FromString(raw)) for raw in export.chunks]
             header, payload = open_all(chunks, self.keyring, self.max_plaintext_bytes)
         except (SealError, ValueError) as exc:
             raise CheckpointRefused(

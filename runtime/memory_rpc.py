@@ -23,10 +23,11 @@ from runtime.sealing import (
     MAX_CHUNK_BYTES,
     KeyRing,
     Opener,
-    SealedChunk,
     SealError,
     SealKeyError,
     SealTooLarge,
+    chunk_from_proto,
+    chunk_to_proto,
     seal,
 )
 from runtime.session import (
@@ -62,16 +63,6 @@ def _checkpoint_info(c: Checkpoint) -> pb.CheckpointInfo:
     )
 
 
-def _chunk(message: pb.SealedChunk) -> SealedChunk:
-    return SealedChunk(
-        index=message.index,
-        nonce=message.nonce,
-        ciphertext=message.ciphertext,
-        final=message.final,
-        header=message.header,
-    )
-
-
 def _seal_status(exc: SealError) -> grpc.StatusCode:
     if isinstance(exc, SealKeyError):
         return grpc.StatusCode.FAILED_PRECONDITION
@@ -103,13 +94,7 @@ class MemoryStateRPCs:
             chunk = await self._run(next, chunks, None)  # encryption off the event loop
             if chunk is None:
                 return
-            yield pb.SealedChunk(
-                index=chunk.index,
-                nonce=chunk.nonce,
-                ciphertext=chunk.ciphertext,
-                final=chunk.final,
-                header=chunk.header,
-            )
+            yield chunk_to_proto(chunk, pb.SealedChunk)
 
     async def ImportMemory(self, request_iterator, context) -> pb.ImportMemoryResponse:
         requests = request_iterator.__aiter__()
@@ -147,7 +132,7 @@ class MemoryStateRPCs:
                     "ImportMemoryRequest.chunk is required in every message",
                 )
             try:
-                parts.append(opener.feed(_chunk(message.chunk)))
+                parts.append(opener.feed(chunk_from_proto(message.chunk)))
             except SealError as exc:
                 await self._refuse_import(
                     requests, context, _seal_status(exc), f"{exc}; the session's memory is unchanged"

@@ -234,6 +234,8 @@ class SealHeader:
     session: dict
     version: tuple[int, int]
     raw: bytes
+    salt: bytes
+    nonce_prefix: bytes
 
 
 def parse_header(raw: bytes) -> SealHeader:
@@ -287,6 +289,8 @@ def parse_header(raw: bytes) -> SealHeader:
         session=header["session"],
         version=(version[0], version[1]),
         raw=bytes(raw),
+        salt=bytes.fromhex(header["salt"]),
+        nonce_prefix=bytes.fromhex(header["nonce_prefix"]),
     )
 
 
@@ -368,9 +372,9 @@ class Opener:
                 f"{self.max_plaintext_bytes}: import it into a session with a larger memory budget"
             )
         self.header = header
-        self._aead = _chunk_key(master, bytes.fromhex(json.loads(header.raw)["salt"]))
+        self._aead = _chunk_key(master, header.salt)
         self._digest = hashlib.sha256(header.raw).digest()
-        self._prefix = bytes.fromhex(json.loads(header.raw)["nonce_prefix"])
+        self._prefix = header.nonce_prefix
 
     def finish(self) -> SealHeader:
         """The header, once every chunk arrived and verified; SealError for a cut stream."""
@@ -382,6 +386,22 @@ class Opener:
                 "send the whole export"
             )
         return self.header
+
+
+def chunk_from_proto(message) -> SealedChunk:
+    """A `mirage.v1.SealedChunk` message as the opener takes it."""
+    return SealedChunk(message.index, message.nonce, message.ciphertext, message.final, message.header)
+
+
+def chunk_to_proto(chunk: SealedChunk, message_type):
+    """``chunk`` as a ``message_type`` (`mirage.v1.SealedChunk`) message."""
+    return message_type(
+        index=chunk.index,
+        nonce=chunk.nonce,
+        ciphertext=chunk.ciphertext,
+        final=chunk.final,
+        header=chunk.header,
+    )
 
 
 def open_all(
