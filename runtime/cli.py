@@ -29,6 +29,7 @@ SERVE_FLAGS = [
     Flag("memory.budget_bytes", "--budget-mib", scale=MiB, unit="MiB"),
     Flag("generator.name", "--generator"),
     Flag("generator.models_dir"),
+    Flag("generator.spin", "--ort-spin"),
 ]
 DEMO_FLAGS = [Flag("out"), Flag("frames"), Flag("size"), Flag("scene"), Flag("seed")]
 EVAL_FLAGS = [

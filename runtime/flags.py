@@ -97,7 +97,7 @@ def add_flags(parser: argparse.ArgumentParser, config, flags: list[Flag]) -> Non
     """One option per flag on ``parser``, its default the field's value in ``config``."""
     for flag in flags:
         _, _, value, hint, doc = _resolve(config, flag.path)
-        help_text = flag.help or doc
+        help_text = (flag.help or doc).replace("%", "%%")  # argparse formats help with %
         kwargs: dict = {"dest": flag.dest}
         origin = typing.get_origin(hint) or hint
         if origin is bool:

@@ -124,6 +124,10 @@ class GeneratorConfig:
     """onnxruntime execution providers in order; None: CUDA when available, then CPU."""
     intra_op_threads: int = 2
     """onnxruntime intra-op threads."""
+    spin: bool = False
+    """Let onnxruntime's idle intra-op threads spin-wait for work (its own default). Off: on 2 cores
+    the spinning threads took the CPU that the event loop, the other sessions and the transport
+    needed, though one call alone is 12-20% faster with it (docs/benchmarks.md, "Load and flood")."""
 
 
 def _providers(requested: tuple[str, ...] | None) -> list[str]:
@@ -200,6 +204,8 @@ class GeneratorHost:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(config.intra_op_threads)
         options.inter_op_num_threads = 1
+        if not config.spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(
             bytes(blob), sess_options=options, providers=_providers(config.providers)
         )

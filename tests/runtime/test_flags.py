@@ -111,6 +111,7 @@ def test_every_command_defaults_to_its_config_and_documents_each_flag(command, c
             assert action.help and not action.help.startswith("(default"), (
                 f"{command} {action.option_strings}"
             )
+    assert "--" in sub.choices[command].format_help()  # renders: a '%' in a docstring is escaped
 
 
 def test_serve_flags_set_the_runtime_config():
