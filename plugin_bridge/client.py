@@ -31,6 +31,7 @@ from plugin_bridge.types import (
     Pose,
     Provenance,
     SealedExport,
+    ServerSessions,
     SessionInfo,
     StreamEnd,
 )
@@ -222,6 +223,7 @@ class AsyncMirageClient:
         else:
             self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         self.stub = wire.stub(self.channel)
+        self.admin = wire.admin_stub(self.channel)
         self.metadata = metadata
 
     async def __aenter__(self) -> AsyncMirageClient:
@@ -313,6 +315,13 @@ class AsyncMirageClient:
     async def forget(self, session_id: str, provenance: Provenance | str) -> MemoryEdit:
         """Remove every point and environment texel of one provenance."""
         return await self._manage(session_id, "forget", provenance=Provenance(provenance))
+
+    # -- the admin service -------------------------------------------------------------------------
+    async def list_sessions(self) -> ServerSessions:
+        """The server's open sessions (needs a client made with an admin token: the server's
+        --admin-token-file)."""
+        response = await self._call(self.admin.ListSessions, wire.list_sessions_request())
+        return wire.server_sessions_from_proto(response)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,3 +463,6 @@ class MirageClient:
 
     def forget(self, session_id: str, provenance: Provenance | str) -> MemoryEdit:
         return self._loop.run(self._client.forget(session_id, provenance))
+
+    def list_sessions(self) -> ServerSessions:
+        return self._loop.run(self._client.list_sessions())

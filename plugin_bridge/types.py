@@ -257,6 +257,38 @@ class ImportResult:
     export_id: str
 
 
+@dataclass(frozen=True)
+class SessionSummary:
+    """One open session as the admin service lists it (`MirageClient.list_sessions`)."""
+
+    session_id: str
+    owner: str
+    """The principal that opened it ("" on a server without tokens)."""
+    width: int
+    height: int
+    generator: str
+    frames: int
+    streaming: bool
+    idle_s: float
+    age_s: float
+    memory: MemoryStats
+    checkpoints: int
+    """In-memory checkpoints it holds."""
+    durable_frame: int
+    """Frame of its last durable checkpoint (0: none yet)."""
+
+
+@dataclass(frozen=True)
+class ServerSessions:
+    """What the admin service says of a server: its sessions (oldest first) and what it admits."""
+
+    sessions: tuple[SessionSummary, ...]
+    max_sessions: int
+    admitted_budget_bytes: int
+    total_budget_bytes: int
+    stopping: bool
+
+
 __all__ = [
     "IDENTITY",
     "CheckpointInfo",
@@ -273,6 +305,8 @@ __all__ = [
     "Pose",
     "Provenance",
     "SealedExport",
+    "ServerSessions",
     "SessionInfo",
+    "SessionSummary",
     "StreamEnd",
 ]

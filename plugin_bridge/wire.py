@@ -38,7 +38,9 @@ from plugin_bridge.types import (
     Pose,
     Provenance,
     SealedExport,
+    ServerSessions,
     SessionInfo,
+    SessionSummary,
     StreamEnd,
 )
 
@@ -80,6 +82,10 @@ def now_us() -> int:
 def stub(channel) -> pb_grpc.MirageStub:
     """The generated stub over a grpc (or grpc.aio) channel."""
     return pb_grpc.MirageStub(channel)
+
+
+def admin_stub(channel) -> pb_grpc.MirageAdminStub:
+    return pb_grpc.MirageAdminStub(channel)
 
 
 # -- client -> server ------------------------------------------------------------------------------
@@ -386,3 +392,33 @@ def memory_edit_from_proto(msg: pb.ManageMemoryResponse) -> MemoryEdit:
 
 def import_result_from_proto(msg: pb.ImportMemoryResponse) -> ImportResult:
     return ImportResult(memory_stats_from_proto(msg.memory), msg.source_session, msg.export_id)
+
+
+def list_sessions_request() -> pb.ListSessionsRequest:
+    return pb.ListSessionsRequest()
+
+
+def server_sessions_from_proto(msg: pb.ListSessionsResponse) -> ServerSessions:
+    return ServerSessions(
+        sessions=tuple(
+            SessionSummary(
+                session_id=s.session_id,
+                owner=s.owner,
+                width=s.width,
+                height=s.height,
+                generator=s.generator,
+                frames=s.frames,
+                streaming=s.streaming,
+                idle_s=s.idle_s,
+                age_s=s.age_s,
+                memory=memory_stats_from_proto(s.memory),
+                checkpoints=s.checkpoints,
+                durable_frame=s.durable_frame,
+            )
+            for s in msg.sessions
+        ),
+        max_sessions=msg.max_sessions,
+        admitted_budget_bytes=msg.admitted_budget_bytes,
+        total_budget_bytes=msg.total_budget_bytes,
+        stopping=msg.stopping,
+    )

@@ -27,6 +27,8 @@ MIN_TOKEN_CHARS = 16
 """Shorter tokens are refused when the file is read (guessable)."""
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 """Methods served without a token: health probes."""
+ADMIN_PREFIX = "/mirage.v1.MirageAdmin/"
+"""The admin service: its own tokens (`AdminAuthInterceptor`), never a session token."""
 
 
 class TokenFileError(ValueError):
@@ -109,6 +111,10 @@ class TokenTable:
     def __len__(self) -> int:
         return len(self._tokens)
 
+    def shares_a_token_with(self, other: TokenTable) -> bool:
+        mine = {token for token, _ in self._tokens}
+        return any(token in mine for token, _ in other._tokens)
+
 
 def _refusal(
     handler: grpc.RpcMethodHandler, message: str, code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
@@ -143,7 +149,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method in OPEN_METHODS:
+        method = handler_call_details.method
+        if handler is None or method in OPEN_METHODS or method.startswith(ADMIN_PREFIX):
             return handler
         metadata = handler_call_details.invocation_metadata
         if self.table.principal(metadata) is not None:
@@ -156,6 +163,43 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             "(MirageClient(target, token=...))"
         )
         return _refusal(handler, message)
+
+
+class AdminAuthInterceptor(grpc.aio.ServerInterceptor):
+    """The admin service only for a token of ``admins`` (--admin-token-file): a session token
+    (``tokens``) is PERMISSION_DENIED, no token or an unknown one UNAUTHENTICATED, and every call
+    FAILED_PRECONDITION on a server without admin tokens."""
+
+    def __init__(self, admins: TokenTable | None, tokens: TokenTable | None):
+        self.admins = admins
+        self.tokens = tokens
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(ADMIN_PREFIX):
+            return handler
+        if self.admins is None:
+            return _refusal(
+                handler,
+                "this server has no admin tokens: start it with --admin-token-file F to list its sessions",
+                grpc.StatusCode.FAILED_PRECONDITION,
+            )
+        metadata = handler_call_details.invocation_metadata
+        if self.admins.principal(metadata) is not None:
+            return handler
+        if self.tokens is not None and self.tokens.principal(metadata) is not None:
+            return _refusal(
+                handler,
+                "a session token does not open the admin service: use a token from the server's --admin-token-file",
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+        offered = any(key == "authorization" for key, _ in metadata or ())
+        return _refusal(
+            handler,
+            "the admin token is not valid here: check the token the server's --admin-token-file gives you"
+            if offered
+            else "the admin service needs a token: send metadata 'authorization: Bearer <admin token>'",
+        )
 
 
 class RateLimiter:

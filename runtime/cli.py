@@ -1,10 +1,9 @@
-"""`mirage` command line: serve, demo, eval, bench, loadtest, train, export, snapshot."""
+"""`mirage` command line: serve, demo, eval, bench, loadtest, train, export, snapshot, sessions."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from runtime.flags import Flag, add_flags, apply_flags
@@ -24,8 +23,17 @@ SERVE_FLAGS = [
     Flag("server.rate_limit_burst"),
     Flag("server.memory_key_file"),
     Flag("sessions.max_checkpoints"),
+    Flag("sessions.max_sessions"),
+    Flag("sessions.total_budget_bytes", "--total-budget-mib", scale=MiB, unit="MiB"),
+    Flag("server.grace_s"),
     Flag("server.checkpoint_dir"),
     Flag("server.checkpoint_every"),
+    Flag("server.checkpoint_keep_s"),
+    Flag("server.admin_token_file"),
+    Flag("server.metrics_port"),
+    Flag("server.metrics_host"),
+    Flag("server.log_format", choices=("text", "json")),
+    Flag("server.log_level", choices=("debug", "info", "warning", "error")),
     Flag("memory.budget_bytes", "--budget-mib", scale=MiB, unit="MiB"),
     Flag("generator.name", "--generator"),
     Flag("generator.models_dir"),
@@ -73,9 +81,10 @@ TRAIN_FLAGS = [
 def _serve(args: argparse.Namespace) -> int:
     from runtime.config import RuntimeConfig
     from runtime.server import serve
+    from runtime.telemetry import configure_logging
 
     config = apply_flags(args, RuntimeConfig(), SERVE_FLAGS)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.server.log_format, config.server.log_level)
     try:
         asyncio.run(serve(config))
     except ValueError as exc:  # TLS files, token file, plaintext off loopback: the message says what to fix
@@ -149,6 +158,18 @@ def _snapshot_flags(p: argparse.ArgumentParser) -> None:
     add_snapshot_flags(p)
 
 
+def _sessions(args: argparse.Namespace) -> int:
+    from runtime.admin_cli import run_sessions
+
+    return run_sessions(args)
+
+
+def _sessions_flags(p: argparse.ArgumentParser) -> None:
+    from runtime.admin_cli import add_sessions_flags
+
+    add_sessions_flags(p)
+
+
 def _serve_flags(p: argparse.ArgumentParser) -> None:
     from runtime.config import RuntimeConfig
 
@@ -217,6 +238,11 @@ COMMANDS = {
         "memory keys, and sealed exports and imports of a running server's sessions",
         _snapshot_flags,
         _snapshot,
+    ),
+    "sessions": (
+        "list a running server's sessions (the admin service: needs a token of its --admin-token-file)",
+        _sessions_flags,
+        _sessions,
     ),
 }
 """command -> (help, what adds its flags, what runs it)."""

@@ -44,6 +44,20 @@ class ServerConfig:
     a restarted server resumes a session from it (OpenSession.resume_session_id). Unset: none."""
     checkpoint_every: int = 100
     """Frames between a session's durable checkpoints (what a crash may lose at most)."""
+    checkpoint_keep_s: float = 86_400.0
+    """Seconds a durable checkpoint of a session no longer open here (closed idle, or never resumed
+    after a restart) is kept for a resume before it is deleted; 0: kept until its session closes."""
+    admin_token_file: str = ""
+    """File of 'principal token' lines for the admin service (`mirage sessions`); its tokens open
+    nothing else, and session tokens do not open it. Unset: the admin service refuses every call."""
+    metrics_port: int = 0
+    """Serve Prometheus metrics on http://metrics_host:PORT/metrics. 0: no metrics endpoint."""
+    metrics_host: str = "127.0.0.1"
+    """Interface of the metrics endpoint (plain HTTP; aggregates only, no session ids or principals)."""
+    log_format: str = "text"
+    """text: one readable line a record; json: one JSON object a line, with each event's fields."""
+    log_level: str = "info"
+    """debug logs every frame (session id, sequence, timings); info sessions, streams, checkpoints."""
     max_message_bytes: int = 16 * MiB
     """Largest message either side may send (frames at 1080p RGB raw are ~6 MiB)."""
     keepalive_min_ping_interval_ms: int = 20_000

@@ -8,13 +8,16 @@ needs besides the memory: the session's spec (camera, convention, encodings, gen
 its owner and its frame count. After a crash, ``OpenSession(resume_session_id=...)`` by the same
 principal rebuilds the session under its old id from the newest checkpoint (losing at most N frames);
 a checkpoint that fails any check (a changed byte, another key, a truncated file) is refused and never
-loaded. CloseSession deletes the session's checkpoint.
+loaded. CloseSession deletes the session's checkpoint; the checkpoint of a session no longer open
+(closed for being idle, or not resumed after a restart) is deleted once older than
+``--checkpoint-keep-s`` (`CheckpointStore.prune`, at start and every reaper round).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from pathlib import Path
 
 from mirage.v1 import mirage_pb2 as pb
@@ -126,6 +129,26 @@ class CheckpointStore:
             frame_index=int(meta.get("frame_index", 0)),
             payload=payload,
         )
+
+    def prune(self, keep_s: float, open_ids: set[str], now: float | None = None) -> list[str]:
+        """Delete the checkpoints of sessions not in ``open_ids`` last written more than ``keep_s``
+        seconds ago (a session closed for being idle, or never resumed after a restart); returns
+        their session ids. ``keep_s`` 0 deletes none."""
+        if keep_s <= 0:
+            return []
+        now = time.time() if now is None else now
+        pruned = []
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            session_id = path.name[: -len(SUFFIX)]
+            if not _SESSION_ID.fullmatch(session_id) or session_id in open_ids:
+                continue
+            try:
+                if now - path.stat().st_mtime > keep_s:
+                    path.unlink()
+                    pruned.append(session_id)
+            except FileNotFoundError:  # closed and deleted meanwhile
+                continue
+        return pruned
 
     def delete(self, session_id: str) -> None:
         try:

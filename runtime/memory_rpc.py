@@ -71,6 +71,11 @@ def _seal_status(exc: SealError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
+MIN_EXPORT_CHUNK_BYTES = 4096
+"""Smallest chunk an export may ask for: 1-byte chunks of a 30 MiB memory were 31 million messages,
+a stream no deadline saw the end of (found by tests/runtime/test_fuzz.py)."""
+
+
 class MemoryStateRPCs:
     keyring: KeyRing | None = None
 
@@ -79,11 +84,11 @@ class MemoryStateRPCs:
         if self.keyring is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, _NO_KEY)
         chunk_bytes = request.chunk_bytes or DEFAULT_CHUNK_BYTES
-        if chunk_bytes > MAX_CHUNK_BYTES or chunk_bytes + (64 << 10) > self.config.server.max_message_bytes:
-            limit = min(MAX_CHUNK_BYTES, self.config.server.max_message_bytes - (64 << 10))
+        limit = min(MAX_CHUNK_BYTES, self.config.server.max_message_bytes - (64 << 10))
+        if not MIN_EXPORT_CHUNK_BYTES <= chunk_bytes <= limit:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"chunk_bytes={chunk_bytes}: use 1 to {limit} (0: {DEFAULT_CHUNK_BYTES})",
+                f"chunk_bytes={chunk_bytes}: use {MIN_EXPORT_CHUNK_BYTES} to {limit} (0: {DEFAULT_CHUNK_BYTES})",
             )
         try:
             size, pieces, metadata = await self._run(session.export_payload, chunk_bytes)

@@ -64,6 +64,7 @@ class SessionRegistry:
         ] = []  # (owner, budget) of sessions being built: they count already
         self.total_budget_bytes = config.sessions.total_budget_bytes or physical_memory_bytes() // 2
         self._generators: dict[str, GeneratorHost] = {}
+        self.on_idle_close = None  # called with each session closed for being idle (the metrics count it)
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
 
@@ -118,6 +119,7 @@ class SessionRegistry:
         log.info(
             "session %s opened (%s, %dx%d)",
             session.id, spec.convention.value, spec.intrinsics.width, spec.intrinsics.height,
+            extra={"session_id": session.id, "resumed": session_id is not None},
         )  # fmt: skip
         return session
 
@@ -143,13 +145,21 @@ class SessionRegistry:
             )
         return None
 
+    def _committed_locked(self) -> int:
+        committed = sum(s.spec.budget_bytes + s.checkpoint_bytes for s in self._sessions.values())
+        return committed + sum(b for _, b in self._opening)
+
+    def admitted_bytes(self) -> int:
+        """The session budgets and checkpoints admitted now (what total_budget_bytes bounds)."""
+        with self._lock:
+            return self._committed_locked()
+
     def admit_checkpoint(self, nbytes: int, keep) -> None:
         """Call ``keep()`` (which adds a checkpoint of ``nbytes`` to its session) if it fits what the
         server admits beside the sessions' budgets and checkpoints, else raise SessionLimitReached:
         the check and the addition are one step under the registry's lock."""
         with self._lock:
-            committed = sum(s.spec.budget_bytes + s.checkpoint_bytes for s in self._sessions.values())
-            committed += sum(b for _, b in self._opening)
+            committed = self._committed_locked()
             if committed + nbytes > self.total_budget_bytes:
                 free = max(self.total_budget_bytes - committed, 0)
                 raise SessionLimitReached(
@@ -195,4 +205,9 @@ class SessionRegistry:
         for s in stale:
             s.close()
             del self._sessions[s.id]
+            log.info(
+                "session %s closed: idle for %.0f s", s.id, now - s.last_used, extra={"session_id": s.id}
+            )
+            if self.on_idle_close is not None:
+                self.on_idle_close(s)
         return len(stale)

@@ -28,8 +28,16 @@ from mirage.v1 import mirage_pb2 as pb
 from mirage.v1 import mirage_pb2_grpc as pb_grpc
 
 from runtime import wire
+from runtime.admin import MirageAdminServicer
 from runtime.allocator import tune_malloc
-from runtime.auth import RateLimiter, RateLimitInterceptor, TokenAuthInterceptor, TokenTable
+from runtime.auth import (
+    AdminAuthInterceptor,
+    RateLimiter,
+    RateLimitInterceptor,
+    TokenAuthInterceptor,
+    TokenFileError,
+    TokenTable,
+)
 from runtime.config import RuntimeConfig, ServerConfig
 from runtime.durable import CheckpointMissing, CheckpointRefused, CheckpointStore
 from runtime.generator.host import available_models
@@ -46,10 +54,12 @@ from runtime.registry import (
 )
 from runtime.sealing import KeyRing
 from runtime.session import Session, SessionClosedError
+from runtime.telemetry import Telemetry, TelemetryInterceptor
 from runtime.types import ObservationInput, PoseInput
 
 log = logging.getLogger("mirage.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Mirage"].full_name
+ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MirageAdmin"].full_name
 
 
 def grpc_options(config: RuntimeConfig) -> list[tuple[str, int]]:
@@ -122,17 +132,31 @@ class _PendingQueue:
             return item, dropped
 
 
-def _make_frame(session: Session, item: PoseInput | ObservationInput) -> pb.Frame | None:
+def _make_frame(
+    session: Session, item: PoseInput | ObservationInput, telemetry: Telemetry
+) -> pb.Frame | None:
     """The stream's frame for one pose or observation (None: an observation asked for no frame), made
     in one hop to a worker: step, stats and encoding together, so that a frame waits on the event loop
     once, not three times (what a flood at 64x64 showed in its frame age)."""
     if isinstance(item, PoseInput):
-        result = session.step_pose(item)
+        mode, result = "generate", session.step_pose(item)
     else:
-        result = session.step_observation(item)
-        if not item.return_frame:
-            return None
-    return wire.frame_to_proto(result, session.spec, session.stats())
+        mode, result = "observe", session.step_observation(item)
+    stats = session.stats()
+    frame = (
+        wire.frame_to_proto(result, session.spec, stats) if mode == "generate" or item.return_frame else None
+    )
+    timings = dict(result.timings_ms)
+    if frame is not None:  # with the encoding, as the client sees them
+        timings = {field.name: value for field, value in frame.timings.ListFields()}
+    telemetry.record_frame(session.id, mode, timings, stats)
+    log.debug(
+        "frame %d of session %s",
+        result.sequence,
+        session.id,
+        extra={"session_id": session.id, "sequence": result.sequence, "mode": mode, **timings},
+    )
+    return frame
 
 
 _STATUS = {
@@ -160,8 +184,10 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
         tokens: TokenTable | None = None,
         keyring: KeyRing | None = None,
         store: CheckpointStore | None = None,
+        telemetry: Telemetry | None = None,
     ):
         self.config = config
+        self.telemetry = telemetry or Telemetry(registry.sessions, registry.admitted_bytes)
         self.registry = registry
         self.executor = executor
         self.tokens = tokens
@@ -203,9 +229,21 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
             await context.abort(code, str(exc))
         raise exc
 
-    async def _release(self, session: Session):
+    async def _release(self, session: Session, reason: str | None):
+        """Close ``session`` and stop holding it; ``reason`` (client, disconnect) is what the metrics
+        count, None for a session that never opened (a resume whose snapshot did not load)."""
         self.registry.forget(session)
-        return await self._run(session.close)
+        stats = await self._run(session.close)
+        if reason is not None:
+            self.telemetry.forget_session(session.id, reason)
+            log.info(
+                "session %s closed (%s) after %d frames",
+                session.id,
+                reason,
+                session.frame_index,
+                extra={"session_id": session.id, "reason": reason, "frames": session.frame_index},
+            )
+        return stats
 
     # -- RPCs ----------------------------------------------------------------------------------------
     async def OpenSession(self, request: pb.OpenSessionRequest, context) -> pb.OpenSessionResponse:
@@ -237,6 +275,7 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except RegistryError as exc:
                 await self._abort(context, exc)
+        self.telemetry.sessions_opened.labels("resumed" if request.resume_session_id else "new").inc()
         generator = session.generator
         return pb.OpenSessionResponse(
             session_id=session.id,
@@ -280,7 +319,7 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
         try:
             await self._run(session.restore, saved.payload, saved.frame_index)
         except (ValueError, SessionClosedError) as exc:  # the snapshot inside does not load: never used
-            await self._release(session)
+            await self._release(session, None)
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"the checkpoint of session {session_id!r} does not load ({exc}); it was not used",
@@ -299,11 +338,34 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
     async def _save(self, session: Session) -> None:
         try:
             session.durable_frame = session.frame_index
-            await self._run(self.store.save, session)
-        except (OSError, SessionClosedError) as exc:
-            log.warning("durable checkpoint of session %s failed: %s", session.id, exc)
+            await self._write_checkpoint(session, session.durable_frame, "every N frames")
         finally:
             self._saving.pop(session.id, None)
+
+    async def _write_checkpoint(self, session: Session, frame: int, when: str) -> bool:
+        """Seal ``session`` to its durable checkpoint, counted and logged; False when it failed."""
+        try:
+            written = await self._run(self.store.save, session)
+        except (OSError, SessionClosedError) as exc:
+            self.telemetry.durable.labels("failed").inc()
+            log.warning(
+                "durable checkpoint of session %s (%s) failed: %s",
+                session.id,
+                when,
+                exc,
+                extra={"session_id": session.id},
+            )
+            return False
+        self.telemetry.durable.labels("saved").inc()
+        log.info(
+            "durable checkpoint of session %s (%s) at frame %d, %d bytes",
+            session.id,
+            when,
+            frame,
+            written,
+            extra={"session_id": session.id, "frame": frame, "bytes": written},
+        )
+        return True
 
     async def drain(self, grace_s: float) -> int:
         """Graceful stop, before the port closes: refuse new sessions, end every stream after its frame
@@ -322,12 +384,23 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                 await task
         saved = 0
         for session in self.registry.sessions():
-            try:
-                await self._run(self.store.save, session)
-                saved += 1
-            except (OSError, SessionClosedError) as exc:
-                log.warning("checkpoint of session %s at shutdown failed: %s", session.id, exc)
+            saved += await self._write_checkpoint(session, session.frame_index, "at shutdown")
         return saved
+
+    async def prune_checkpoints(self) -> int:
+        """Delete the durable checkpoints of sessions not open here, older than checkpoint_keep_s."""
+        if self.store is None:
+            return 0
+        open_ids = {s.id for s in self.registry.sessions()}
+        pruned = await self._run(self.store.prune, self.config.server.checkpoint_keep_s, open_ids)
+        for session_id in pruned:
+            log.info(
+                "durable checkpoint of session %s deleted: older than %g s and not resumed",
+                session_id,
+                self.config.server.checkpoint_keep_s,
+                extra={"session_id": session_id},
+            )
+        return len(pruned)
 
     async def CloseSession(self, request: pb.CloseSessionRequest, context) -> pb.CloseSessionResponse:
         session = await self._session(request.session_id, context)
@@ -336,7 +409,7 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
             if saving is not None:
                 await saving
             await self._run(self.store.delete, session.id)
-        stats = await self._release(session)
+        stats = await self._release(session, "client")
         return pb.CloseSessionResponse(memory=wire.memory_stats_to_proto(stats), frames=session.frame_index)
 
     async def SpatialMemoryQuery(
@@ -392,6 +465,7 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                 )
             result = await self._run(session.step_pose, pose, request.commit)
             stats = await self._run(session.stats)
+            self.telemetry.record_frame(session.id, "inference", result.timings_ms, stats)
             if request.commit:
                 await self._durable(session)
         except (wire.WireError, SessionClosedError) as exc:
@@ -428,6 +502,7 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                 item, dropped = await queue.get()
                 if dropped:
                     poses_dropped += len(dropped)
+                    self.telemetry.poses_dropped.inc(len(dropped))
                     yield wire.event(
                         pb.EVENT_KIND_POSES_DROPPED,
                         f"{len(dropped)} stale pose(s) skipped: the client sends faster than frames are made (latest wins)",
@@ -485,7 +560,7 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                         [item.sequence],
                     )
                 try:
-                    frame = await self._run(_make_frame, session, item)
+                    frame = await self._run(_make_frame, session, item, self.telemetry)
                 except SessionClosedError as exc:
                     await self._abort(context, exc)
                 if frame is None:  # an observation that asked for no frame back
@@ -495,6 +570,18 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
                 yield pb.ServerMessage(frame=frame)
                 await self._durable(session)
         finally:
+            log.info(
+                "stream of session %s ended: %d frames, %d poses dropped",
+                session.id,
+                frames_sent,
+                poses_dropped,
+                extra={
+                    "session_id": session.id,
+                    "frames": frames_sent,
+                    "poses_dropped": poses_dropped,
+                    "clean": clean_end,
+                },
+            )
             self._streams.discard(queue)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -502,8 +589,12 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
             session.streaming = False
             session.last_used = time.monotonic()
             if not clean_end and session.spec.release_on_disconnect and not session.closed:
-                log.info("stream for session %s dropped; releasing it (release_on_disconnect)", session.id)
-                await self._release(session)
+                log.info(
+                    "stream for session %s dropped; releasing it (release_on_disconnect)",
+                    session.id,
+                    extra={"session_id": session.id},
+                )
+                await self._release(session, "disconnect")
 
     async def _control(self, session: Session, item: _Control) -> pb.ServerMessage:
         if item.action == pb.Control.ACTION_RESET_MEMORY:
@@ -558,6 +649,18 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
             grpc.StatusCode.INVALID_ARGUMENT,
             "empty ClientMessage: set one of pose, observation, control, end",
         )
+
+
+def _admin_tokens(path: str, tokens: TokenTable | None) -> TokenTable | None:
+    """The admin tokens of ``path`` (None: no file); a token that is also a session token is refused."""
+    if not path:
+        return None
+    admins = TokenTable.from_file(path)
+    if tokens is not None and admins.shares_a_token_with(tokens):
+        raise TokenFileError(
+            f"{path} holds a token that --token-file also lists: give the admin service tokens of its own"
+        )
+    return admins
 
 
 def is_loopback(host: str) -> bool:
@@ -618,18 +721,28 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
         if config.server.checkpoint_every < 1:
             raise ValueError(f"--checkpoint-every {config.server.checkpoint_every}: use 1 frame or more")
         store = CheckpointStore(config.server.checkpoint_dir, keyring, config.sessions.max_budget_bytes)
-    interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
+    admins = _admin_tokens(config.server.admin_token_file, tokens)
+    registry = SessionRegistry(config)
+    telemetry = Telemetry(registry.sessions, registry.admitted_bytes)
+    interceptors = [TelemetryInterceptor(telemetry), AdminAuthInterceptor(admins, tokens)]
+    if tokens is not None:
+        interceptors.append(TokenAuthInterceptor(tokens))
     if config.server.rate_limit_per_s > 0:
         limiter = RateLimiter(config.server.rate_limit_per_s, config.server.rate_limit_burst)
         interceptors.append(RateLimitInterceptor(limiter, tokens))
     interceptors.append(MalformedMessageInterceptor())
     server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
-    registry = SessionRegistry(config)
-    servicer = MirageServicer(config, registry, executor, tokens, keyring, store)
+    servicer = MirageServicer(config, registry, executor, tokens, keyring, store, telemetry)
+    registry.on_idle_close = lambda session: telemetry.forget_session(session.id, "idle")
     pb_grpc.add_MirageServicer_to_server(servicer, server)
+    pb_grpc.add_MirageAdminServicer_to_server(
+        MirageAdminServicer(registry, lambda: servicer.stopping), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     address = f"{config.server.host}:{config.server.port}"
     port = (
         server.add_insecure_port(address)
@@ -645,6 +758,18 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     await asyncio.get_running_loop().run_in_executor(executor, registry.generator, config.generator.name)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    if config.server.metrics_port:
+        server.mirage_metrics_port = telemetry.serve_http(
+            config.server.metrics_host, config.server.metrics_port
+        )
+        log.info(
+            "metrics on http://%s:%d/metrics",
+            config.server.metrics_host,
+            server.mirage_metrics_port,
+            extra={"metrics_port": server.mirage_metrics_port},
+        )
+    await servicer.prune_checkpoints()
+    server.mirage_telemetry = telemetry
     server.mirage_registry = registry  # for in-process inspection (tests, bench)
     server.mirage_servicer = servicer
     server.mirage_health = health_servicer
@@ -671,6 +796,9 @@ async def shutdown(server: grpc.aio.Server, grace: float) -> int:
 
 async def stop_server(server: grpc.aio.Server, grace: float = 5.0) -> None:
     await server.stop(grace)
+    telemetry = getattr(server, "mirage_telemetry", None)
+    if telemetry is not None:
+        telemetry.stop_http()
     executor = getattr(server, "mirage_executor", None)
     if executor is not None:
         executor.shutdown(wait=True, cancel_futures=True)
@@ -692,6 +820,7 @@ async def serve(config: RuntimeConfig) -> None:
             closed = registry.close_idle()
             if closed:
                 log.info("closed %d idle session(s)", closed)
+            await server.mirage_servicer.prune_checkpoints()
 
     registry: SessionRegistry = server.mirage_registry
     reaper = asyncio.create_task(reap())

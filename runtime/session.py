@@ -109,6 +109,8 @@ class Session:
         self.closed = False
         self.streaming = False
         self.last_used = time.monotonic()
+        self.opened_at = self.last_used
+        self.last_stats = self.memory.stats()  # as of the last stats() (metrics read it without the lock)
 
     # -- frame loop ------------------------------------------------------------------------------
     def step_pose(self, request: PoseInput, commit: bool = True) -> FrameResult:
@@ -230,7 +232,8 @@ class Session:
 
     def stats(self) -> MemoryStats:
         with self.lock:
-            return self.memory.stats()
+            self.last_stats = self.memory.stats()
+            return self.last_stats
 
     def reset_memory(self) -> None:
         with self.lock:

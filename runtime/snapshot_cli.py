@@ -32,12 +32,8 @@ def add_snapshot_flags(p: argparse.ArgumentParser) -> None:
         ("import", "replace a session's memory with a sealed file (ImportMemory)"),
     ):
         q = sub.add_parser(name, help=help_text)
-        q.add_argument("--target", default="127.0.0.1:50051", help="the server (default: 127.0.0.1:50051)")
+        add_connection_flags(q, "--token-file", TOKEN_ENV)
         q.add_argument("--session", required=True, help="the session id (OpenSession gave it)")
-        q.add_argument("--token-file", default="", help=f"file holding the bearer token (or set {TOKEN_ENV})")
-        q.add_argument("--tls-ca", default="", help="PEM CA that signed the server's certificate (TLS)")
-        q.add_argument("--tls-cert", default="", help="PEM client certificate (mutual TLS)")
-        q.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
         if name == "export":
             q.add_argument("--out", required=True, help="the file to write (atomically)")
             q.add_argument(
@@ -54,15 +50,29 @@ def add_snapshot_flags(p: argparse.ArgumentParser) -> None:
     inspect.add_argument("path")
 
 
+def add_connection_flags(p: argparse.ArgumentParser, token_flag: str, token_env: str) -> None:
+    """--target, the token's file (``token_flag``, or the ``token_env`` variable) and the TLS files:
+    how a command reaches a running server (`client_from_args`)."""
+    p.add_argument("--target", default="127.0.0.1:50051", help="the server (default: 127.0.0.1:50051)")
+    p.add_argument(
+        token_flag, dest="token_file", default="", help=f"file holding the bearer token (or set {token_env})"
+    )
+    p.add_argument("--tls-ca", default="", help="PEM CA that signed the server's certificate (TLS)")
+    p.add_argument("--tls-cert", default="", help="PEM client certificate (mutual TLS)")
+    p.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
+    p.set_defaults(token_env=token_env)
+
+
 def _token(args: argparse.Namespace) -> str | None:
     from runtime.auth import read_private_file
 
     if args.token_file:
         return read_private_file(Path(args.token_file), "token file", ValueError).strip()
-    return os.environ.get(TOKEN_ENV) or None
+    return os.environ.get(args.token_env) or None
 
 
-def _client(args: argparse.Namespace):
+def client_from_args(args: argparse.Namespace):
+    """A MirageClient for `add_connection_flags`' flags (ValueError says what to fix)."""
     from plugin_bridge.client import MirageClient, tls_credentials
 
     credentials = None
@@ -88,7 +98,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
                 )
             )
         elif args.snapshot_command == "export":
-            with _client(args) as client:
+            with client_from_args(args) as client:
                 export = client.export_memory(args.session, chunk_bytes=args.chunk_kib * 1024)
             written = save_export(export, args.out)
             meta = export.header.get("session", {})
@@ -98,7 +108,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
             )
         else:
             export = load_export(args.source)
-            with _client(args) as client:
+            with client_from_args(args) as client:
                 result = client.import_memory(args.session, export, keep_provenance=args.keep_provenance)
             print(
                 f"imported {args.source} into session {args.session}: {result.memory.points} points "

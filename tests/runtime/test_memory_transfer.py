@@ -266,6 +266,8 @@ def test_imports_the_session_cannot_take(servers, alice_export):
         assert _state(alice, small) == before
         with pytest.raises(InvalidArgumentError, match="chunk_bytes=8388608"):
             alice.export_memory(small, chunk_bytes=8 << 20)
+        with pytest.raises(InvalidArgumentError, match="chunk_bytes=1: use 4096 to"):
+            alice.export_memory(small, chunk_bytes=1)  # millions of messages
         for session_id in (quantised, small):
             alice.close_session(session_id)
 

@@ -592,3 +592,49 @@ class ManageMemoryResponse(_message.Message):
     points_forgotten: int
     texels_forgotten: int
     def __init__(self, memory: _Optional[_Union[MemoryStats, _Mapping]] = ..., checkpoints: _Optional[_Iterable[_Union[CheckpointInfo, _Mapping]]] = ..., checkpoint: _Optional[_Union[CheckpointInfo, _Mapping]] = ..., points_forgotten: _Optional[int] = ..., texels_forgotten: _Optional[int] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SessionSummary(_message.Message):
+    __slots__ = ("session_id", "owner", "width", "height", "generator", "frames", "streaming", "idle_s", "age_s", "memory", "checkpoints", "durable_frame")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_FIELD_NUMBER: _ClassVar[int]
+    IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_FRAME_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    owner: str
+    width: int
+    height: int
+    generator: str
+    frames: int
+    streaming: bool
+    idle_s: float
+    age_s: float
+    memory: MemoryStats
+    checkpoints: int
+    durable_frame: int
+    def __init__(self, session_id: _Optional[str] = ..., owner: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., generator: _Optional[str] = ..., frames: _Optional[int] = ..., streaming: _Optional[bool] = ..., idle_s: _Optional[float] = ..., age_s: _Optional[float] = ..., memory: _Optional[_Union[MemoryStats, _Mapping]] = ..., checkpoints: _Optional[int] = ..., durable_frame: _Optional[int] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions", "max_sessions", "admitted_budget_bytes", "total_budget_bytes", "stopping")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STOPPING_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[SessionSummary]
+    max_sessions: int
+    admitted_budget_bytes: int
+    total_budget_bytes: int
+    stopping: bool
+    def __init__(self, sessions: _Optional[_Iterable[_Union[SessionSummary, _Mapping]]] = ..., max_sessions: _Optional[int] = ..., admitted_budget_bytes: _Optional[int] = ..., total_budget_bytes: _Optional[int] = ..., stopping: _Optional[bool] = ...) -> None: ...

@@ -408,3 +408,84 @@ class Mirage:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class MirageAdminStub:
+    """The operator's view of a running server (`mirage sessions`). Only callers holding a token from the
+    server's --admin-token-file reach it: none is UNAUTHENTICATED, a session token PERMISSION_DENIED,
+    a server started without the file FAILED_PRECONDITION. It reads and never changes a session.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListSessions = channel.unary_unary(
+                '/mirage.v1.MirageAdmin/ListSessions',
+                request_serializer=mirage_dot_v1_dot_mirage__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=mirage_dot_v1_dot_mirage__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+
+
+class MirageAdminServicer:
+    """The operator's view of a running server (`mirage sessions`). Only callers holding a token from the
+    server's --admin-token-file reach it: none is UNAUTHENTICATED, a session token PERMISSION_DENIED,
+    a server started without the file FAILED_PRECONDITION. It reads and never changes a session.
+    """
+
+    def ListSessions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MirageAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=mirage_dot_v1_dot_mirage__pb2.ListSessionsRequest.FromString,
+                    response_serializer=mirage_dot_v1_dot_mirage__pb2.ListSessionsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mirage.v1.MirageAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mirage.v1.MirageAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class MirageAdmin:
+    """The operator's view of a running server (`mirage sessions`). Only callers holding a token from the
+    server's --admin-token-file reach it: none is UNAUTHENTICATED, a session token PERMISSION_DENIED,
+    a server started without the file FAILED_PRECONDITION. It reads and never changes a session.
+    """
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mirage.v1.MirageAdmin/ListSessions',
+            mirage_dot_v1_dot_mirage__pb2.ListSessionsRequest.SerializeToString,
+            mirage_dot_v1_dot_mirage__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
