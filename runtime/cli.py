@@ -62,6 +62,8 @@ LOADTEST_FLAGS = [
     Flag("flood_rate"),
     Flag("flood_seconds"),
     Flag("target"),
+    Flag("fault_frames"),
+    Flag("fault_every"),
     Flag("json_path", "--json"),
 ]
 TRAIN_FLAGS = [

@@ -251,7 +251,8 @@ def pose_from_proto(msg: pb.Pose, spec: SessionSpec, field: str = "pose") -> np.
         raise _invalid(
             f"{field}.rotation has a non-finite value {q.tolist()}: send a finite unit quaternion (w, x, y, z)"
         )
-    norm = float(np.linalg.norm(q))
+    with np.errstate(over="ignore"):  # components near 1e155 and above square to inf: refused below
+        norm = float(np.linalg.norm(q))
     if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
         raise _invalid(
             f"{field}.rotation has norm {norm:.6f}; send a unit quaternion (w, x, y, z) with |q| within "

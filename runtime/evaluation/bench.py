@@ -257,11 +257,11 @@ async def _bench_size(
     return row
 
 
-async def _server_process() -> tuple[asyncio.subprocess.Process, int, collections.deque, list]:
-    """A `mirage serve` process on a free loopback port: (process, port, the tail of its stderr, the
-    tasks reading its output)."""
+async def _server_process(*flags: str) -> tuple[asyncio.subprocess.Process, int, collections.deque, list]:
+    """A `mirage serve` process on a free loopback port (with ``flags``): (process, port, the tail of
+    its stderr, the tasks reading its output)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runtime", "serve", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "runtime", "serve", "--host", "127.0.0.1", "--port", "0", *flags,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     errors: collections.deque = collections.deque(maxlen=40)

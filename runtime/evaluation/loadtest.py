@@ -7,6 +7,9 @@ frame that did not come), pose-to-frame latency percentiles over every frame, an
 one session is flooded with ``flood_rate`` poses a second for ``flood_seconds``: how many frames
 came back, how many poses latest-wins dropped (reported by the server as events), and the age of the
 frames (now - when their pose was sent) against the frame time (the flood's seconds per frame).
+Last, the faults (on a server of its own only): a session on a server with durable checkpoints, the
+server killed (-9) and restarted on the same directory, the session resumed by id, then the same with
+SIGTERM: the frames each lost.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ class LoadtestConfig:
     """How long the flood lasts."""
     target: str = ""
     """A running server (host:port); empty: start a `mirage serve` process for the test."""
+    fault_frames: int = 37
+    """The fault phase (a server of its own, durable checkpoints every fault_every frames): frames
+    streamed before kill -9, then before SIGTERM (0: no fault phase)."""
+    fault_every: int = 10
+    """--checkpoint-every of the fault phase's server."""
     json_path: str = ""
     """Also write the figures to this JSON file ("" writes none)."""
 
@@ -49,6 +57,8 @@ class LoadtestConfig:
             raise ValueError("sessions and frames >= 1; size a positive multiple of 8")
         if self.flood_rate < 0 or self.flood_seconds <= 0:
             raise ValueError("flood_rate >= 0 and flood_seconds > 0")
+        if self.fault_frames < 0 or self.fault_every < 1:
+            raise ValueError("fault_frames >= 0 and fault_every >= 1")
 
 
 def _pose(angle: float) -> Pose:
@@ -134,6 +144,73 @@ async def _flood(client: AsyncMirageClient, k: Intrinsics, rate: int, seconds: f
     }
 
 
+async def _fault(config: LoadtestConfig) -> dict:
+    """kill -9 and SIGTERM of a `mirage serve` with durable checkpoints, each followed by a restart on
+    the same directory and a resume by id: how many frames each lost (at most fault_every after
+    kill -9; none after SIGTERM)."""
+    import signal
+    import tempfile
+
+    from plugin_bridge.exports import load_export
+    from runtime.evaluation.bench import _server_process, _stop_process
+    from runtime.sealing import write_key_file
+
+    k = Intrinsics.from_fov(config.size, config.size, 60.0)
+    with tempfile.TemporaryDirectory(prefix="mirage-fault-") as tmp:
+        keys, directory = Path(tmp) / "memory.keys", Path(tmp) / "checkpoints"
+        write_key_file(keys)
+        flags = ("--memory-key-file", str(keys), "--checkpoint-dir", str(directory),
+                 "--checkpoint-every", str(config.fault_every))  # fmt: skip
+        out: dict = {"every": config.fault_every, "frames": config.fault_frames}
+        session_id, made = "", 0
+        for how in ("kill -9", "SIGTERM"):
+            proc, port, _, readers = await _server_process(*flags)
+            try:
+                async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
+                    if session_id:
+                        await client.open_session(k, resume_session_id=session_id)
+                        stream = client.stream(session_id)
+                        # a frame's index counts the frames before it: the first after the resume's
+                        resumed = (await stream.step(_pose(0.01 * made))).frame_index
+                        out["kill -9"]["resumed_at"] = resumed
+                        out["kill -9"]["lost"] = made - resumed
+                        made = resumed + 1
+                    else:
+                        session_id = (await client.open_session(k)).session_id
+                        stream = client.stream(session_id)
+                    for _ in range(config.fault_frames):
+                        await stream.step(_pose(0.01 * made))
+                        made += 1
+                    if how == "kill -9":  # the background checkpoint of the last multiple of N
+                        want = made - made % config.fault_every
+                        path = directory / f"{session_id}.sealed"
+                        for _ in range(600):
+                            try:
+                                if load_export(path).header["session"]["frame_index"] >= want:
+                                    break
+                            except (OSError, ValueError, KeyError):
+                                pass
+                            await asyncio.sleep(0.05)
+                        proc.send_signal(signal.SIGKILL)
+                    else:
+                        proc.send_signal(signal.SIGTERM)
+                    out[how] = {"frames_made": made}
+                    await proc.wait()
+            finally:
+                await _stop_process(proc, readers)
+        proc, port, _, readers = await _server_process(*flags)
+        try:
+            async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
+                await client.open_session(k, resume_session_id=session_id)
+                frame = await client.stream(session_id).step(_pose(0.01 * made))
+                out["SIGTERM"]["resumed_at"] = frame.frame_index
+                out["SIGTERM"]["lost"] = made - frame.frame_index
+                await client.close_session(session_id)
+        finally:
+            await _stop_process(proc, readers)
+    return out
+
+
 async def _run(config: LoadtestConfig) -> dict:
     proc = readers = None
     target = config.target
@@ -169,6 +246,8 @@ async def _run(config: LoadtestConfig) -> dict:
             from runtime.evaluation.bench import _stop_process
 
             await _stop_process(proc, readers)
+    if config.fault_frames and not config.target:
+        report["fault"] = await _fault(config)
     return report
 
 
@@ -184,6 +263,14 @@ def format_report(r: dict) -> str:
             f"flood: {f['poses']} poses at {f['rate']}/s for {f['seconds']:g} s to one session: {f['frames']} frames, "
             f"{f['dropped']} poses dropped (latest wins, reported); frame age p50 {f['age_p50_ms']:.1f} ms, p99 "
             f"{f['age_p99_ms']:.1f} ms = {f['age_p99_frames']:.2f} frame times ({f['frame_ms']:.1f} ms a frame)"
+        )
+    f = r.get("fault")
+    if f:
+        k9, term = f["kill -9"], f["SIGTERM"]
+        lines.append(
+            f"fault: checkpoints every {f['every']} frames; kill -9 after {k9['frames_made']} frames: resumed at "
+            f"frame {k9['resumed_at']}, {k9['lost']} lost; SIGTERM after {term['frames_made']}: resumed at "
+            f"frame {term['resumed_at']}, {term['lost']} lost"
         )
     return "\n".join(lines)
 

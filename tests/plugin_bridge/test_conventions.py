@@ -330,6 +330,13 @@ def test_bad_quaternions():
         matrix_to_quat(np.full((3, 3), np.nan))
 
 
+def test_huge_quaternions_keep_their_direction():
+    """Components whose squares overflow (the fuzzer sends them) still give their rotation."""
+    with np.errstate(all="raise"):
+        r = quat_to_matrix([1e300, 1e300, 0.0, 0.0])
+    assert np.allclose(r, quat_to_matrix([1.0, 1.0, 0.0, 0.0]))
+
+
 @pytest.mark.parametrize("name", ["vulkan", "", "open gl", 3, None])
 def test_unknown_convention(name):
     with pytest.raises(ValueError, match="opencv.*panda3d"):
