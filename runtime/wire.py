@@ -269,14 +269,15 @@ def pose_from_proto(msg: pb.Pose, spec: SessionSpec, field: str = "pose") -> np.
     return pose
 
 
-def pose_request_from_proto(msg: pb.PoseRequest, spec: SessionSpec) -> PoseInput:
+def pose_request_from_proto(msg: pb.PoseRequest, spec: SessionSpec, received_us: int = 0) -> PoseInput:
+    """``received_us``: when the message arrived (0: now)."""
     if not msg.HasField("pose"):
         raise _invalid("PoseRequest.pose is required")
     return PoseInput(
         sequence=int(msg.sequence),
         client_timestamp_us=int(msg.client_timestamp_us),
         cam_to_world=pose_from_proto(msg.pose, spec),
-        received_us=now_us(),
+        received_us=received_us or now_us(),
     )
 
 
