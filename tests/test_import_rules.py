@@ -34,7 +34,7 @@ SERVING = (
     "runtime.generator",
 )
 MODEL_BUILDING = ("runtime.training", "runtime.evaluation", "runtime.demo")
-PANDA_ALLOWED = ("runtime.scenes", "plugin_bridge.panda3d_plugin")
+PANDA_ALLOWED = ("runtime.scenes", "plugin_bridge.panda3d_plugin", "plugin_bridge.samples")
 
 
 def _module_name(root: Path, path: Path) -> str:

@@ -75,7 +75,7 @@ class WalkApp:
         self.keys = set()
         self.plugin = None
         if not args.no_plugin:
-            from plugin_bridge.panda_plugin import MiragePlugin, PluginConfig
+            from plugin_bridge.panda3d_plugin import MiragePlugin, PluginConfig
 
             self.plugin = MiragePlugin(
                 base,

@@ -1,6 +1,6 @@
 """Mirage in a Panda3D app: a component for a ShowBase frame loop.
 
-    from plugin_bridge.panda_plugin import MiragePlugin, PluginConfig
+    from plugin_bridge.panda3d_plugin import MiragePlugin, PluginConfig
     base = ShowBase()
     ...                                              # the app's own scene and camera control
     mirage = MiragePlugin(base, PluginConfig(target="127.0.0.1:50051", mode="generate"))

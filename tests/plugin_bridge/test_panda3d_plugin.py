@@ -24,7 +24,7 @@ pytest.importorskip("panda3d", reason="the Panda3D plugin needs panda3d (pip ins
 from plugin_bridge.camera import Intrinsics  # noqa: E402
 from plugin_bridge.client import MirageClient  # noqa: E402
 from plugin_bridge.conventions import Convention  # noqa: E402
-from plugin_bridge.panda_plugin import Link, Newest, PluginConfig, Request, intrinsics_from_lens  # noqa: E402
+from plugin_bridge.panda3d_plugin import Link, Newest, PluginConfig, Request, intrinsics_from_lens  # noqa: E402
 from plugin_bridge.types import Pose  # noqa: E402
 from runtime.sealing import write_key_file  # noqa: E402
 
