@@ -26,6 +26,7 @@ SERVE_FLAGS = [
     Flag("sessions.max_sessions"),
     Flag("sessions.total_budget_bytes", "--total-budget-mib", scale=MiB, unit="MiB"),
     Flag("server.grace_s"),
+    Flag("server.warm_sizes"),
     Flag("server.checkpoint_dir"),
     Flag("server.checkpoint_every"),
     Flag("server.checkpoint_keep_s"),

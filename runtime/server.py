@@ -56,6 +56,7 @@ from runtime.sealing import KeyRing
 from runtime.session import Session, SessionClosedError
 from runtime.telemetry import Telemetry, TelemetryInterceptor
 from runtime.types import ObservationInput, PoseInput
+from runtime.warmup import warm_up
 
 log = logging.getLogger("mirage.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Mirage"].full_name
@@ -773,8 +774,17 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    # SERVING only once the default model is loaded (its sha256 verified).
-    await asyncio.get_running_loop().run_in_executor(executor, registry.generator, config.generator.name)
+    # SERVING only once the default model is loaded (its sha256 verified) and a throwaway session has
+    # run at each warm size (kernels loaded, the generator planned: runtime.warmup).
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(executor, registry.generator, config.generator.name)
+    if config.server.warm_sizes:
+        warmed = await loop.run_in_executor(executor, warm_up, registry, tuple(config.server.warm_sizes))
+        log.info(
+            "warmed up: %s",
+            ", ".join(f"{size}x{size} in {ms:.0f} ms" for size, ms in warmed.items()),
+            extra={"warm_ms": {str(k): round(v, 1) for k, v in warmed.items()}},
+        )
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     if config.server.metrics_port:

@@ -127,16 +127,19 @@ class Session:
             mem_rgb = render.rgb.numpy()
             mem_depth = render.depth.numpy()
             coverage = render.coverage.numpy()
-            gen_rgb, gen_depth = self.generator.generate(
-                mem_rgb,
-                np.where(np.isfinite(mem_depth), mem_depth, 0.0).astype(np.float32),
-                coverage,
-                intrinsics=self.spec.intrinsics,
-                seed=(self.spec.seed * 1_000_003 + self.frame_index) & 0x7FFFFFFF,
-                detail=self.spec.detail,
-            )
-            t2 = time.perf_counter()
             covered = coverage >= 0.5
+            if covered.all():  # memory covers every pixel: the generator's output would go unused
+                gen_rgb, gen_depth = mem_rgb, mem_depth
+            else:
+                gen_rgb, gen_depth = self.generator.generate(
+                    mem_rgb,
+                    np.where(np.isfinite(mem_depth), mem_depth, 0.0).astype(np.float32),
+                    coverage,
+                    intrinsics=self.spec.intrinsics,
+                    seed=(self.spec.seed * 1_000_003 + self.frame_index) & 0x7FFFFFFF,
+                    detail=self.spec.detail,
+                )
+            t2 = time.perf_counter()
             rgb = _to_uint8(np.where(covered[..., None], mem_rgb, gen_rgb))
             depth = np.where(covered, mem_depth, gen_depth).astype(np.float32)
             t3 = time.perf_counter()

@@ -66,6 +66,7 @@ def start_server_thread(config: RuntimeConfig) -> tuple[RunningServer, callable]
 def make_config(**server_overrides) -> RuntimeConfig:
     config = RuntimeConfig()
     config.server.port = 0
+    config.server.warm_sizes = ()  # dozens of servers a run: warm-up has its own test (test_warmup.py)
     for key, value in server_overrides.items():
         setattr(config.server, key, value)
     return config
