@@ -64,9 +64,10 @@ class ServerConfig:
     """Clients may ping this often without being sent GOAWAY (gRPC's default is 5 minutes)."""
     grace_s: float = 5.0
     """Seconds in-flight calls get to finish on shutdown."""
-    warm_sizes: tuple[int, ...] = (128,)
+    warm_sizes: tuple[int, ...] = (128, 256)
     """Square frame sizes a throwaway session runs at before health says SERVING (`runtime.warmup`),
-    so that the first frame of the first session is as fast as any other; empty: none."""
+    so that the first frame of the first session is as fast as any other (without: 0.6-0.9 s; with:
+    21 / 23 / 83 ms at 64 / 128 / 256, for a second more before SERVING); empty: none."""
     workers: int = 2
     """Threads for memory and model work (kept off the event loop)."""
     torch_threads: int = 1
