@@ -153,14 +153,15 @@ class Link(threading.Thread):
     goes to ``failed`` with the server's message) is retried after the backoff.
     """
 
-    def __init__(self, config: PluginConfig, intrinsics: Intrinsics):
+    def __init__(self, config: PluginConfig, intrinsics: Intrinsics, keep_log: int = 10_000):
         super().__init__(name="mirage-link", daemon=True)
         self.config = config
         self.intrinsics = intrinsics
         self.requests = Newest()
         self.replies = Newest()
         self.status = LinkStatus()
-        self.sent: list[tuple[int, Pose | None]] = []  # (sequence, pose) of every request that got a frame
+        # (sequence, pose) of the last keep_log requests that got a frame (pose None: an observation)
+        self.sent: deque[tuple[int, Pose | None]] = deque(maxlen=keep_log)
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
 
@@ -365,7 +366,13 @@ class MiragePlugin:
     whose transform is the camera (default ``base.camera``), ``lens`` its lens (``base.camLens``)."""
 
     def __init__(
-        self, base, config: PluginConfig | None = None, camera=None, lens=None, keep_log: int = 100_000
+        self,
+        base,
+        config: PluginConfig | None = None,
+        camera=None,
+        lens=None,
+        keep_log: int = 10_000,
+        on_show=None,
     ):
         from panda3d import core as p3d
 
@@ -405,10 +412,12 @@ class MiragePlugin:
                 mayChange=True,
             )
         self.engine_frame = 0
-        self.shown: deque = deque(maxlen=keep_log)  # (engine frame shown at, sequence, requested at, rgb)
+        self.shown: deque = deque(maxlen=keep_log)  # (engine frame shown at, sequence, requested at)
+        self.last_shown_rgb: np.ndarray | None = None
+        self.on_show = on_show  # called with (sequence, rgb shown) on the main thread, for each frame shown
         self.update_ms: deque = deque(maxlen=keep_log)
         self._last_pose: Pose | None = None
-        self.link = Link(config, self.intrinsics)
+        self.link = Link(config, self.intrinsics, keep_log)
         self.link.start()
         self.task = base.taskMgr.add(self._update, "mirage-plugin", sort=49)  # igLoop draws at 50
 
@@ -451,8 +460,11 @@ class MiragePlugin:
         if self.texture is not None:
             self.texture.setRamImageAs(np.ascontiguousarray(rgb[::-1]).tobytes(), "RGB")
             self.card.show()
-        self.shown.append((self.engine_frame, frame.sequence, reply.request.engine_frame, rgb))
+        self.shown.append((self.engine_frame, frame.sequence, reply.request.engine_frame))
+        self.last_shown_rgb = rgb
         self.last_round_trip_ms = reply.round_trip_ms
+        if self.on_show is not None:
+            self.on_show(frame.sequence, rgb)
 
     def composite(self, frame: Frame) -> np.ndarray:
         """The engine's own render where it drew something nearer than Mirage's surface (or Mirage has

@@ -77,9 +77,11 @@ class WalkApp:
         if not args.no_plugin:
             from plugin_bridge.panda3d_plugin import MiragePlugin, PluginConfig
 
+            self.digests: dict[int, str] = {}  # sequence -> sha256 of the frame shown (--log)
             self.plugin = MiragePlugin(
                 base,
-                PluginConfig(
+                on_show=self._digest if args.log else None,
+                config=PluginConfig(
                     target=args.target,
                     mode=args.mode,
                     seed=args.seed,
@@ -96,6 +98,11 @@ class WalkApp:
             base.accept("escape", sys.exit)
             base.taskMgr.add(self.keyboard, "walk", sort=10)
             self.place(*path_pose(0, 2))
+
+    def _digest(self, sequence: int, rgb: np.ndarray) -> None:
+        import hashlib
+
+        self.digests[sequence] = hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest()
 
     def place(self, position, heading) -> None:
         self.base.camera.setPos(*position)
@@ -199,14 +206,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_log(app: WalkApp, summary: dict, path: str) -> None:
     import dataclasses
-    import hashlib
 
     plugin = app.plugin
     shot = app.base.win.getScreenshot()
     screen = np.frombuffer(shot.getRamImageAs("RGB"), np.uint8).reshape(shot.getYSize(), shot.getXSize(), 3)[
         ::-1
     ]
-    last_rgb = plugin.shown[-1][3] if plugin.shown else None
+    last_rgb = plugin.last_shown_rgb
     log = {
         **summary,
         "intrinsics": dataclasses.asdict(plugin.intrinsics),
@@ -216,10 +222,7 @@ def _write_log(app: WalkApp, summary: dict, path: str) -> None:
             for seq, pose in plugin.link.sent
             if pose is not None
         ],
-        "shown": [
-            [at, seq, requested, hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest()]
-            for at, seq, requested, rgb in plugin.shown
-        ],
+        "shown": [[at, seq, requested, app.digests[seq]] for at, seq, requested in plugin.shown],
         # the window against the last frame the plugin showed (the status line covers a corner)
         "screen_equal_fraction": float((screen == last_rgb).all(axis=2).mean())
         if last_rgb is not None
