@@ -165,12 +165,13 @@ def _make_frame(
     if frame is not None:  # with the encoding, as the client sees them
         timings = {field.name: value for field, value in frame.timings.ListFields()}
     telemetry.record_frame(session.id, mode, timings, stats)
-    log.debug(
-        "frame %d of session %s",
-        result.sequence,
-        session.id,
-        extra={"session_id": session.id, "sequence": result.sequence, "mode": mode, **timings},
-    )
+    if log.isEnabledFor(logging.DEBUG):  # every frame: nothing built for a log that drops it
+        log.debug(
+            "frame %d of session %s",
+            result.sequence,
+            session.id,
+            extra={"session_id": session.id, "sequence": result.sequence, "mode": mode, **timings},
+        )
     return frame
 
 
