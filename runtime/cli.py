@@ -54,6 +54,10 @@ BENCH_FLAGS = [
     Flag("frames"),
     Flag("soak_frames"),
     Flag("soak_storage", choices=("full", "quantised")),
+    Flag("observe_frames"),
+    Flag("queries"),
+    Flag("session_counts"),
+    Flag("session_frames"),
     Flag("json_path", "--json"),
 ]
 LOADTEST_FLAGS = [

@@ -34,6 +34,7 @@ from plugin_bridge.wire import observation_to_proto
 from runtime import wire
 from runtime.config import RuntimeConfig
 from runtime.evaluation.bench_memory import exploring_path, memory_scaling, rss_mib
+from runtime.evaluation.bench_serving import format_serving, observe_and_query, sessions_throughput
 from runtime.generator.host import available_models
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 from runtime.scenes.paths import out_and_back, seed_poses_for
@@ -89,6 +90,14 @@ class BenchConfig:
     """Timed render+ingest repetitions per memory size in the scaling test."""
     generators: tuple[str, ...] = ()
     """Generators to compare; empty: the runtime's default first, then every other shipped model."""
+    observe_frames: int = 60
+    """Observe-mode RGB-D frames streamed per size (beside Open3D's integrate of the same frames)."""
+    queries: int = 20
+    """Memory render and stats queries per size, after the observations."""
+    session_counts: tuple[int, ...] = (1, 2, 4, 8)
+    """Sessions at once for the throughput test, at the smallest size."""
+    session_frames: int = 60
+    """Lock-step frames each of those sessions streams."""
 
     def validate(self) -> None:
         if not self.sizes or any(int(s) < 8 or int(s) % 8 for s in self.sizes):
@@ -99,6 +108,10 @@ class BenchConfig:
             raise ValueError(f"soak_storage={self.soak_storage!r}: use one of {', '.join(STORAGES)}")
         if self.soak_budget_mib < 2:
             raise ValueError(f"soak_budget_mib={self.soak_budget_mib}: use at least 2 MiB")
+        if self.observe_frames < 1 or self.queries < 1 or self.session_frames < 1:
+            raise ValueError("observe_frames, queries and session_frames must be >= 1")
+        if not self.session_counts or min(self.session_counts) < 1:
+            raise ValueError(f"session_counts={self.session_counts}: give counts of 1 or more")
 
 
 def _median(values) -> float:
@@ -433,6 +446,15 @@ async def _run(config: BenchConfig) -> dict:
                 await _bench_size(client, registry, runtime_config.memory, s, config, generators)
                 for s in config.sizes
             ]
+            observe = [
+                await observe_and_query(
+                    client, s, config.observe_frames, config.scene, config.seed, config.queries
+                )
+                for s in config.sizes
+            ]
+            throughput = await sessions_throughput(
+                f"127.0.0.1:{port}", min(config.sizes), tuple(config.session_counts), config.session_frames
+            )
             scaling = await _scaling(config)
             if config.soak_frames > 0:
                 soak = await _soak(config)
@@ -440,7 +462,13 @@ async def _run(config: BenchConfig) -> dict:
                 soak["peak_rss_mb"] = rss_mib()
     finally:
         await stop_server(server, 1.0)
-    return {"sizes": rows, "memory_scaling": scaling, "soak": soak}
+    return {
+        "sizes": rows,
+        "observe": observe,
+        "sessions": throughput,
+        "memory_scaling": scaling,
+        "soak": soak,
+    }
 
 
 def format_report(report: dict) -> str:
@@ -488,6 +516,7 @@ def format_report(report: dict) -> str:
             for name, f in r["storage"].items()
         ]
         lines.append(f"{r['size']:>3}x{r['size']:<3} " + "; ".join(cells))
+    lines += format_serving(report["observe"], report["sessions"], min(r["size"] for r in rows))
     m = report["memory_scaling"]
     lines += [
         "",

@@ -31,13 +31,20 @@ def _number(value) -> bool:
 
 def test_bench_runs_end_to_end_and_writes_well_formed_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    config = BenchConfig(sizes=(64,), frames=6, soak_frames=20, warmup=2, json_path=str(out), scaling_reps=3)
+    config = BenchConfig(
+        sizes=(64,), frames=6, soak_frames=20, warmup=2, json_path=str(out), scaling_reps=3,
+        observe_frames=4, queries=2, session_counts=(1, 2), session_frames=3,
+    )  # fmt: skip
     returned = run_bench(config)
     text = out.read_text()
     assert "NaN" not in text and "Infinity" not in text
     report = json.loads(text)
     assert report == returned
-    assert set(report) >= {"sizes", "memory_scaling", "soak", "environment"}
+    assert set(report) >= {"sizes", "observe", "sessions", "memory_scaling", "soak", "environment"}
+    (observe,) = report["observe"]
+    assert observe["frames"] == 4 and observe["ingest_ms_p50"] > 0 and observe["points"] > 0
+    assert observe["render_query_ms_p50"] > 0 and observe["open3d_integrate_ms_p50"] > 0  # [peers] installed
+    assert [(t["sessions"], t["frames"], t["errors"]) for t in report["sessions"]] == [(1, 3, 0), (2, 6, 0)]
 
     (row,) = report["sizes"]
     assert row["size"] == 64 and isinstance(row["size"], int)
