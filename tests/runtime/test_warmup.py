@@ -32,6 +32,7 @@ def test_the_server_warms_up_before_serving_and_keeps_nothing(caplog):
 
 
 def test_warm_up_runs_a_session_at_each_size(mirage_server):
+    before = len(mirage_server.registry)  # a shared server: other tests' sessions may be open
     taken = warm_up(mirage_server.registry, (16, 24))
     assert sorted(taken) == [16, 24] and all(ms > 0 for ms in taken.values())
-    assert len(mirage_server.registry) == 0
+    assert len(mirage_server.registry) == before  # the throwaway sessions are never registered
