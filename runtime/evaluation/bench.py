@@ -14,11 +14,9 @@ Prints a table; writes JSON.
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import json
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from runtime import wire
 from runtime.config import RuntimeConfig
 from runtime.evaluation.bench_memory import exploring_path, memory_scaling, rss_mib
 from runtime.evaluation.bench_serving import format_serving, observe_and_query, sessions_throughput
+from runtime.evaluation.processes import server_process, stop_process
 from runtime.generator.host import available_models
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 from runtime.scenes.paths import out_and_back, seed_poses_for
@@ -56,8 +55,6 @@ SOAK_WARMUP_FRAMES = 200
 """Frames of the soak server's warm-up session (at most soak_frames)."""
 SOAK_WARMUP_MIB = 4
 """Budget of the warm-up session, MiB: small enough that pruning runs in it."""
-SERVER_START_S = 300
-"""Seconds the soak's server process may take to start serving."""
 
 
 @dataclass
@@ -270,55 +267,6 @@ async def _bench_size(
     return row
 
 
-async def _server_process(*flags: str) -> tuple[asyncio.subprocess.Process, int, collections.deque, list]:
-    """A `mirage serve` process on a free loopback port (with ``flags``): (process, port, the tail of
-    its stderr, the tasks reading its output)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runtime", "serve", "--host", "127.0.0.1", "--port", "0", *flags,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    errors: collections.deque = collections.deque(maxlen=40)
-
-    async def drain(stream, keep) -> None:
-        async for line in stream:
-            if keep is not None:
-                keep.append(line.decode(errors="replace").rstrip())
-
-    async def port() -> int:
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                await proc.wait()
-                raise RuntimeError(
-                    f"the soak's server process exited ({proc.returncode}) before serving:\n"
-                    + "\n".join(errors)
-                )
-            found = re.search(rb"serving mirage\.v1 on \S+:(\d+)", line)
-            if found:
-                return int(found.group(1))
-
-    readers = [asyncio.ensure_future(drain(proc.stderr, errors))]
-    try:
-        bound = await asyncio.wait_for(port(), SERVER_START_S)
-    except BaseException:
-        await _stop_process(proc, readers)
-        raise
-    readers.append(asyncio.ensure_future(drain(proc.stdout, None)))
-    return proc, bound, errors, readers
-
-
-async def _stop_process(proc: asyncio.subprocess.Process, readers: list) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-    for task in readers:
-        task.cancel()
-
-
 async def _soak(config: BenchConfig) -> dict:
     """RSS of a runtime serving one long session: a `mirage serve` process of its own (so the client,
     the engine rendering the observations and the bench's own figures stay out of what is measured)
@@ -331,7 +279,7 @@ async def _soak(config: BenchConfig) -> dict:
     proc = readers = None
     try:
         scene.render(exploring_path(1, seed=config.seed)[0])
-        proc, port, errors, readers = await _server_process()
+        proc, port, errors, readers = await server_process()
         try:
             async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
                 warm = min(SOAK_WARMUP_FRAMES, config.soak_frames)
@@ -347,7 +295,7 @@ async def _soak(config: BenchConfig) -> dict:
     finally:
         scene.close()
         if proc is not None:
-            await _stop_process(proc, readers)
+            await stop_process(proc, readers)
 
 
 async def _soak_session(client, scene, config: BenchConfig, frames: int, budget: int, pid, desc: str) -> dict:

@@ -14,6 +14,7 @@ from plugin_bridge.camera import Intrinsics
 from plugin_bridge.client import AsyncMirageClient
 from plugin_bridge.types import Observation, Pose
 from runtime.evaluation.bench_memory import exploring_path
+from runtime.evaluation.loadtest import lockstep_session
 from runtime.evaluation.peers import Open3DTSDF, open3d_available
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 
@@ -93,15 +94,15 @@ def _open3d_integrate(k: Intrinsics, poses, shots) -> float:
 async def sessions_throughput(target: str, size: int, counts: tuple[int, ...], frames: int) -> list[dict]:
     """For each count S: S sessions streaming ``frames`` lock-step generate-mode frames each, all at
     once (`mirage loadtest`'s sessions): frames/s in all and the pose-to-frame p50 / p99."""
-    from runtime.evaluation.loadtest import _session
-
     k = Intrinsics.from_fov(size, size, 60.0)
     rows = []
     for count in counts:
         clients = [AsyncMirageClient(target) for _ in range(count)]
         try:
             start = time.perf_counter()
-            results = await asyncio.gather(*(_session(c, k, i, frames) for i, c in enumerate(clients)))
+            results = await asyncio.gather(
+                *(lockstep_session(c, k, i, frames) for i, c in enumerate(clients))
+            )
             wall = time.perf_counter() - start
         finally:
             for c in clients:

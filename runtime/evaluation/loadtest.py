@@ -26,6 +26,7 @@ import numpy as np
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.client import AsyncMirageClient, MirageError
 from plugin_bridge.types import Event, Frame, Observation, Pose, StreamEnd
+from runtime.evaluation.processes import server_process, stop_process
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _seed_frame(size: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     return rgb, np.full((size, size), 3.0, dtype=np.float32)
 
 
-async def _session(
+async def lockstep_session(
     client: AsyncMirageClient, k: Intrinsics, index: int, frames: int
 ) -> tuple[list[float], int]:
     """(latencies of the frames that came, errors: frames that did not and calls that failed)."""
@@ -152,7 +153,6 @@ async def _fault(config: LoadtestConfig) -> dict:
     import tempfile
 
     from plugin_bridge.exports import load_export
-    from runtime.evaluation.bench import _server_process, _stop_process
     from runtime.sealing import write_key_file
 
     k = Intrinsics.from_fov(config.size, config.size, 60.0)
@@ -164,7 +164,7 @@ async def _fault(config: LoadtestConfig) -> dict:
         out: dict = {"every": config.fault_every, "frames": config.fault_frames}
         session_id, made = "", 0
         for how in ("kill -9", "SIGTERM"):
-            proc, port, _, readers = await _server_process(*flags)
+            proc, port, _, readers = await server_process(*flags)
             try:
                 async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
                     if session_id:
@@ -197,8 +197,8 @@ async def _fault(config: LoadtestConfig) -> dict:
                     out[how] = {"frames_made": made}
                     await proc.wait()
             finally:
-                await _stop_process(proc, readers)
-        proc, port, _, readers = await _server_process(*flags)
+                await stop_process(proc, readers)
+        proc, port, _, readers = await server_process(*flags)
         try:
             async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
                 await client.open_session(k, resume_session_id=session_id)
@@ -207,7 +207,7 @@ async def _fault(config: LoadtestConfig) -> dict:
                 out["SIGTERM"]["lost"] = made - frame.frame_index
                 await client.close_session(session_id)
         finally:
-            await _stop_process(proc, readers)
+            await stop_process(proc, readers)
     return out
 
 
@@ -215,15 +215,15 @@ async def _run(config: LoadtestConfig) -> dict:
     proc = readers = None
     target = config.target
     if not target:
-        from runtime.evaluation.bench import _server_process
-
-        proc, port, _, readers = await _server_process()
+        proc, port, _, readers = await server_process()
         target = f"127.0.0.1:{port}"
     k = Intrinsics.from_fov(config.size, config.size, 60.0)
     try:
         clients = [AsyncMirageClient(target) for _ in range(config.sessions)]
         start = time.perf_counter()
-        results = await asyncio.gather(*(_session(c, k, i, config.frames) for i, c in enumerate(clients)))
+        results = await asyncio.gather(
+            *(lockstep_session(c, k, i, config.frames) for i, c in enumerate(clients))
+        )
         wall = time.perf_counter() - start
         latencies = np.asarray([x for lat, _ in results for x in lat])
         report = {
@@ -243,9 +243,7 @@ async def _run(config: LoadtestConfig) -> dict:
             await c.close()
     finally:
         if proc is not None:
-            from runtime.evaluation.bench import _stop_process
-
-            await _stop_process(proc, readers)
+            await stop_process(proc, readers)
     if config.fault_frames and not config.target:
         report["fault"] = await _fault(config)
     return report
