@@ -112,7 +112,7 @@ def quat_to_matrix(q_wxyz: ArrayLike) -> np.ndarray:
     """Rotation matrix [3,3] of a quaternion [4] (w, x, y, z); normalised first, q and -q agree."""
     q = _finite(q_wxyz, (4,), "quaternion")
     big = np.max(np.abs(q))
-    if big > 1.0:  # scaled first: the squares of components near 1e155 and above overflow
+    if big > 1e150:  # scaled first: the squares of components near 1e155 and above overflow
         q = q / big
     n = np.linalg.norm(q)
     if n < 1e-12:
