@@ -197,13 +197,13 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
         config: RuntimeConfig,
         registry: SessionRegistry,
         executor: ThreadPoolExecutor,
+        telemetry: Telemetry,
         tokens: TokenTable | None = None,
         keyring: KeyRing | None = None,
         store: CheckpointStore | None = None,
-        telemetry: Telemetry | None = None,
     ):
         self.config = config
-        self.telemetry = telemetry or Telemetry(registry.sessions, registry.admitted_bytes)
+        self.telemetry = telemetry
         self.registry = registry
         self.executor = executor
         self.tokens = tokens
@@ -753,7 +753,7 @@ async def run_server(config: RuntimeConfig | None = None) -> tuple[grpc.aio.Serv
         interceptors.append(RateLimitInterceptor(limiter, tokens))
     interceptors.append(MalformedMessageInterceptor())
     server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
-    servicer = MirageServicer(config, registry, executor, tokens, keyring, store, telemetry)
+    servicer = MirageServicer(config, registry, executor, telemetry, tokens, keyring, store)
     registry.on_idle_close = lambda session: telemetry.forget_session(session.id, "idle")
     pb_grpc.add_MirageServicer_to_server(servicer, server)
     pb_grpc.add_MirageAdminServicer_to_server(
