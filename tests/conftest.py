@@ -115,7 +115,12 @@ def _train_tiny(tiny_dataset, run_dir, **overrides):
     config = TrainConfig(
         run_dir=str(run_dir),
         data=data,
-        model=LearnedConfig(widths=(8, 8, 16), dilations=(1, 2), detail=overrides.pop("detail", False)),
+        model=LearnedConfig(
+            widths=(8, 8, 16),
+            dilations=(1, 2),
+            detail=overrides.pop("detail", False),
+            anchored=overrides.pop("anchored", False),
+        ),
         steps=2,
         batch=2,
         crop=32,

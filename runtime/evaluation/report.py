@@ -242,6 +242,58 @@ def generator_table(report: dict) -> list[str]:
     return _table(head, rows, "llrrrrrrr")
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def generator_family_table(report: dict) -> list[str]:
+    """Per scene family: every generator on the held-out worlds of that family, push-pull beside it
+    (the differences are against push-pull's figure in the same family)."""
+    rows_in = report.get("generator_families") or []
+    info = report.get("generator_family_split") or {}
+    held = set(info.get("held_out", []))
+    base = next((r for r in rows_in if r["generator"] == "pushpull_v1"), None)
+    families = list(dict.fromkeys(f for r in rows_in for f in r.get("by_scene", {})))
+    rows = []
+    for family in families:
+        ref = (base or {}).get("by_scene", {}).get(family)
+        for r in rows_in:
+            sub = r["by_scene"].get(family)
+            if not sub:
+                continue
+            name = r["generator"] + (
+                " (default)" if r["generator"] == report.get("generator_default") else ""
+            )
+            delta_p = delta_s = ""
+            if ref and r is not base:
+                delta_p = _f(sub["psnr_filled"] - ref["psnr_filled"], 2, signed=True)
+                delta_s = _f(sub["ssim_all"] - ref["ssim_all"], 3, signed=True)
+            rows.append([
+                family, "held out" if family in held else "trained", name, str(sub["examples"]),
+                _f(sub["psnr_filled"], 2), delta_p, _f(sub["ssim_all"], 3), delta_s, _f(sub["gradient_ratio"], 2),
+            ])  # fmt: skip
+    if base and held:  # the mean over the held-out families
+        for r in rows_in:
+            subs = [r["by_scene"][f] for f in families if f in held and f in r["by_scene"]]
+            refs = [base["by_scene"][f] for f in families if f in held and f in base["by_scene"]]
+            if not subs or len(subs) != len(refs):
+                continue
+            p = _mean([x["psnr_filled"] for x in subs])
+            s_ = _mean([x["ssim_all"] for x in subs])
+            p0 = _mean([x["psnr_filled"] for x in refs])
+            s0 = _mean([x["ssim_all"] for x in refs])
+            name = r["generator"] + (
+                " (default)" if r["generator"] == report.get("generator_default") else ""
+            )
+            rows.append([
+                "mean of held out", "", name, str(sum(x["examples"] for x in subs)), _f(p, 2),
+                "" if r is base else _f(p - p0, 2, signed=True), _f(s_, 3), "" if r is base else _f(s_ - s0, 3, signed=True), "",
+            ])  # fmt: skip
+    head = ["family", "", "generator", "examples", "PSNR filled", "vs push-pull", "SSIM all", "vs push-pull",
+            "gradient ratio"]  # fmt: skip
+    return _table(head, rows, "lllrrrrrr")
+
+
 def markdown_tables(report: dict) -> str:
     """The three result tables with their headings (printed at the end and embedded in report.md)."""
     scene = report.get("persistence_scene", "")
@@ -271,6 +323,13 @@ def markdown_tables(report: dict) -> str:
             "### Generators side by side (held-out test split: courtyard scene + held-out arrangements)",
             "",
             *generator_table(report),
+        ]
+    if report.get("generator_families"):
+        parts += [
+            "",
+            "### Generators per scene family (held-out worlds; families no generator trained on first)",
+            "",
+            *generator_family_table(report),
         ]
     return "\n".join(parts)
 
@@ -329,7 +388,13 @@ def markdown(report: dict) -> str:
         "(ContextualInference, commit=false) is compared with Panda3D's render. Covered: pixels the memory "
         "render covers (coverage >= 0.5, from SpatialMemoryQuery); filled: the rest, made by the generator. "
         "warp_nearest: the nearest observation (camera distance) forward-warped with a z-buffer, its holes "
-        "filled by the same generator; covered = pixels the warp reached. Figures are means over views.",
+        "filled by the same generator; covered = pixels the warp reached. Figures are means over views. "
+        + (
+            f"Besides the scenes, the truth test's world of each of the families {', '.join(fid['families'])} "
+            "runs it too (at the truth test's size)."
+            if fid.get("families")
+            else ""
+        ),
         "- Truth per scene family (`runtime.evaluation.truth`): in one world of each family "
         "(`runtime.scenes.families`: tiled, textured and flat grounds; bright, overcast, dusk and no sky; "
         "indoor and outdoor; near and far content; memory's colour fusion and its fused front's reach were "
@@ -351,6 +416,11 @@ def markdown(report: dict) -> str:
         "pixels are kept and the frame is scored against the engine's: PSNR over the filled pixels, SSIM over "
         "the whole frame, gradient ratio = image-gradient energy of the filled pixels over the truth's at the "
         "same pixels (1 = as sharp as the engine), and the model alone in onnxruntime (2 threads, median ms).",
+        "- Generators per scene family: the same scoring on examples rendered in held-out worlds (seeds no "
+        "training world uses) of every scene family, camera on the families' ring; the families no generator "
+        "trained on (`runtime.training.dataset.HELD_OUT_FAMILIES`) first, then those learned_v3 trained on. "
+        "vs push-pull: the difference to pushpull_v1 in the same family; the last rows are means over the "
+        "held-out families.",
         f"- {DASH} in a table (null in report.json) means undefined: a context-loss reduction against a "
         "baseline that lost nothing, or a PSNR over a region with no pixels in any view.",
         "",

@@ -30,7 +30,14 @@ from runtime.metrics import PSNR_CAP_DB, context_loss_reduction, memory_persiste
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 from runtime.scenes.paths import abc_loop, out_and_back, revisit_pairs, seed_poses_for
 from runtime.server import run_server, stop_server
-from runtime.training.dataset import DatasetConfig, Split, build_dataset
+from runtime.training.dataset import (
+    HELD_OUT_FAMILIES,
+    TRAIN_FAMILIES,
+    DatasetConfig,
+    Split,
+    build_dataset,
+    family_test_config,
+)
 from runtime.training.scoring import compare_generators, load_generator
 
 BASELINES: tuple[str, ...] = tuple(m for m in METHOD_WINDOWS if m != "mirage")
@@ -57,8 +64,14 @@ class SuiteSpec:
     """Observe-mode fidelity against the engine's render, per scene."""
     generator_data: DatasetConfig = field(default_factory=DatasetConfig)
     """Dataset whose held-out ``test`` split (courtyard + held-out arrangements) scores the generators."""
+    family_data: DatasetConfig = field(default_factory=family_test_config)
+    """Dataset whose ``test`` split (held-out worlds of every scene family) scores the generators per
+    family: the families no generator trains on, then the training ones."""
     truth: TruthSpec = field(default_factory=TruthSpec)
     """Memory against the engine's render per scene family, Open3D's TSDF fusion beside it."""
+    fidelity_families: tuple[str, ...] = (*HELD_OUT_FAMILIES, *TRAIN_FAMILIES)
+    """Scene families (of those the truth test builds) whose world also runs the fidelity test with
+    every generator: generate-side figures in worlds no generator trained on."""
 
     @property
     def persistence_scene(self) -> str:
@@ -74,7 +87,9 @@ SUITES: dict[str, SuiteSpec] = {
         generator_data=DatasetConfig(
             size=64, examples={"train": 0, "val": 0, "test": 4}, per_arrangement=2, context_views=(1, 3)
         ),
+        family_data=family_test_config(size=64, per_family=2, per_arrangement=2),
         truth=TruthSpec(size=48, observations=4, stride=3, views=2),
+        fidelity_families=("tiled_yard",),
     ),
     # under 5 minutes on 2 CPU cores: courtyard only at N=100 (persistence and plots use garden)
     "quick": SuiteSpec(
@@ -161,7 +176,13 @@ def total_frames(spec: SuiteSpec, generators: int = 1) -> int:
     runs = len(METHOD_WINDOWS) + generators - 1  # mirage once per generator
     cycle = sum(path_frames(kind, p) for _, kind, _, p in cycle_plan(spec)) * runs
     fid = spec.fidelity
-    return cycle + len(spec.scenes) * (fid.observations + fid.views) * generators + truth_units(spec.truth)
+    scenes = len(spec.scenes) + len(fidelity_families(spec))
+    return cycle + scenes * (fid.observations + fid.views) * generators + truth_units(spec.truth)
+
+
+def fidelity_families(spec: SuiteSpec) -> list[str]:
+    """The families whose truth world also runs the fidelity test, in the truth test's order."""
+    return [f for f in spec.truth.families if f in spec.fidelity_families]
 
 
 def method_label(method: str, generator: str, default: str) -> str:
@@ -317,6 +338,14 @@ async def _run(config: EvalConfig, bar: tqdm) -> tuple[list[dict], list[dict], l
                     truth += await run_truth(
                         client, scene, family, truth_spec, seed=config.seed, progress=bar.update
                     )
+                    if family not in fidelity_families(spec):
+                        continue
+                    for label, host, detail in hosts:
+                        bar.set_postfix_str(f"{family} fidelity {label}")
+                        fidelity += await run_fidelity(
+                            client, scene, family, host, spec.fidelity, seed=config.seed, detail=detail,
+                            label=label, progress=bar.update,
+                        )  # fmt: skip
     finally:
         await stop_server(server, 1.0)
     return rows, fidelity, truth, showcase
@@ -349,6 +378,11 @@ def run_eval(config: EvalConfig) -> dict:
     data = spec.generator_data
     split = Split(build_dataset(data, progress=config.progress, splits=("test",)) / "test")
     generators = compare_generators(list(config.table_generators), split, data.fov_x_deg, seed=config.seed)
+    fam = spec.family_data
+    fam_split = Split(build_dataset(fam, progress=config.progress, splits=("test",)) / "test")
+    family_rows = compare_generators(
+        list(config.table_generators), fam_split, fam.fov_x_deg, seed=config.seed, timing=False, by_scene=True
+    )
     config.out.mkdir(parents=True, exist_ok=True)
     contact_sheet(
         list(config.table_generators), split, data.fov_x_deg, config.out / R.PLOTS["generator_contact_sheet"],
@@ -366,6 +400,14 @@ def run_eval(config: EvalConfig) -> dict:
         "generators": generators,
         "generator_default": RuntimeConfig().generator.name,
         "generator_test_split": {"examples": len(split), "dataset": data.key(), "size": data.size},
+        "generator_families": family_rows,
+        "generator_family_split": {
+            "examples": len(fam_split),
+            "dataset": fam.key(),
+            "size": fam.size,
+            "held_out": list(HELD_OUT_FAMILIES),
+            "trained": list(TRAIN_FAMILIES),
+        },
         "environment": R.environment(),
         "plan": {
             "scenes": {
@@ -378,6 +420,7 @@ def run_eval(config: EvalConfig) -> dict:
                 "observations": spec.fidelity.observations,
                 "stride": spec.fidelity.stride,
                 "views": spec.fidelity.views,
+                "families": fidelity_families(spec),
             },
             "truth": {
                 "families": list(spec.truth.families),

@@ -14,9 +14,11 @@ Target kinds, so the data covers what the runtime meets (``KINDS``, with their s
 - ``far``: a random pose within 3 m, any heading (little overlap);
 - ``empty``: no context at all (the first frame of a pose-only stream).
 
-Splits: ``train`` draws random arrangements with seeds from ``TRAIN_SEEDS`` and garden variants;
-``val`` uses held-out random arrangements; ``test`` holds the courtyard (never trained on) and other
-held-out random arrangements. Everything is deterministic from ``DatasetConfig.seed``; the arrays
+Splits: ``train`` draws random arrangements with seeds from ``TRAIN_SEEDS``, garden variants and, with
+``train_families``, worlds of those scene families (``runtime.scenes.families``); ``val`` uses held-out
+random arrangements; ``test`` holds the courtyard (never trained on) and other held-out random
+arrangements, or, with ``test_families``, held-out worlds of those families only (one family after
+the other, seeds no training world uses): the generator's judgement in worlds it never saw. Everything is deterministic from ``DatasetConfig.seed``; the arrays
 are cached on disk (``$MIRAGE_CACHE`` or ``~/.cache/mirage``) as plain ``.npy`` files (no pickle)
 and rebuilt only when the config changes.
 """
@@ -75,10 +77,43 @@ class DatasetConfig:
     budget_mib: int = 32
     """Memory budget of the example memories."""
     seed: int = 0
+    train_families: tuple[str, ...] = ()
+    """Scene families whose worlds (seeds from ``TRAIN_SEEDS``) make ``family_share`` of the train
+    arrangements."""
+    family_share: float = 0.0
+    """Share of train arrangements that are worlds of ``train_families``."""
+    test_families: tuple[str, ...] = ()
+    """When set, the test split holds worlds of these families only (``examples["test"]`` split evenly
+    among them, held-out seeds), instead of the courtyard and random arrangements."""
 
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "format": FORMAT_VERSION}, sort_keys=True).encode()
+        fields = asdict(self)
+        for name in _ADDED_FIELDS:  # fields added later leave the keys of datasets built before them alone
+            if fields[name] == _ADDED_FIELDS[name]:
+                del fields[name]
+        blob = json.dumps({**fields, "format": FORMAT_VERSION}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_ADDED_FIELDS = {"train_families": (), "family_share": 0.0, "test_families": ()}
+
+TRAIN_FAMILIES: tuple[str, ...] = ("meadow",)
+"""Scene families learned_v3 trains on (beside the garden and random arrangements, all grass worlds)."""
+HELD_OUT_FAMILIES: tuple[str, ...] = ("tiled_yard", "plaza", "hall", "canyon")
+"""Families no generator trains on, unlike the training worlds in ground, sky, light and layout: a tiled
+floor under a white sky, flat sand at dusk, indoors, a sand canyon under a deep blue sky."""
+
+
+def family_test_config(size: int = 128, per_family: int = 80, per_arrangement: int = 20) -> DatasetConfig:
+    """The generator test split in the scene families: ``per_family`` examples in held-out worlds
+    (seeds no training world uses) of every held-out family, then of the training families."""
+    families = (*HELD_OUT_FAMILIES, *TRAIN_FAMILIES)
+    return DatasetConfig(
+        size=size,
+        examples={"train": 0, "val": 0, "test": per_family * len(families)},
+        per_arrangement=per_arrangement,
+        test_families=families,
+    )
 
 
 def default_cache_dir() -> Path:
@@ -100,11 +135,32 @@ def _pose(eye: np.ndarray, yaw: float, pitch: float) -> np.ndarray:
     return pose
 
 
+_RING_CENTRE = np.array([0.0, 2.0])
+_RING_WALK = (6.4, 9.6)
+"""Radii about the ring centre a camera walks in a family world (``runtime.scenes.families`` keeps
+6.2-9.8 m clear of shapes, and the hall's walls beyond it)."""
+
+
+def _keep_on_lawn(eye: np.ndarray) -> None:
+    eye[0] = float(np.clip(eye[0], *_LAWN_X))
+    eye[1] = float(np.clip(eye[1], *_LAWN_Y))
+
+
+def _keep_on_ring(eye: np.ndarray) -> None:
+    offset = eye[:2] - _RING_CENTRE
+    r = float(np.hypot(*offset))
+    if r < 1e-9:
+        offset, r = np.array([1.0, 0.0]), 1.0
+    eye[:2] = _RING_CENTRE + offset * (float(np.clip(r, *_RING_WALK)) / r)
+
+
 @dataclass
 class _Walker:
     eye: np.ndarray
     yaw: float
     pitch: float
+    ring: bool = False
+    """Walk on the family worlds' camera ring instead of the lawn."""
 
     def pose(self) -> np.ndarray:
         return _pose(self.eye, self.yaw, self.pitch)
@@ -115,16 +171,20 @@ class _Walker:
         """Move ``dist`` metres at heading yaw + ``along`` (radians), then turn by ``dyaw``, ``dpitch``."""
         heading = self.yaw + along
         eye = self.eye + dist * np.array([math.cos(heading), math.sin(heading), 0.0])
-        eye[0] = float(np.clip(eye[0], *_LAWN_X))
-        eye[1] = float(np.clip(eye[1], *_LAWN_Y))
+        (_keep_on_ring if self.ring else _keep_on_lawn)(eye)
         eye[2] = float(np.clip(eye[2] + rng.uniform(-0.05, 0.05), 0.9, 2.4))
         pitch = float(np.clip(self.pitch + dpitch, math.radians(-25), math.radians(10)))
-        return _Walker(eye, self.yaw + dyaw, pitch)
+        return _Walker(eye, self.yaw + dyaw, pitch, self.ring)
 
 
-def _start(rng: np.random.Generator) -> _Walker:
-    eye = np.array([rng.uniform(*_LAWN_X), rng.uniform(*_LAWN_Y), rng.uniform(1.1, 2.2)])
-    return _Walker(eye, rng.uniform(-math.pi, math.pi), math.radians(rng.uniform(-15.0, 4.0)))
+def _start(rng: np.random.Generator, ring: bool = False) -> _Walker:
+    if ring:
+        a, r = rng.uniform(-math.pi, math.pi), rng.uniform(*_RING_WALK)
+        eye = np.array([_RING_CENTRE[0] + r * math.cos(a), _RING_CENTRE[1] + r * math.sin(a), 0.0])
+        eye[2] = rng.uniform(1.1, 2.2)
+    else:
+        eye = np.array([rng.uniform(*_LAWN_X), rng.uniform(*_LAWN_Y), rng.uniform(1.1, 2.2)])
+    return _Walker(eye, rng.uniform(-math.pi, math.pi), math.radians(rng.uniform(-15.0, 4.0)), ring)
 
 
 def _target(rng: np.random.Generator, kind: str, last: _Walker) -> _Walker:
@@ -173,8 +233,13 @@ def _arrangements(config: DatasetConfig, split: str) -> list[tuple[str, int]]:
     rng = np.random.default_rng([config.seed, SPLITS.index(split), 0xA55])
     base = _SPLIT_SEED_BASE[split] + 1000 * config.seed
     out = []
+    if split == "test" and config.test_families:
+        fams = config.test_families
+        return [(fams[i * len(fams) // count], base + i) for i in range(count)]
     for i in range(count):
-        if split == "train" and rng.random() < config.garden_share:
+        if split == "train" and config.train_families and rng.random() < config.family_share:
+            out.append((config.train_families[int(rng.integers(len(config.train_families)))], 1 + 10 * i))
+        elif split == "train" and rng.random() < config.garden_share:
             out.append(("garden", 100 + i))
         elif split == "test" and rng.random() < config.courtyard_share:
             out.append(("courtyard", i))
@@ -188,15 +253,18 @@ def _usable(depth: np.ndarray) -> bool:
     return float(np.mean(depth < 0.6)) < 0.15
 
 
-def render_example(scene, rng: np.random.Generator, kind: str, config: DatasetConfig) -> tuple[dict, dict]:
-    """One example from an open scene source: (arrays without the N axis, metadata)."""
+def render_example(
+    scene, rng: np.random.Generator, kind: str, config: DatasetConfig, ring: bool = False
+) -> tuple[dict, dict]:
+    """One example from an open scene source: (arrays without the N axis, metadata); ``ring``: the
+    camera walks the family worlds' ring instead of the lawn."""
     import torch
 
     from runtime.memory import PROVENANCE_OBSERVED, MemoryConfig, SpatialMemory
 
     k = scene.intrinsics
     for _ in range(20):
-        walker = _start(rng)
+        walker = _start(rng, ring)
         rgb, depth = scene.render(walker.pose())
         if _usable(depth):
             break
@@ -237,6 +305,7 @@ def _kinds(rng: np.random.Generator, n: int) -> list[str]:
 
 def build_split(config: DatasetConfig, split: str, out_dir: Path, progress: bool = True) -> Path:
     """Render ``split`` into ``out_dir/split`` (arrays as .npy, metadata as JSON); returns that folder."""
+    from runtime.scenes.families import FAMILIES
     from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 
     folder = out_dir / split
@@ -263,7 +332,7 @@ def build_split(config: DatasetConfig, split: str, out_dir: Path, progress: bool
         with PandaSceneSource(scene_config) as scene:
             rng = np.random.default_rng([config.seed, SPLITS.index(split), a])
             for kind in _kinds(rng, count):
-                example, meta = render_example(scene, rng, kind, config)
+                example, meta = render_example(scene, rng, kind, config, ring=scene_name in FAMILIES)
                 for name, value in example.items():
                     arrays[name][index] = value
                 metas.append({"scene": scene_name, "scene_seed": scene_seed, **meta})

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,15 +27,12 @@ import torch
 
 from runtime.generator.card import CARD_SUFFIX, ModelCard
 from runtime.generator.host import CONTRACT_INPUTS, CONTRACT_OUTPUTS, default_models_dir, sha256_file
+from runtime.training.record import ExportError, training_record
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 PARITY_SIZES: tuple[tuple[int, int], ...] = ((128, 128), (256, 256), (120, 160))
 """(H, W) sizes the parity check runs at; 120x160 exercises odd pyramid levels."""
-
-
-class ExportError(RuntimeError):
-    """Export or its parity check failed; nothing was written."""
 
 
 @dataclass
@@ -69,7 +65,9 @@ def _build_pushpull(weights: str | None) -> torch.nn.Module:
     return PushPullFiller()
 
 
-def _learned_builder(name: str, detail: bool) -> Callable[[str | None], torch.nn.Module]:
+def _learned_builder(
+    name: str, detail: bool, anchored: bool = False
+) -> Callable[[str | None], torch.nn.Module]:
     def build(weights: str | None) -> torch.nn.Module:
         from runtime.training.train import load_weights
 
@@ -82,6 +80,12 @@ def _learned_builder(name: str, detail: bool) -> Callable[[str | None], torch.nn
             raise ExportError(
                 f"{name} is a model {'with' if detail else 'without'} detail, but {weights} holds one "
                 f"{'with' if model.config.detail else 'without'} (`mirage train --detail` trains one with it)"
+            )
+        if model.config.anchored != anchored:
+            raise ExportError(
+                f"{name} is {'an anchored' if anchored else 'a residual'} model, but {weights} holds "
+                f"{'an anchored' if model.config.anchored else 'a residual'} one (`mirage train --anchored` "
+                "trains an anchored one)"
             )
         return model
 
@@ -142,6 +146,26 @@ REGISTRY: dict[str, ModelSpec] = {
             "(OpenSessionRequest.generator_detail; absent: default); 0: mean prediction only, "
             "1: detail as trained (the local texture strength the detail loss matched)",
         },
+    ),
+    "learned_v3": ModelSpec(
+        build=_learned_builder("learned_v3", detail=False, anchored=True),
+        inputs=("memory_rgb", "memory_depth", "memory_coverage", "ray_dirs"),
+        kind="learned anchored filler: a multi-scale encoder-decoder that weights candidate colours taken "
+        "from the memory render (trained on Panda3D renders of Mirage memory, recoloured at random)",
+        description=(
+            "Completes a memory render without painting any colour the scene lacks: holes are first filled "
+            "by the push-pull pyramid (plain, favouring far surfaces, along rows and along columns); a small encoder-decoder "
+            "(space-to-depth, 1/2-1/4-1/8 resolution with a dilated context block, skips fused at every scale, "
+            "depth-to-space) sees the memory and the fills with their colours normalised by the frame's own "
+            "mean and spread, with coverage, inverse depth, edges and camera rays, and predicts per pixel the "
+            "softmax weights of 13 candidates: the four fills (plain, far, rows, columns), the frame's mean colour and the fill shifted by "
+            "4 and 12 pixels in each direction (texture carried across a hole's border). The colour is that "
+            "convex combination; inverse depth is a residual over the fill's. Trained with every example "
+            "recoloured at random (channel order, hue turn, saturation, gain, offset; sky and ground apart), so "
+            "it cannot learn a palette. Pixels memory covers (coverage >= 0.999) are returned exactly. "
+            "Predicted inverse depth below 1e-3 is returned as +inf (sky: the runtime puts it in the "
+            "environment map). See runtime/training/learned.py."
+        ),
     ),
 }
 
@@ -377,108 +401,6 @@ def export_int8(
             f"{qname}: wrote {onnx_path} ({size} bytes, sha256 {digest}); max |fp32 torch - int8| {distance:.3g}"
         )
     return ExportResult(qname, onnx_path, card_path, digest, distance, size)
-
-
-def _home(path: str) -> str:
-    home = str(Path.home())
-    return "~" + path[len(home) :] if path.startswith(home + os.sep) else path
-
-
-def train_command(config: dict) -> str:
-    """The ``mirage train`` command line that runs a training ``config`` (as saved by the run)."""
-    from dataclasses import asdict
-
-    from runtime.training.train import TrainConfig
-
-    d = asdict(TrainConfig())
-    parts = ["mirage train"]
-    if config["run_dir"] != d["run_dir"]:
-        parts.append(f"--run {_home(config['run_dir'])}")
-    if config.get("init"):
-        parts.append(f"--init {_home(config['init'])}")
-    if config["model"].get("detail"):
-        parts.append("--detail")
-    parts.append(f"--steps {config['steps']}")
-    for key, flag in (("lr", "--lr"), ("warmup", "--warmup"), ("seed", "--seed")):
-        if config[key] != d[key]:
-            parts.append(f"{flag} {config[key]:g}")
-    if config["loss"].get("logmse"):
-        parts.append(f"--logmse {config['loss']['logmse']:g}")
-    fixed = {k: config[k] for k in ("batch", "crop", "weight_decay", "threads") if config[k] != d[k]}
-    fixed.update(
-        {f"loss.{k}": v for k, v in config["loss"].items() if k != "logmse" and v != d["loss"].get(k)}
-    )
-    fixed.update(
-        {
-            f"model.{k}": v
-            for k, v in config["model"].items()
-            if k != "detail" and list(v) != list(d["model"][k])
-        }
-    )
-    if fixed:
-        parts.append(f"(TrainConfig fields not on the command line: {fixed})")
-    return " ".join(parts)
-
-
-def training_record(weights: str | Path) -> dict:
-    """The card's ``training`` block, from the metadata ``mirage train`` writes into model.safetensors.
-    A run started from an earlier one's weights (``--init``) lists both under ``stages``; its command,
-    steps and wall time are the whole chain's."""
-    import json
-
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    if "config" not in meta:
-        raise ExportError(f"{weights}: no training metadata; export weights written by `mirage train`")
-    config, history = json.loads(meta["config"]), json.loads(meta.get("history", "{}"))
-    data = config["data"]
-    val = history.get("val", [])
-    record = {
-        "command": train_command(config),
-        "data": (
-            f"{sum(data['examples'].values())} examples rendered by Panda3D through Mirage's own memory at "
-            f"{data['size']}x{data['size']} (train {data['examples']['train']}: random arrangements of the wheel's "
-            f"models plus jittered garden variants; val {data['examples']['val']}: held-out random arrangements; "
-            f"test {data['examples']['test']}: the courtyard scene, never trained on, and held-out arrangements); "
-            f"K = {data['context_views'][0]}-{data['context_views'][1]} context views; target kinds small, turn, "
-            "close, back, far, empty (runtime/training/dataset.py)"
-        ),
-        "dataset_config": data,
-        "seed": config["seed"],
-        "steps": int(meta.get("step", 0)),
-        "batch": config["batch"],
-        "crop": config["crop"],
-        "lr": config["lr"],
-        "losses": config["loss"],
-        "wall_minutes": round(float(history.get("seconds", 0.0)) / 60.0, 1),
-        "hardware": f"this machine: {os.cpu_count()} CPU cores, no GPU (torch threads = {config['threads']})",
-        "validation_first": val[0] if val else None,
-        "validation_last": val[-1] if val else None,
-        "checkpoint_format": "safetensors",
-    }
-    init = config.get("init")
-    if not init:
-        return record
-    if not Path(init).is_file():
-        raise ExportError(
-            f"{weights} was trained from {init}, which is gone: the card must record that first stage too"
-        )
-    first = training_record(init)
-    if first["dataset_config"] != data:
-        raise ExportError(f"{weights} and the run it started from ({init}) used different datasets")
-    keys = ("command", "steps", "lr", "losses", "wall_minutes", "validation_first", "validation_last")
-    stages = first.get("stages") or [{k: first[k] for k in keys}]
-    stages = [*stages, {k: record[k] for k in keys}]
-    return {
-        **record,
-        "command": " && ".join(st["command"] for st in stages),
-        "steps": sum(st["steps"] for st in stages),
-        "wall_minutes": round(sum(st["wall_minutes"] for st in stages), 1),
-        "validation_first": stages[0]["validation_first"],
-        "stages": stages,
-    }
 
 
 def evaluate_export(name: str, models_dir: Path, baseline: str = "pushpull_v1") -> dict:

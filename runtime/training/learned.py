@@ -23,6 +23,17 @@ the H/2 decoder features predicts an amplitude per pixel and colour instead:
 The head is trained by its own loss only (local gradient energy against the truth's,
 ``training.train.detail_loss``), on features it does not shape, so the mean is the same model that the
 reconstruction losses train, and noise scaled to 0 returns it exactly.
+
+With ``anchored`` (learned_v3) the model cannot paint a colour the scene does not have. Its colour is
+a per-pixel convex combination (softmax weights) of candidates taken from the memory render itself:
+the push-pull fill, the far-surface fill, the row fill, the column fill (a floor continued down to
+the bottom border), the frame's mean colour and the fill shifted by 4 and 12 pixels in each of the
+four directions (texture carried across a hole's border). The
+network predicts the weights, not colours, and sees the frame's colours normalised by their own
+mean and spread over the covered pixels, so a per-channel gain or offset of the world changes nothing
+it sees; training recolours ground and sky independently (``TrainConfig.palette``) so no fixed
+palette can be learned either. The head starts with the push-pull fill's weight near 1. Depth is a
+residual on the fill's inverse depth as before; the noise input is unused.
 """
 
 from __future__ import annotations
@@ -47,6 +58,16 @@ BASE_CHANNELS = 3 + 1 + 1 + 3 + 1 + 3 + 4 + 1 + 3
 far fill rgb, row fill (rgb + inverse depth), edges, rays."""
 NOISE_CHANNEL = BASE_CHANNELS
 """Index of the noise among the input channels of a model without detail (the last one)."""
+SHIFTS: tuple[int, ...] = (4, 12)
+"""Pixel offsets (each of the four directions) of the shifted-fill candidates of an anchored model."""
+CANDIDATES = 5 + 4 * len(SHIFTS)
+"""Colour candidates of an anchored model: fill, far fill, row fill, column fill, frame mean, the
+shifted fills."""
+ANCHORED_CHANNELS = BASE_CHANNELS + 4
+"""Input channels of an anchored model: a model's without noise, and the column fill (rgb + inverse
+depth)."""
+FILL_BIAS = 6.0
+"""Initial logit of the push-pull fill among an anchored model's candidates (weight 0.97 at the start)."""
 
 
 @dataclass
@@ -62,6 +83,10 @@ class LearnedConfig:
     ``amplitude * noise`` to its colour, so texture the memory cannot say (grass, gravel) comes out
     with the strength the scene has there instead of as mush. The noise then enters only this way,
     so a host that scales the noise input scales the detail (0 gives the mean prediction alone)."""
+    anchored: bool = False
+    """Colour as a convex combination of candidates from the memory render (fills, mean, shifted
+    fills), weights from a network that sees palette-normalised colour: no colour the scene lacks
+    (learned_v3). Excludes ``detail``."""
 
 
 def inverse_depth(depth: torch.Tensor) -> torch.Tensor:
@@ -75,6 +100,31 @@ def inverse_depth(depth: torch.Tensor) -> torch.Tensor:
 def depth_from_inverse(inv: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`inverse_depth` for predictions, continuous: at most FAR_DEPTH metres."""
     return (1.0 / inv.clamp(FAR_INV, 1.0) - 1.0).clamp_min(0.0)
+
+
+def _frame_stats(rgb: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [N,3,1,1], spread [N,3,1,1]) of the colour over the covered pixels (coverage-weighted):
+    mid-grey and 0 where nothing is covered."""
+    total = cov.sum(dim=(2, 3), keepdim=True)
+    has = total > EPS_COVER
+    denom = total.clamp_min(EPS_COVER)
+    mean = (rgb * cov).sum(dim=(2, 3), keepdim=True) / denom
+    mean = torch.where(has, mean, torch.full_like(mean, EMPTY_RGB))
+    var = (((rgb - mean) ** 2) * cov).sum(dim=(2, 3), keepdim=True) / denom
+    return mean, torch.where(has, var, torch.zeros_like(var)).clamp_min(0.0).sqrt()
+
+
+EPS_COVER = 1e-3
+SPREAD_FLOOR = 0.05
+"""Added to a frame's colour spread before dividing by it (a flat-colour frame is not blown up)."""
+
+
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` moved so that pixel (y, x) shows (y - dy, x - dx); the border is repeated (any H, W)."""
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    h, w = x.shape[-2], x.shape[-1]
+    return padded[:, :, p - dy : p - dy + h, p - dx : p - dx + w]
 
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
@@ -103,7 +153,10 @@ class LearnedFiller(nn.Module):
         super().__init__()
         self.config = config or LearnedConfig()
         c1, c2, c3 = self.config.widths
-        cin = BASE_CHANNELS + (0 if self.config.detail else 1)  # + the noise, without detail
+        if self.config.anchored and self.config.detail:
+            raise ValueError("an anchored model has no detail head (it paints only the scene's colours)")
+        # + the noise, without detail; an anchored model takes neither
+        cin = ANCHORED_CHANNELS if self.config.anchored else BASE_CHANNELS + (0 if self.config.detail else 1)
         self.enc1 = nn.Sequential(_conv(4 * cin, c1), _conv(c1, c1))
         self.enc2 = nn.Sequential(_conv(c1, c2, stride=2), _conv(c2, c2))
         self.enc3 = _conv(c2, c3, stride=2)
@@ -111,9 +164,12 @@ class LearnedFiller(nn.Module):
         self.glob = nn.Sequential(nn.Linear(c3, c3), nn.LeakyReLU(0.1))  # whole-frame context
         self.dec2 = nn.Sequential(_conv(c3 + c2, c2, k=1), _conv(c2, c2))
         self.dec1 = nn.Sequential(_conv(c2 + c1, c1, k=1), _conv(c1, c1))
-        self.head = nn.Conv2d(c1, 4 * 4, 3, padding=1)
+        outputs = CANDIDATES + 1 if self.config.anchored else 4  # weights + inverse depth, or rgb + it
+        self.head = nn.Conv2d(c1, outputs * 4, 3, padding=1)
         nn.init.zeros_(self.head.weight)  # starts as the push-pull fill
         nn.init.zeros_(self.head.bias)
+        if self.config.anchored:  # pixel_shuffle: output channel c comes from head channels 4c..4c+3
+            nn.init.constant_(self.head.bias[0:4], FILL_BIAS)
         self.detail_head: nn.Module | None = None
         if self.config.detail:
             last = nn.Conv2d(c1, 3 * 4, 3, padding=1)
@@ -145,6 +201,8 @@ class LearnedFiller(nn.Module):
         back_rgb = push_pull(memory_rgb, far, EMPTY_RGB)
         # and one along rows only: a band the camera turned into continues the horizon sideways
         rows = push_pull(torch.cat([memory_rgb, inv], dim=1), cov, EMPTY_RGB, rows_only=True)
+        if self.config.anchored:
+            return self._anchored(memory_rgb, cov, inv, fill_rgb, fill_inv, back_rgb, rows, ray_dirs)
         x = torch.cat(
             [
                 memory_rgb * cov,
@@ -160,14 +218,7 @@ class LearnedFiller(nn.Module):
             ],
             dim=1,
         )
-        e1 = self.enc1(F.pixel_unshuffle(x, 2))
-        e2 = self.enc2(e1)
-        h = self.enc3(e2)
-        for block in self.context:
-            h = h + block(h)
-        h = h + self.glob(h.mean(dim=(2, 3)))[:, :, None, None]
-        h = self.dec2(torch.cat([self._up(h, e2), e2], dim=1))
-        h = self.dec1(torch.cat([self._up(h, e1), e1], dim=1))
+        h = self._trunk(x)
         out = F.pixel_shuffle(self.head(h), 2)
         amp = None
         if self.detail_head is not None:
@@ -175,14 +226,68 @@ class LearnedFiller(nn.Module):
             amp = F.softplus(F.pixel_shuffle(self.detail_head(h.detach()), 2))
         return (fill_rgb + out[:, 0:3]).clamp(0.0, 1.0), (fill_inv + out[:, 3:4]).clamp(0.0, 1.0), amp
 
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(F.pixel_unshuffle(x, 2))
+        e2 = self.enc2(e1)
+        h = self.enc3(e2)
+        for block in self.context:
+            h = h + block(h)
+        h = h + self.glob(h.mean(dim=(2, 3)))[:, :, None, None]
+        h = self.dec2(torch.cat([self._up(h, e2), e2], dim=1))
+        return self.dec1(torch.cat([self._up(h, e1), e1], dim=1))
+
+    def _anchored(self, memory_rgb, cov, inv, fill_rgb, fill_inv, back_rgb, rows, ray_dirs):
+        """Colour as softmax-weighted candidates from the memory render; the network sees colour
+        normalised by the frame's own mean and spread."""
+        mean, spread = _frame_stats(memory_rgb, cov)
+        scale = 1.0 / (spread + SPREAD_FLOOR)
+
+        def norm(c: torch.Tensor) -> torch.Tensor:
+            return (c - mean) * scale
+
+        row_rgb = rows[:, 0:3]
+        both = torch.cat([memory_rgb, inv], dim=1).transpose(2, 3)  # columns as rows
+        cols = push_pull(both, cov.transpose(2, 3), EMPTY_RGB, rows_only=True).transpose(2, 3)
+        col_rgb = cols[:, 0:3]
+        x = torch.cat(
+            [
+                norm(memory_rgb) * cov,
+                inv * cov,
+                cov,
+                norm(fill_rgb),
+                fill_inv,
+                norm(back_rgb),
+                norm(row_rgb),
+                rows[:, 3:4],
+                norm(col_rgb),
+                cols[:, 3:4],
+                _gray_edges(norm(fill_rgb)),
+                ray_dirs,
+            ],
+            dim=1,
+        )
+        out = F.pixel_shuffle(self.head(self._trunk(x)), 2)
+        weights = torch.softmax(out[:, :CANDIDATES], dim=1)  # [N,K,H,W]
+        candidates = [fill_rgb, back_rgb, row_rgb, col_rgb, mean.expand_as(fill_rgb)]
+        for d in SHIFTS:
+            candidates += [_shifted(fill_rgb, d, 0), _shifted(fill_rgb, -d, 0),
+                           _shifted(fill_rgb, 0, d), _shifted(fill_rgb, 0, -d)]  # fmt: skip
+        rgb = sum(weights[:, k : k + 1] * c for k, c in enumerate(candidates))
+        return rgb.clamp(0.0, 1.0), (fill_inv + out[:, CANDIDATES : CANDIDATES + 1]).clamp(0.0, 1.0), None
+
     def forward(
         self,
         memory_rgb: torch.Tensor,
         memory_depth: torch.Tensor,
         memory_coverage: torch.Tensor,
         ray_dirs: torch.Tensor,
-        noise: torch.Tensor,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every pixel completed, covered ones as given; ``noise`` is needed unless ``anchored``."""
+        if noise is None:
+            if not self.config.anchored:
+                raise ValueError("this model takes a noise input; only an anchored model runs without one")
+            noise = torch.zeros_like(memory_depth)
         rgb, inv, amp = self.complete(memory_rgb, memory_depth, memory_coverage, ray_dirs, noise)
         if amp is not None:
             rgb = (rgb + amp * noise).clamp(0.0, 1.0)

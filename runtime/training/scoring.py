@@ -163,9 +163,10 @@ def time_generator(host, size: int, repeats: int = 30, seed: int = 0) -> float:
 
 
 def compare_generators(names: list[str], split, fov_x_deg: float, *, seed: int = 0, timing: bool = True,
-                       models_dir: str | None = None) -> list[dict]:  # fmt: skip
-    """One row per generator (``parse_generator`` labels): scores over ``split`` (also per scene:
-    held-out scene vs arrangements)."""
+                       models_dir: str | None = None, by_scene: bool = False) -> list[dict]:  # fmt: skip
+    """One row per generator (``parse_generator`` labels): scores over ``split``, also per scene: the
+    held-out scene vs arrangements, or with ``by_scene`` (a split of scene families) under
+    ``row["by_scene"]``, one entry per scene in the split's order."""
     rows = []
     for name in names:
         host, detail = load_generator(name, models_dir)
@@ -173,10 +174,18 @@ def compare_generators(names: list[str], split, fov_x_deg: float, *, seed: int =
         row = {"generator": name, **score_examples(run, split, fov_x_deg, seed=seed)}
         if host.detail_control:
             row["detail"] = host.detail_default if detail is None else detail
-        for label, test in (("courtyard", lambda m: m["scene"] == "courtyard"),
-                            ("arrangements", lambda m: m["scene"] != "courtyard")):  # fmt: skip
-            sub = score_examples(run, split, fov_x_deg, seed=seed, keep=test)
-            row[label] = sub
+        if by_scene:
+            scenes = list(dict.fromkeys(m["scene"] for m in split.meta))
+            row["by_scene"] = {
+                scene: score_examples(
+                    run, split, fov_x_deg, seed=seed, keep=lambda m, s=scene: m["scene"] == s
+                )
+                for scene in scenes
+            }
+        else:
+            for label, test in (("courtyard", lambda m: m["scene"] == "courtyard"),
+                                ("arrangements", lambda m: m["scene"] != "courtyard")):  # fmt: skip
+                row[label] = score_examples(run, split, fov_x_deg, seed=seed, keep=test)
         kinds = sorted({m["kind"] for m in split.meta})
         row["by_kind"] = {
             kind: score_examples(run, split, fov_x_deg, seed=seed, keep=lambda m, k=kind: m["kind"] == k)

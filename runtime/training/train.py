@@ -80,6 +80,10 @@ class TrainConfig:
     init: str = ""
     """Weights (a ``model.safetensors`` of an earlier run) to start from instead of the push-pull fill:
     a second stage fine-tunes the first one's model with other losses."""
+    palette: bool = False
+    """Recolour every training example: one random colour map for the ground and things and another
+    for the sky (channel order, a turn of hue about the grey axis, saturation, per-channel gain and
+    offset), applied alike to the memory render and the truth, so no fixed palette can be learned."""
     max_minutes: float = 0.0
     """Stop (with a checkpoint) after this much wall time in this invocation; 0 = no limit."""
     progress: bool = True
@@ -188,6 +192,43 @@ def detail_loss(final: torch.Tensor, truth: torch.Tensor, m: torch.Tensor) -> to
 
 
 # ------------------------------------------------------------------------------------------ data
+def random_colour_map(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix [3,3], offset [3]) of a random affine colour map ``x @ matrix.T + offset``: channel order,
+    a turn of hue about the grey axis, saturation 0.3-1.5, per-channel gain 0.6-1.4, offset +-0.15."""
+    perm = np.eye(3)[rng.permutation(3)]
+    axis = np.ones(3) / math.sqrt(3.0)
+    angle = rng.uniform(-math.pi, math.pi)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    turn = np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)  # Rodrigues
+    grey = np.full((3, 3), 1.0 / 3.0)
+    saturation = grey + rng.uniform(0.3, 1.5) * (np.eye(3) - grey)
+    gain = np.diag(rng.uniform(0.6, 1.4, size=3))
+    return gain @ saturation @ turn @ perm, rng.uniform(-0.15, 0.15, size=3)
+
+
+def recolour(
+    memory_rgb: np.ndarray,  # [H,W,3] float 0..1 (0 where uncovered)
+    memory_covered: np.ndarray,  # [H,W] bool
+    memory_sky: np.ndarray,  # [H,W] bool: covered by the environment (no depth)
+    truth_rgb: np.ndarray,  # [H,W,3] float 0..1
+    truth_sky: np.ndarray,  # [H,W] bool: truth at infinity
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The example with one random colour map on its ground and things and another on its sky (the
+    same map as the ground's half the time), alike in memory and truth; memory's holes stay 0."""
+    ground = random_colour_map(rng)
+    sky = ground if rng.random() < 0.5 else random_colour_map(rng)
+
+    def apply(img: np.ndarray, sky_mask: np.ndarray) -> np.ndarray:
+        out = np.empty_like(img)
+        for (m, o), mask in ((ground, ~sky_mask), (sky, sky_mask)):
+            out[mask] = img[mask] @ m.T.astype(img.dtype) + o.astype(img.dtype)
+        return np.clip(out, 0.0, 1.0)
+
+    mem = np.where(memory_covered[..., None], apply(memory_rgb, memory_sky), 0.0).astype(memory_rgb.dtype)
+    return mem, apply(truth_rgb, truth_sky)
+
+
 class Batches:
     """Deterministic batches: the batch of step t depends only on (seed, t)."""
 
@@ -218,13 +259,22 @@ class Batches:
                 out[name].append(a[:, ::-1] if flip else a)
             out["ray_dirs"].append(self.rays[:, sl[0], sl[1]])
         b = {k: np.stack(v) for k, v in out.items()}
+        mem_rgb = b["memory_rgb"].astype(np.float32) / 255.0
+        truth_rgb = b["truth_rgb"].astype(np.float32) / 255.0
+        if cfg.palette:
+            for j in range(cfg.batch):
+                covered = b["memory_coverage"][j] > 0
+                mem_rgb[j], truth_rgb[j] = recolour(
+                    mem_rgb[j], covered, covered & (b["memory_depth"][j] <= 0), truth_rgb[j],
+                    ~np.isfinite(b["truth_depth"][j]), rng,
+                )  # fmt: skip
         t = {
-            "memory_rgb": torch.from_numpy(b["memory_rgb"].astype(np.float32) / 255.0).permute(0, 3, 1, 2),
+            "memory_rgb": torch.from_numpy(mem_rgb).permute(0, 3, 1, 2),
             "memory_depth": torch.from_numpy(b["memory_depth"].astype(np.float32))[:, None],
             "memory_coverage": torch.from_numpy(b["memory_coverage"].astype(np.float32) / 255.0)[:, None],
             "ray_dirs": torch.from_numpy(np.ascontiguousarray(b["ray_dirs"])),
             "noise": torch.from_numpy(rng.standard_normal((cfg.batch, 1, crop, crop), dtype=np.float32)),
-            "truth_rgb": torch.from_numpy(b["truth_rgb"].astype(np.float32) / 255.0).permute(0, 3, 1, 2),
+            "truth_rgb": torch.from_numpy(truth_rgb).permute(0, 3, 1, 2),
         }
         t["truth_inv"] = inverse_depth(torch.from_numpy(b["truth_depth"].astype(np.float32))[:, None])
         t["filled"] = (t["memory_coverage"] < COVERED).to(torch.float32)
@@ -472,9 +522,13 @@ def _check_resume(run: Path, cfg: TrainConfig) -> None:
     # fields added since the run started take their defaults (what that run used)
     defaults = json.loads(json.dumps(asdict(TrainConfig())))
     saved = {**defaults, **saved}
-    for key in ("model", "loss"):
+    for key in ("model", "loss", "data"):
         saved[key] = {**defaults[key], **saved[key]}
-    differ = [k for k in ("model", "loss", "init", "lr", "batch", "crop") if saved.get(k) != now.get(k)]
+    differ = [
+        k
+        for k in ("model", "loss", "init", "lr", "batch", "crop", "palette", "data")
+        if saved.get(k) != now.get(k)
+    ]
     if differ:
         raise ValueError(
             f"{run} holds a run started with other settings ({', '.join(differ)}: "

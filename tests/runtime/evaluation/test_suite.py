@@ -18,6 +18,7 @@ from runtime.evaluation.report import PLOTS, clean_json, persistence_display
 from runtime.evaluation.suite import SUITES, EvalConfig, persistence, run_eval
 from runtime.evaluation.truth import TRUTH_METHODS
 from runtime.scenes.families import FAMILIES
+from runtime.training.dataset import HELD_OUT_FAMILIES, TRAIN_FAMILIES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHODS = list(METHOD_WINDOWS)
@@ -87,7 +88,7 @@ def test_tiny_report_json_has_every_required_key(tiny):
 
     fidelity = report["fidelity"]
     assert {(r["scene"], r["method"]) for r in fidelity} == {
-        (s, m) for s in spec.scenes for m in FIDELITY_METHODS
+        (s, m) for s in (*spec.scenes, *spec.fidelity_families) for m in FIDELITY_METHODS
     }
     for row in fidelity:
         for key in ("psnr_all", "ssim_all"):
@@ -108,6 +109,17 @@ def test_tiny_report_json_has_every_required_key(tiny):
         if row["method"] == "mirage":
             assert row["coverage"] > 0.5  # memory of what the observations saw, even at 48x48
 
+    # every shipped generator per scene family, in held-out worlds, the held-out families first
+    fam_split = report["generator_family_split"]
+    assert fam_split["held_out"] == list(HELD_OUT_FAMILIES) and fam_split["trained"] == list(TRAIN_FAMILIES)
+    assert {r["generator"] for r in report["generator_families"]} == {
+        r["generator"] for r in report["generators"]
+    }
+    for r in report["generator_families"]:
+        assert list(r["by_scene"]) == [*HELD_OUT_FAMILIES, *TRAIN_FAMILIES]
+        for sub in r["by_scene"].values():
+            assert sub["examples"] == 2 and _is_num(sub["ssim_all"]) and math.isfinite(sub["ssim_all"])
+
     env = report["environment"]
     assert isinstance(env["cpu"], str) and isinstance(env["threads"], int)
     assert set(env["versions"]) >= {"python", "torch", "onnxruntime", "grpcio", "numpy", "panda3d"}
@@ -127,6 +139,8 @@ def test_tiny_report_md_and_plots(tiny):
         "Memory persistence",
         "Fidelity",
         "Memory against the truth per scene family",
+        "Generators per scene family",
+        "mean of held out",
     ):
         assert heading in md
     for method in [*METHODS, "warp_nearest"]:

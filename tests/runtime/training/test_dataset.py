@@ -61,3 +61,47 @@ def test_every_kind_is_drawn(tiny_dataset):
     drawn = _kinds(rng, config.examples["train"])
     assert set(drawn) == set(KINDS)
     assert tiny_dataset[1].key() != config.key()
+
+
+def test_held_out_families_never_reach_training_and_test_worlds_are_held_out():
+    from runtime.training.dataset import HELD_OUT_FAMILIES, TRAIN_FAMILIES, family_test_config
+
+    trained = DatasetConfig(train_families=TRAIN_FAMILIES, family_share=0.25)
+    scenes = _arrangements(trained, "train")
+    family_worlds = {(s, seed) for s, seed in scenes if s in TRAIN_FAMILIES}
+    assert family_worlds and not any(s in HELD_OUT_FAMILIES for s, _ in scenes)
+    assert abs(len(family_worlds) / len(scenes) - 0.25) < 0.05
+    test = _arrangements(family_test_config(), "test")
+    # every family gets the same number of worlds, the held-out ones first; no world is a training one
+    per_family = {f: [seed for s, seed in test if s == f] for f in (*HELD_OUT_FAMILIES, *TRAIN_FAMILIES)}
+    assert len({len(v) for v in per_family.values()}) == 1 and all(per_family.values())
+    assert [s for s, _ in test][0] == HELD_OUT_FAMILIES[0]
+    assert not ({(s, seed) for s, seed in test} & family_worlds)
+    # a dataset without families keeps the key it had before the family fields existed
+    assert DatasetConfig().key() == "22681899fedf"
+    assert trained.key() != DatasetConfig().key()
+
+
+def test_the_camera_walks_the_family_ring():
+    from runtime.training.dataset import _RING_CENTRE, _RING_WALK, _start, _target
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        walker = _start(rng, ring=True)
+        for kind in KINDS:
+            walker = _target(rng, kind, walker)
+            r = float(np.hypot(*(walker.eye[:2] - _RING_CENTRE)))
+            assert _RING_WALK[0] - 1e-9 <= r <= _RING_WALK[1] + 1e-9 and 0.9 <= walker.eye[2] <= 2.4
+
+
+def test_family_examples_render_in_their_world(tmp_path):
+    from runtime.training.dataset import family_test_config
+
+    config = family_test_config(size=48, per_family=1, per_arrangement=1)
+    data = Split(build_dataset(config, tmp_path, progress=False) / "test")
+    assert [m["scene"] for m in data.meta] == list(config.test_families)
+    for i, meta in enumerate(data.meta):
+        sky = ~np.isfinite(data["truth_depth"][i])
+        if meta["scene"] == "hall":
+            assert not sky.any()  # indoors: the room closes every view
+        assert (data["truth_depth"][i][~sky] > 0.2).all()  # not inside a shape
