@@ -18,6 +18,7 @@ import grpc
 from plugin_bridge import wire
 from plugin_bridge.camera import Intrinsics
 from plugin_bridge.types import (
+    BoxContents,
     CheckpointInfo,
     ClosedSession,
     Control,
@@ -30,6 +31,7 @@ from plugin_bridge.types import (
     Observation,
     Pose,
     Provenance,
+    RayPick,
     SealedExport,
     ServerSessions,
     SessionInfo,
@@ -256,6 +258,28 @@ class AsyncMirageClient:
         )
         return wire.memory_view_from_proto(resp.render)
 
+    async def pick(self, session_id: str, **ray) -> RayPick:
+        """The surfaces memory holds along a ray, nearest first, memory unchanged. The ray: ``pose=``
+        and ``pixel=(u, v)`` (optionally ``intrinsics=``; pixel centres at integers), or ``origin=`` and
+        ``direction=``, all in the session's convention and units; then ``min_distance``,
+        ``max_distance`` (0: no limit) and ``max_hits`` (1..16)."""
+        resp = await self._call(self.stub.SpatialMemoryQuery, wire.pick_request(session_id, **ray))
+        return wire.pick_from_proto(resp.pick)
+
+    async def box(
+        self,
+        session_id: str,
+        lo: tuple[float, float, float],
+        hi: tuple[float, float, float],
+        max_points: int | None = None,
+    ) -> BoxContents:
+        """The points of memory in the box [lo, hi] (session convention and units) and the objects among
+        them; all counted, at most ``max_points`` returned (server default 100000; 0 counts only)."""
+        resp = await self._call(
+            self.stub.SpatialMemoryQuery, wire.box_request(session_id, lo, hi, max_points)
+        )
+        return wire.box_from_proto(resp.box)
+
     async def stats(self, session_id: str) -> MemoryStats:
         resp = await self._call(self.stub.SpatialMemoryQuery, wire.stats_request(session_id))
         return wire.memory_stats_from_proto(resp.stats)
@@ -427,6 +451,18 @@ class MirageClient:
 
     def render(self, session_id: str, pose: Pose, intrinsics: Intrinsics | None = None) -> MemoryView:
         return self._loop.run(self._client.render(session_id, pose, intrinsics))
+
+    def pick(self, session_id: str, **ray) -> RayPick:
+        return self._loop.run(self._client.pick(session_id, **ray))
+
+    def box(
+        self,
+        session_id: str,
+        lo: tuple[float, float, float],
+        hi: tuple[float, float, float],
+        max_points: int | None = None,
+    ) -> BoxContents:
+        return self._loop.run(self._client.box(session_id, lo, hi, max_points))
 
     def stats(self, session_id: str) -> MemoryStats:
         return self._loop.run(self._client.stats(session_id))

@@ -202,6 +202,31 @@ def canonical_to_engine(
     return m[:3, 3].copy(), matrix_to_quat(m[:3, :3])
 
 
+def engine_point_to_canonical(
+    convention: Convention | str, point: ArrayLike, units_per_meter: float | None = None
+) -> np.ndarray:
+    """A world point [3] in engine axes and units -> canonical metres [3]."""
+    conv = _convention(convention)
+    a, _, _ = _TABLE[conv]
+    return a @ _finite(point, (3,), "point") / _units(conv, units_per_meter)
+
+
+def canonical_point_to_engine(
+    convention: Convention | str, point: ArrayLike, units_per_meter: float | None = None
+) -> np.ndarray:
+    """Canonical points [..., 3] (metres) -> engine axes and units [..., 3]."""
+    conv = _convention(convention)
+    a, _, _ = _TABLE[conv]
+    return np.asarray(point, dtype=np.float64) @ a * _units(conv, units_per_meter)  # rows: (A.T p)
+
+
+def engine_direction_to_canonical(convention: Convention | str, direction: ArrayLike) -> np.ndarray:
+    """A world direction [3] in engine axes -> canonical axes [3] (length kept: A is a rotation or
+    a reflection)."""
+    a, _, _ = _TABLE[_convention(convention)]
+    return a @ _finite(direction, (3,), "direction")
+
+
 def look_at(eye: ArrayLike, target: ArrayLike, up: ArrayLike = (0.0, 0.0, 1.0)) -> np.ndarray:
     """Canonical camera-to-world [4,4] at ``eye``: +z looks at ``target``, image up (-y) nearest ``up``."""
     e = _finite(eye, (3,), "eye")

@@ -211,6 +211,64 @@ class MemoryView:
     depth: np.ndarray | None
     coverage: np.ndarray  # [H, W] float32 0..1
     coverage_fraction: float
+    object_ids: np.ndarray | None = None  # [H, W] uint32: the object drawn at each pixel, 0 none
+    provenance: np.ndarray | None = (
+        None  # [H, W] uint8: Provenance values (1 observed, 2 generated, 3 imported), 0 none
+    )
+    confidence: np.ndarray | None = None  # [H, W] float32 0..1 (1 for the environment)
+
+
+@dataclass(frozen=True)
+class SurfaceHit:
+    """One surface memory holds along a picked ray (session convention and units)."""
+
+    point: tuple[float, float, float]
+    distance: float  # from the ray's origin
+    rgb: tuple[int, int, int]
+    object_id: int  # 0: static scene
+    provenance: Provenance | None
+    confidence: float
+    first_seen_frame: int
+    last_seen_frame: int
+    hit_count: int  # frames that confirmed the point
+    radius: float  # the point's footprint radius
+    points: int  # points of memory along the ray that make up the surface
+
+
+@dataclass(frozen=True)
+class RayPick:
+    """What SpatialMemoryQuery's pick found, nearest surface first."""
+
+    hits: tuple[SurfaceHit, ...]
+    environment_rgb: tuple[int, int, int] | None  # the environment map's colour along the ray, if any
+    chunks_tested: int
+    points_tested: int
+
+
+@dataclass(frozen=True)
+class ObjectExtent:
+    """One object id inside a queried box: its point count, centroid and the box of its points."""
+
+    object_id: int
+    points: int
+    centroid: tuple[float, float, float]
+    min: tuple[float, float, float]
+    max: tuple[float, float, float]
+    last_seen_frame: int
+
+
+@dataclass
+class BoxContents:
+    """What SpatialMemoryQuery's box found: every point inside counted, a subsample returned."""
+
+    inside: int
+    xyz: np.ndarray  # [N, 3] float32, session convention and units
+    rgb: np.ndarray  # [N, 3] uint8
+    object_ids: np.ndarray  # [N] uint32
+    provenance: np.ndarray  # [N] uint8 (Provenance values)
+    last_seen_frames: np.ndarray  # [N] uint32
+    objects: tuple[ObjectExtent, ...]
+    chunks_tested: int
 
 
 @dataclass(frozen=True)

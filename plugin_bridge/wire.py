@@ -24,6 +24,7 @@ from plugin_bridge.codec import (
 )
 from plugin_bridge.conventions import Convention
 from plugin_bridge.types import (
+    BoxContents,
     CheckpointInfo,
     ClosedSession,
     Control,
@@ -34,17 +35,20 @@ from plugin_bridge.types import (
     MemoryEdit,
     MemoryStats,
     MemoryView,
+    ObjectExtent,
     Observation,
     Pose,
     Provenance,
+    RayPick,
     SealedExport,
     ServerSessions,
     SessionInfo,
     SessionSummary,
     StreamEnd,
+    SurfaceHit,
 )
 
-CLIENT_PROTOCOL_VERSION = (1, 0, 0)
+CLIENT_PROTOCOL_VERSION = (1, 1, 0)
 
 STORAGE_TO_PROTO = {
     "": pb.MEMORY_STORAGE_UNSPECIFIED,
@@ -209,6 +213,105 @@ def render_request(
     return pb.SpatialMemoryQueryRequest(session_id=session_id, render=query)
 
 
+def pick_request(
+    session_id: str,
+    *,
+    pose: Pose | None = None,
+    pixel: tuple[float, float] | None = None,
+    intrinsics: Intrinsics | None = None,
+    origin: tuple[float, float, float] | None = None,
+    direction: tuple[float, float, float] | None = None,
+    min_distance: float = 0.0,
+    max_distance: float = 0.0,
+    max_hits: int = 1,
+) -> pb.SpatialMemoryQueryRequest:
+    """A pick through ``pixel`` (u, v) of a camera at ``pose``, or from ``origin`` along ``direction``."""
+    query = pb.PickQuery(min_distance=min_distance, max_distance=max_distance, max_hits=max_hits)
+    if pose is not None or pixel is not None:
+        if pose is None or pixel is None or origin is not None or direction is not None:
+            raise ValueError(
+                "pick either through a pixel (pose and pixel) or along a ray (origin and direction)"
+            )
+        query.pixel.CopyFrom(pb.PixelRay(pose=pose_to_proto(pose), u=float(pixel[0]), v=float(pixel[1])))
+        if intrinsics is not None:
+            query.pixel.intrinsics.CopyFrom(intrinsics_to_proto(intrinsics))
+    elif origin is not None and direction is not None:
+        query.world.CopyFrom(pb.WorldRay(origin=_vec3(origin), direction=_vec3(direction)))
+    else:
+        raise ValueError("pick needs pose and pixel, or origin and direction")
+    return pb.SpatialMemoryQueryRequest(session_id=session_id, pick=query)
+
+
+def box_request(
+    session_id: str,
+    lo: tuple[float, float, float],
+    hi: tuple[float, float, float],
+    max_points: int | None = None,
+) -> pb.SpatialMemoryQueryRequest:
+    query = pb.BoxQuery(min=_vec3(lo), max=_vec3(hi))
+    if max_points is not None:
+        query.max_points = max_points
+    return pb.SpatialMemoryQueryRequest(session_id=session_id, box=query)
+
+
+def _vec3(v) -> pb.Vec3:
+    x, y, z = (float(c) for c in v)
+    return pb.Vec3(x=x, y=y, z=z)
+
+
+def _tuple3(v: pb.Vec3) -> tuple[float, float, float]:
+    return (v.x, v.y, v.z)
+
+
+def _rgb(packed: int) -> tuple[int, int, int]:
+    return ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
+
+
+def _provenance(value: int) -> Provenance | None:
+    return next((p for p, v in PROVENANCE_TO_PROTO.items() if v == value), None)
+
+
+def pick_from_proto(msg: pb.PickResult) -> RayPick:
+    hits = tuple(
+        SurfaceHit(
+            point=_tuple3(h.point),
+            distance=h.distance,
+            rgb=_rgb(h.rgb),
+            object_id=h.object_id,
+            provenance=_provenance(h.provenance),
+            confidence=h.confidence,
+            first_seen_frame=h.first_seen_frame,
+            last_seen_frame=h.last_seen_frame,
+            hit_count=h.hit_count,
+            radius=h.radius,
+            points=h.points,
+        )
+        for h in msg.hits
+    )
+    env = _rgb(msg.environment_rgb) if msg.environment else None
+    return RayPick(hits, env, msg.chunks_tested, msg.points_tested)
+
+
+def box_from_proto(msg: pb.BoxResult) -> BoxContents:
+    n = msg.returned
+    objects = tuple(
+        ObjectExtent(
+            o.object_id, o.points, _tuple3(o.centroid), _tuple3(o.min), _tuple3(o.max), o.last_seen_frame
+        )
+        for o in msg.objects
+    )
+    return BoxContents(
+        inside=msg.inside,
+        xyz=np.frombuffer(msg.xyz, dtype="<f4").reshape(n, 3).astype(np.float32),
+        rgb=np.frombuffer(msg.rgb, dtype=np.uint8).reshape(n, 3).copy(),
+        object_ids=np.frombuffer(msg.object_ids, dtype="<u4").astype(np.uint32),
+        provenance=np.frombuffer(msg.provenance, dtype=np.uint8).copy(),
+        last_seen_frames=np.frombuffer(msg.last_seen_frames, dtype="<u4").astype(np.uint32),
+        objects=objects,
+        chunks_tested=msg.chunks_tested,
+    )
+
+
 def stats_request(session_id: str) -> pb.SpatialMemoryQueryRequest:
     return pb.SpatialMemoryQueryRequest(session_id=session_id, stats=pb.StatsQuery())
 
@@ -334,11 +437,19 @@ def server_message_from_proto(msg: pb.ServerMessage) -> Frame | Event | StreamEn
 def memory_view_from_proto(msg: pb.MemoryRender) -> MemoryView:
     w, h = msg.rgb.width, msg.rgb.height
     coverage = np.frombuffer(msg.coverage, dtype=np.uint8).reshape(h, w).astype(np.float32) / 255.0
+
+    def plane(data: bytes, dtype: str) -> np.ndarray | None:  # absent from a server before protocol 1.1
+        return np.frombuffer(data, dtype=dtype).reshape(h, w).copy() if data else None
+
+    confidence = plane(msg.confidence, "u1")
     return MemoryView(
         rgb=decode_rgb(msg.rgb.data, FrameEncoding(msg.rgb.encoding or 1), w, h),
         depth=_decode_depth(msg.depth),
         coverage=coverage,
         coverage_fraction=msg.coverage_fraction,
+        object_ids=None if (ids := plane(msg.object_ids, "<u4")) is None else ids.astype(np.uint32),
+        provenance=plane(msg.provenance, "u1"),
+        confidence=None if confidence is None else confidence.astype(np.float32) / 255.0,
     )
 
 

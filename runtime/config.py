@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from runtime.generator.host import GeneratorConfig
 from runtime.memory.config import MemoryConfig
 
-PROTOCOL_VERSION = (1, 0, 0)
+PROTOCOL_VERSION = (1, 1, 0)
 """The mirage.v1 wire protocol this runtime speaks (semver: major changes break clients)."""
 
 MiB = 2**20

@@ -43,6 +43,7 @@ from runtime.durable import CheckpointMissing, CheckpointRefused, CheckpointStor
 from runtime.generator.host import available_models
 from runtime.malformed import MalformedMessageInterceptor
 from runtime.memory_rpc import MemoryStateRPCs
+from runtime.query_rpc import MemoryQueryRPCs
 from runtime.registry import (
     NoSessionId,
     NotYourSession,
@@ -188,7 +189,7 @@ _STATUS = {
 """The gRPC status of each domain error the registry and sessions raise."""
 
 
-class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
+class MirageServicer(MemoryStateRPCs, MemoryQueryRPCs, pb_grpc.MirageServicer):
     """Each RPC converts through `runtime.wire`, asks the registry for its session and delegates (the
     memory-state RPCs live in `runtime.memory_rpc`)."""
 
@@ -427,42 +428,6 @@ class MirageServicer(MemoryStateRPCs, pb_grpc.MirageServicer):
             await self._run(self.store.delete, session.id)
         stats = await self._release(session, "client")
         return pb.CloseSessionResponse(memory=wire.memory_stats_to_proto(stats), frames=session.frame_index)
-
-    async def SpatialMemoryQuery(
-        self, request: pb.SpatialMemoryQueryRequest, context
-    ) -> pb.SpatialMemoryQueryResponse:
-        session = await self._session(request.session_id, context)
-        kind = request.WhichOneof("query")
-        if kind == "stats":
-            return pb.SpatialMemoryQueryResponse(
-                stats=wire.memory_stats_to_proto(await self._run(session.stats))
-            )
-        if kind != "render":
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "SpatialMemoryQuery needs a query: set render or stats"
-            )
-        try:
-            if not request.render.HasField("pose"):
-                raise wire.WireError(grpc.StatusCode.INVALID_ARGUMENT, "RenderQuery.pose is required")
-            cam_to_world = wire.pose_from_proto(request.render.pose, session.spec, "render.pose")
-            intrinsics = None
-            if request.render.HasField("intrinsics"):
-                intrinsics = wire.intrinsics_from_proto(
-                    request.render.intrinsics, self.config.sessions.max_pixels
-                )
-            view = await self._run(session.render_view, cam_to_world, intrinsics)
-        except (wire.WireError, SessionClosedError) as exc:
-            await self._abort(context, exc)
-        image, depth = wire.encode_frame_images(view.rgb, view.depth, session.spec)
-        coverage_u8 = (view.coverage * 255).round().clip(0, 255).astype("uint8")
-        return pb.SpatialMemoryQueryResponse(
-            render=pb.MemoryRender(
-                rgb=image,
-                depth=depth,
-                coverage=coverage_u8.tobytes(),
-                coverage_fraction=float(view.coverage.mean()),
-            )
-        )
 
     async def ContextualInference(
         self, request: pb.ContextualInferenceRequest, context

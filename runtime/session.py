@@ -31,6 +31,7 @@ from runtime.memory import (
     SpatialMemory,
 )
 from runtime.memory.editing import ForgetStats
+from runtime.memory.query import BoxContents, RayPick
 from runtime.memory.snapshot import snapshot_bytes, snapshot_stream
 from runtime.memory.snapshot_load import load_snapshot
 from runtime.types import FrameResult, ObservationInput, PoseInput, SessionSpec
@@ -45,6 +46,9 @@ class RenderView:
     rgb: np.ndarray  # [H, W, 3] uint8
     depth: np.ndarray  # [H, W] float32; 0 uncovered, +inf environment
     coverage: np.ndarray  # [H, W] float32 0..1
+    object_id: np.ndarray  # [H, W] uint32, 0 none
+    provenance: np.ndarray  # [H, W] uint8, 0 where nothing covers
+    confidence: np.ndarray  # [H, W] float32 0..1 (1 for the environment)
 
 
 @dataclass(frozen=True)
@@ -231,7 +235,24 @@ class Session:
                 rgb=_to_uint8(render.rgb.numpy()),
                 depth=render.depth.numpy().astype(np.float32),
                 coverage=render.coverage.numpy().astype(np.float32),
+                object_id=render.object_id.numpy().astype(np.uint32),
+                provenance=render.provenance.numpy().astype(np.uint8),
+                confidence=render.confidence.numpy().astype(np.float32),
             )
+
+    def pick(self, origin: np.ndarray, direction: np.ndarray, **limits) -> RayPick:
+        """The surfaces memory holds along a canonical ray (``SpatialMemory.pick``); changes nothing."""
+        with self.lock:
+            self._check_open()
+            self.last_used = time.monotonic()
+            return self.memory.pick(origin, direction, **limits)
+
+    def box(self, lo: np.ndarray, hi: np.ndarray, max_points: int) -> BoxContents:
+        """The points and objects in a canonical box (``SpatialMemory.box``); changes nothing."""
+        with self.lock:
+            self._check_open()
+            self.last_used = time.monotonic()
+            return self.memory.box(lo, hi, max_points=max_points)
 
     def stats(self) -> MemoryStats:
         with self.lock:

@@ -8,7 +8,8 @@ points whose whole footprint the frame stored finer: multi-scale refinement, and
 they prove), generated frames only add what memory did not cover, never inside space an observation
 proved empty (`runtime.memory.freespace`). Removal is a swap-remove (the last points fill the holes),
 so indices change on every removal. The budget holds after every call (`runtime.memory.eviction`).
-`forget` and `relabel` edit it by provenance (`runtime.memory.editing`).
+`forget` and `relabel` edit it by provenance (`runtime.memory.editing`); `pick` and `box` ask it
+what lies along a ray or in a box (`runtime.memory.query`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from runtime.memory.environment import EnvironmentMap
 from runtime.memory.freespace import FreeSpaceKeyframes, keyframe_capacity
 from runtime.memory.ingest import Ingester
 from runtime.memory.quantised import ColdStore
+from runtime.memory.query import Queries
 from runtime.memory.render import Renderer
 from runtime.memory.store import SCHEMA, PointStore
 from runtime.memory.tiering import Tiering
@@ -34,7 +36,7 @@ BUDGET_BYTES_PER_CHUNK_ROW = {"full": 4096, "quantised": 1024}
 storage; 10% of its 1 KiB quantised, where a packed point costs 15 bytes, not 54)."""
 
 
-class SpatialMemory(Ingester, Renderer, Tiering, Editing, PointStore):
+class SpatialMemory(Ingester, Renderer, Queries, Tiering, Editing, PointStore):
     """One session's spatial memory. Not thread-safe: the owning session serialises calls (its lock)."""
 
     def __init__(self, config: MemoryConfig | None = None, device: str | torch.device = "cpu"):

@@ -149,7 +149,7 @@ def test_poses_are_converted_from_the_declared_convention(client):
 def test_major_version_mismatch_fails_with_both_versions(client):
     with pytest.raises(FailedPreconditionError) as err:
         client.open_session(K64, protocol_version=(2, 0, 0))
-    assert "2.0.0" in err.value.details and "1.0.0" in err.value.details and "upgrade" in err.value.details
+    assert "2.0.0" in err.value.details and "1.1.0" in err.value.details and "upgrade" in err.value.details
 
 
 def test_minor_version_mismatch_warns(client):

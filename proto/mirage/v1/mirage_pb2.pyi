@@ -417,35 +417,171 @@ class StatsQuery(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class PixelRay(_message.Message):
+    __slots__ = ("pose", "intrinsics", "u", "v")
+    POSE_FIELD_NUMBER: _ClassVar[int]
+    INTRINSICS_FIELD_NUMBER: _ClassVar[int]
+    U_FIELD_NUMBER: _ClassVar[int]
+    V_FIELD_NUMBER: _ClassVar[int]
+    pose: Pose
+    intrinsics: Intrinsics
+    u: float
+    v: float
+    def __init__(self, pose: _Optional[_Union[Pose, _Mapping]] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., u: _Optional[float] = ..., v: _Optional[float] = ...) -> None: ...
+
+class WorldRay(_message.Message):
+    __slots__ = ("origin", "direction")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    origin: Vec3
+    direction: Vec3
+    def __init__(self, origin: _Optional[_Union[Vec3, _Mapping]] = ..., direction: _Optional[_Union[Vec3, _Mapping]] = ...) -> None: ...
+
+class PickQuery(_message.Message):
+    __slots__ = ("pixel", "world", "min_distance", "max_distance", "max_hits")
+    PIXEL_FIELD_NUMBER: _ClassVar[int]
+    WORLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    MAX_HITS_FIELD_NUMBER: _ClassVar[int]
+    pixel: PixelRay
+    world: WorldRay
+    min_distance: float
+    max_distance: float
+    max_hits: int
+    def __init__(self, pixel: _Optional[_Union[PixelRay, _Mapping]] = ..., world: _Optional[_Union[WorldRay, _Mapping]] = ..., min_distance: _Optional[float] = ..., max_distance: _Optional[float] = ..., max_hits: _Optional[int] = ...) -> None: ...
+
+class SurfaceHit(_message.Message):
+    __slots__ = ("point", "distance", "rgb", "object_id", "provenance", "confidence", "first_seen_frame", "last_seen_frame", "hit_count", "radius", "points")
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    RGB_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_FRAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FRAME_FIELD_NUMBER: _ClassVar[int]
+    HIT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RADIUS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    point: Vec3
+    distance: float
+    rgb: int
+    object_id: int
+    provenance: Provenance
+    confidence: float
+    first_seen_frame: int
+    last_seen_frame: int
+    hit_count: int
+    radius: float
+    points: int
+    def __init__(self, point: _Optional[_Union[Vec3, _Mapping]] = ..., distance: _Optional[float] = ..., rgb: _Optional[int] = ..., object_id: _Optional[int] = ..., provenance: _Optional[_Union[Provenance, str]] = ..., confidence: _Optional[float] = ..., first_seen_frame: _Optional[int] = ..., last_seen_frame: _Optional[int] = ..., hit_count: _Optional[int] = ..., radius: _Optional[float] = ..., points: _Optional[int] = ...) -> None: ...
+
+class PickResult(_message.Message):
+    __slots__ = ("hits", "environment", "environment_rgb", "chunks_tested", "points_tested")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_RGB_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_TESTED_FIELD_NUMBER: _ClassVar[int]
+    POINTS_TESTED_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[SurfaceHit]
+    environment: bool
+    environment_rgb: int
+    chunks_tested: int
+    points_tested: int
+    def __init__(self, hits: _Optional[_Iterable[_Union[SurfaceHit, _Mapping]]] = ..., environment: _Optional[bool] = ..., environment_rgb: _Optional[int] = ..., chunks_tested: _Optional[int] = ..., points_tested: _Optional[int] = ...) -> None: ...
+
+class BoxQuery(_message.Message):
+    __slots__ = ("min", "max", "max_points")
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
+    min: Vec3
+    max: Vec3
+    max_points: int
+    def __init__(self, min: _Optional[_Union[Vec3, _Mapping]] = ..., max: _Optional[_Union[Vec3, _Mapping]] = ..., max_points: _Optional[int] = ...) -> None: ...
+
+class ObjectExtent(_message.Message):
+    __slots__ = ("object_id", "points", "centroid", "min", "max", "last_seen_frame")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    CENTROID_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FRAME_FIELD_NUMBER: _ClassVar[int]
+    object_id: int
+    points: int
+    centroid: Vec3
+    min: Vec3
+    max: Vec3
+    last_seen_frame: int
+    def __init__(self, object_id: _Optional[int] = ..., points: _Optional[int] = ..., centroid: _Optional[_Union[Vec3, _Mapping]] = ..., min: _Optional[_Union[Vec3, _Mapping]] = ..., max: _Optional[_Union[Vec3, _Mapping]] = ..., last_seen_frame: _Optional[int] = ...) -> None: ...
+
+class BoxResult(_message.Message):
+    __slots__ = ("inside", "returned", "xyz", "rgb", "object_ids", "provenance", "last_seen_frames", "objects", "chunks_tested")
+    INSIDE_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
+    XYZ_FIELD_NUMBER: _ClassVar[int]
+    RGB_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_TESTED_FIELD_NUMBER: _ClassVar[int]
+    inside: int
+    returned: int
+    xyz: bytes
+    rgb: bytes
+    object_ids: bytes
+    provenance: bytes
+    last_seen_frames: bytes
+    objects: _containers.RepeatedCompositeFieldContainer[ObjectExtent]
+    chunks_tested: int
+    def __init__(self, inside: _Optional[int] = ..., returned: _Optional[int] = ..., xyz: _Optional[bytes] = ..., rgb: _Optional[bytes] = ..., object_ids: _Optional[bytes] = ..., provenance: _Optional[bytes] = ..., last_seen_frames: _Optional[bytes] = ..., objects: _Optional[_Iterable[_Union[ObjectExtent, _Mapping]]] = ..., chunks_tested: _Optional[int] = ...) -> None: ...
+
 class SpatialMemoryQueryRequest(_message.Message):
-    __slots__ = ("session_id", "render", "stats")
+    __slots__ = ("session_id", "render", "stats", "pick", "box")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    PICK_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     render: RenderQuery
     stats: StatsQuery
-    def __init__(self, session_id: _Optional[str] = ..., render: _Optional[_Union[RenderQuery, _Mapping]] = ..., stats: _Optional[_Union[StatsQuery, _Mapping]] = ...) -> None: ...
+    pick: PickQuery
+    box: BoxQuery
+    def __init__(self, session_id: _Optional[str] = ..., render: _Optional[_Union[RenderQuery, _Mapping]] = ..., stats: _Optional[_Union[StatsQuery, _Mapping]] = ..., pick: _Optional[_Union[PickQuery, _Mapping]] = ..., box: _Optional[_Union[BoxQuery, _Mapping]] = ...) -> None: ...
 
 class MemoryRender(_message.Message):
-    __slots__ = ("rgb", "depth", "coverage", "coverage_fraction")
+    __slots__ = ("rgb", "depth", "coverage", "coverage_fraction", "object_ids", "provenance", "confidence")
     RGB_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     rgb: Image
     depth: DepthImage
     coverage: bytes
     coverage_fraction: float
-    def __init__(self, rgb: _Optional[_Union[Image, _Mapping]] = ..., depth: _Optional[_Union[DepthImage, _Mapping]] = ..., coverage: _Optional[bytes] = ..., coverage_fraction: _Optional[float] = ...) -> None: ...
+    object_ids: bytes
+    provenance: bytes
+    confidence: bytes
+    def __init__(self, rgb: _Optional[_Union[Image, _Mapping]] = ..., depth: _Optional[_Union[DepthImage, _Mapping]] = ..., coverage: _Optional[bytes] = ..., coverage_fraction: _Optional[float] = ..., object_ids: _Optional[bytes] = ..., provenance: _Optional[bytes] = ..., confidence: _Optional[bytes] = ...) -> None: ...
 
 class SpatialMemoryQueryResponse(_message.Message):
-    __slots__ = ("render", "stats")
+    __slots__ = ("render", "stats", "pick", "box")
     RENDER_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    PICK_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
     render: MemoryRender
     stats: MemoryStats
-    def __init__(self, render: _Optional[_Union[MemoryRender, _Mapping]] = ..., stats: _Optional[_Union[MemoryStats, _Mapping]] = ...) -> None: ...
+    pick: PickResult
+    box: BoxResult
+    def __init__(self, render: _Optional[_Union[MemoryRender, _Mapping]] = ..., stats: _Optional[_Union[MemoryStats, _Mapping]] = ..., pick: _Optional[_Union[PickResult, _Mapping]] = ..., box: _Optional[_Union[BoxResult, _Mapping]] = ...) -> None: ...
 
 class ContextualInferenceRequest(_message.Message):
     __slots__ = ("session_id", "pose", "commit")
