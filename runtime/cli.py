@@ -58,6 +58,10 @@ BENCH_FLAGS = [
     Flag("queries"),
     Flag("session_counts"),
     Flag("session_frames"),
+    Flag("sections", "--only"),
+    Flag("query_size"),
+    Flag("query_points"),
+    Flag("query_count"),
     Flag("json_path", "--json"),
 ]
 LOADTEST_FLAGS = [
@@ -85,6 +89,7 @@ TRAIN_FLAGS = [
     Flag("lr"),
     Flag("warmup"),
     Flag("loss.logmse"),
+    Flag("loss.ssim"),
     Flag("seed"),
 ]
 

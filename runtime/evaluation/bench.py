@@ -32,6 +32,7 @@ from plugin_bridge.wire import observation_to_proto
 from runtime import wire
 from runtime.config import RuntimeConfig
 from runtime.evaluation.bench_memory import exploring_path, memory_scaling, rss_mib
+from runtime.evaluation.bench_queries import format_queries, query_latency
 from runtime.evaluation.bench_serving import format_serving, observe_and_query, sessions_throughput
 from runtime.evaluation.processes import server_process, stop_process
 from runtime.generator.host import available_models
@@ -55,6 +56,10 @@ SOAK_WARMUP_FRAMES = 200
 """Frames of the soak server's warm-up session (at most soak_frames)."""
 SOAK_WARMUP_MIB = 4
 """Budget of the warm-up session, MiB: small enough that pruning runs in it."""
+SECTIONS = ("frames", "observe", "sessions", "scaling", "queries", "soak")
+"""What `mirage bench` can measure (`BenchConfig.sections`): the generate-mode frame loop per size with
+its generators and storage modes, observe mode beside Open3D, sessions at once, memory scaling, every
+memory query with a full memory, the RSS soak."""
 
 
 @dataclass
@@ -95,6 +100,14 @@ class BenchConfig:
     """Sessions at once for the throughput test, at the smallest size."""
     session_frames: int = 60
     """Lock-step frames each of those sessions streams."""
+    sections: tuple[str, ...] = SECTIONS
+    """What to measure, of frames, observe, sessions, scaling, queries, soak (`SECTIONS`)."""
+    query_size: int = 256
+    """Square frame size of the query-latency section (a multiple of 8)."""
+    query_points: int = 1_000_000
+    """Points memory is filled to (RGB-D observations along an exploring path) before queries are timed."""
+    query_count: int = 50
+    """Queries of each kind timed in the query-latency section."""
 
     def validate(self) -> None:
         if not self.sizes or any(int(s) < 8 or int(s) % 8 for s in self.sizes):
@@ -109,6 +122,11 @@ class BenchConfig:
             raise ValueError("observe_frames, queries and session_frames must be >= 1")
         if not self.session_counts or min(self.session_counts) < 1:
             raise ValueError(f"session_counts={self.session_counts}: give counts of 1 or more")
+        unknown = sorted(set(self.sections) - set(SECTIONS))
+        if not self.sections or unknown:
+            raise ValueError(f"sections={self.sections}: use some of {', '.join(SECTIONS)}")
+        if self.query_size < 8 or self.query_size % 8 or self.query_points < 1 or self.query_count < 1:
+            raise ValueError("query_size must be a positive multiple of 8, query_points and query_count >= 1")
 
 
 def _median(values) -> float:
@@ -377,50 +395,66 @@ async def _run(config: BenchConfig) -> dict:
     runtime_config.server.port = 0
     server, port = await run_server(runtime_config)
     registry = server.mirage_registry
-    soak = {
-        "frames": 0,
-        "peak_rss_mb": 0.0,
-        "budget_mb": float(config.soak_budget_mib),
-        "max_bytes_used_mb": 0.0,
-    }
+    want = set(config.sections)
+    report: dict = {}
     try:
         async with AsyncMirageClient(f"127.0.0.1:{port}") as client:
-            default = runtime_config.generator.name
-            generators = list(config.generators) or [
-                default,
-                *(n for n in available_models() if n != default),
-            ]
-            rows = [
-                await _bench_size(client, registry, runtime_config.memory, s, config, generators)
-                for s in config.sizes
-            ]
-            observe = [
-                await observe_and_query(
-                    client, s, config.observe_frames, config.scene, config.seed, config.queries
+            if "frames" in want:
+                default = runtime_config.generator.name
+                generators = list(config.generators) or [
+                    default,
+                    *(n for n in available_models() if n != default),
+                ]
+                report["sizes"] = [
+                    await _bench_size(client, registry, runtime_config.memory, s, config, generators)
+                    for s in config.sizes
+                ]
+            if "observe" in want:
+                report["observe"] = [
+                    await observe_and_query(
+                        client, s, config.observe_frames, config.scene, config.seed, config.queries
+                    )
+                    for s in config.sizes
+                ]
+            if "sessions" in want:
+                report["sessions"] = await sessions_throughput(
+                    f"127.0.0.1:{port}",
+                    min(config.sizes),
+                    tuple(config.session_counts),
+                    config.session_frames,
                 )
-                for s in config.sizes
-            ]
-            throughput = await sessions_throughput(
-                f"127.0.0.1:{port}", min(config.sizes), tuple(config.session_counts), config.session_frames
-            )
-            scaling = await _scaling(config)
-            if config.soak_frames > 0:
-                soak = await _soak(config)
-            else:
-                soak["peak_rss_mb"] = rss_mib()
+            if "queries" in want:
+                report["queries"] = await query_latency(
+                    client, config.query_size, target_points=config.query_points, queries=config.query_count,
+                    scene_name=config.scene, seed=config.seed,
+                )  # fmt: skip
+            if "scaling" in want:
+                report["memory_scaling"] = await _scaling(config)
     finally:
         await stop_server(server, 1.0)
-    return {
-        "sizes": rows,
-        "observe": observe,
-        "sessions": throughput,
-        "memory_scaling": scaling,
-        "soak": soak,
-    }
+    if "soak" in want:
+        report["soak"] = await _soak(config) if config.soak_frames > 0 else {"frames": 0}
+    return report
 
 
 def format_report(report: dict) -> str:
-    rows = report["sizes"]
+    lines = _format_frames(report["sizes"]) if "sizes" in report else []
+    lines += format_serving(report.get("observe", []), report.get("sessions", []))
+    if "queries" in report:
+        lines += format_queries(report["queries"])
+    if "memory_scaling" in report:
+        lines += _format_scaling(report["memory_scaling"])
+    if "soak" in report:
+        lines += _format_soak(report["soak"])
+    e = report["environment"]
+    dirty = " (+ local changes)" if e.get("git_dirty") else ""
+    lines.append(
+        f"\n{e['cpu']}, {e['threads']} CPUs, {e['torch_threads']} torch threads, commit {e['git_commit']}{dirty}"
+    )
+    return "\n".join(lines).lstrip("\n")
+
+
+def _format_frames(rows: list[dict]) -> list[str]:
     lines = [
         f"{'size':>7} {'fps gRPC':>9} {'fps in-proc':>12} {'overhead':>9} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'in-proc p50':>12}"
@@ -464,9 +498,11 @@ def format_report(report: dict) -> str:
             for name, f in r["storage"].items()
         ]
         lines.append(f"{r['size']:>3}x{r['size']:<3} " + "; ".join(cells))
-    lines += format_serving(report["observe"], report["sessions"], min(r["size"] for r in rows))
-    m = report["memory_scaling"]
-    lines += [
+    return lines
+
+
+def _format_scaling(m: dict) -> list[str]:
+    return [
         "",
         f"memory scaling at {m['size']}x{m['size']} (fixed camera, hidden content added; generate-mode "
         "render+ingest, median):",
@@ -476,9 +512,11 @@ def format_report(report: dict) -> str:
         f"(render {m['render_ms_10x']:.2f}, ingest {m['ingest_ms_10x']:.2f}; {m['in_view_10x']} in view)",
         f"  ratio_10x {m['ratio_10x']:.2f} (1.0 = cost follows what is visible)",
     ]
-    s = report["soak"]
+
+
+def _format_soak(s: dict) -> list[str]:
     if s["frames"]:
-        lines.append(
+        return [
             f"\nsoak: {s['frames']} frames at {s['size']}x{s['size']} over gRPC, budget {s['budget_mb']:.0f} MiB "
             f"({s['storage']} storage), "
             f"RSS of the server process (after a {s['warmup_frames']}-frame warm-up session): "
@@ -495,15 +533,8 @@ def format_report(report: dict) -> str:
             f"{s['observations']} observations sent, "
             f"{s['points_end']} points at the end, {s['points_pruned']} pruned; {s['fps']:.1f} frames/s overall, "
             f"pose->frame p50 {s['last_quarter_p50_ms']:.0f} ms over the last quarter"
-        )
-    else:
-        lines.append("\nsoak: skipped (--soak-frames 0)")
-    e = report["environment"]
-    dirty = " (+ local changes)" if e.get("git_dirty") else ""
-    lines.append(
-        f"\n{e['cpu']}, {e['threads']} CPUs, {e['torch_threads']} torch threads, commit {e['git_commit']}{dirty}"
-    )
-    return "\n".join(lines)
+        ]
+    return ["\nsoak: skipped (--soak-frames 0)"]
 
 
 def run_bench(config: BenchConfig) -> dict:

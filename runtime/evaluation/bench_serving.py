@@ -109,6 +109,7 @@ async def sessions_throughput(target: str, size: int, counts: tuple[int, ...], f
                 await c.close()
         latencies = [x for lat, _ in results for x in lat]
         rows.append({
+            "size": int(size),
             "sessions": int(count),
             "frames": len(latencies),
             "errors": int(sum(e for _, e in results)),
@@ -119,7 +120,24 @@ async def sessions_throughput(target: str, size: int, counts: tuple[int, ...], f
     return rows
 
 
-def format_serving(observe: list[dict], throughput: list[dict], size: int) -> list[str]:
+def format_serving(observe: list[dict], throughput: list[dict]) -> list[str]:
+    lines = []
+    if observe:
+        lines += _format_observe(observe)
+    if throughput:
+        size = throughput[0]["size"]
+        lines.append(
+            f"sessions at once, {size}x{size}, lock-step generate mode (frames/s in all, p50 / p99 ms):"
+        )
+        for t in throughput:
+            lines.append(
+                f"  {t['sessions']} session(s): {t['fps_total']:.1f} frames/s, {t['p50_ms']:.1f} / "
+                f"{t['p99_ms']:.1f} ms, {t['errors']} errors"
+            )
+    return lines
+
+
+def _format_observe(observe: list[dict]) -> list[str]:
     lines = ["", "observe mode over gRPC (RGB-D in, a frame back; median ms unless said):"]
     lines.append(
         f"{'size':>7} {'decode':>7} {'ingest':>7} {'ing p99':>8} {'server':>7} {'round trip':>11} "
@@ -139,11 +157,5 @@ def format_serving(observe: list[dict], throughput: list[dict], size: int) -> li
         lines.append(
             f"  {o['size']}x{o['size']}, {o['points']} points: render {o['render_query_ms_p50']:.2f} / "
             f"{o['render_query_ms_p99']:.2f}, stats {o['stats_query_ms_p50']:.2f}"
-        )
-    lines.append(f"sessions at once, {size}x{size}, lock-step generate mode (frames/s in all, p50 / p99 ms):")
-    for t in throughput:
-        lines.append(
-            f"  {t['sessions']} session(s): {t['fps_total']:.1f} frames/s, {t['p50_ms']:.1f} / {t['p99_ms']:.1f} ms"
-            f", {t['errors']} errors"
         )
     return lines

@@ -404,13 +404,23 @@ def export_int8(
 
 
 def evaluate_export(name: str, models_dir: Path, baseline: str = "pushpull_v1") -> dict:
-    """Held-out comparison (test split: courtyard + held-out arrangements) of ``name``, its int8 variant
-    when exported, and ``baseline``."""
-    from runtime.training.dataset import DatasetConfig, Split, build_dataset
+    """Held-out comparison of ``name``, its int8 variant when exported, and ``baseline``: on the test
+    split (courtyard + held-out arrangements) and on the family test split (worlds of the held-out
+    scene families, then of the training families, none seen in training), per family."""
+    from runtime.training.dataset import (
+        HELD_OUT_FAMILIES,
+        TRAIN_FAMILIES,
+        DatasetConfig,
+        Split,
+        build_dataset,
+        family_test_config,
+    )
     from runtime.training.scoring import compare_generators, parse_generator
 
     data = DatasetConfig()
     split = Split(build_dataset(data, splits=("test",)) / "test")
+    families = family_test_config()
+    family_split = Split(build_dataset(families, splits=("test",)) / "test")
     names = [name] if name == baseline else [name, baseline]
     if (models_dir / f"{name}{INT8_SUFFIX}{CARD_SUFFIX}").is_file():
         names.insert(1, name + INT8_SUFFIX)
@@ -420,14 +430,23 @@ def evaluate_export(name: str, models_dir: Path, baseline: str = "pushpull_v1") 
         n: str(models_dir) if (models_dir / f"{parse_generator(n)[0]}{CARD_SUFFIX}").is_file() else None
         for n in names
     }
-    rows = []
+    rows, family_rows = [], []
     for n in names:
         rows.extend(compare_generators([n], split, data.fov_x_deg, models_dir=dirs[n]))
+        family_rows.extend(
+            compare_generators(
+                [n], family_split, families.fov_x_deg, models_dir=dirs[n], timing=False, by_scene=True
+            )
+        )
     return {
         "test_split": f"{len(split)} held-out examples (courtyard scene + held-out random arrangements), "
         f"dataset {data.key()}",
+        "family_split": f"{len(family_split)} examples in held-out worlds of the scene families "
+        f"(held-out families {', '.join(HELD_OUT_FAMILIES)}; training families {', '.join(TRAIN_FAMILIES)}), "
+        f"dataset {families.key()}",
         "command": f"mirage export {name} --weights RUN_DIR/model.safetensors --evaluate",
         "rows": rows,
+        "family_rows": family_rows,
     }
 
 

@@ -117,6 +117,18 @@ def _frame_stats(rgb: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, to
 EPS_COVER = 1e-3
 SPREAD_FLOOR = 0.05
 """Added to a frame's colour spread before dividing by it (a flat-colour frame is not blown up)."""
+NORM_CLIP = 4.0
+"""Bound of a palette-normalised colour (spreads from the frame's mean): without it a near-flat frame
+gives inputs up to 1 / SPREAD_FLOOR = 20, and the unnormalised trunk's activations grew with them in
+training until the candidate softmax saturated to one-hot and learning stopped (run of 2026-12-04:
+validation unchanged from step 1000 to 8000)."""
+
+
+def _channel_softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 1 of [N,K,H,W], written out: onnxruntime's Softmax on a non-last axis of a
+    256x256 image transposes it there and back (15 of 48 ms a frame); this runs as elementwise ops."""
+    e = torch.exp(x - x.amax(dim=1, keepdim=True))
+    return e / e.sum(dim=1, keepdim=True)
 
 
 def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -200,7 +212,7 @@ class LearnedFiller(nn.Module):
         far = cov * (1.0 - inv) ** 8
         back_rgb = push_pull(memory_rgb, far, EMPTY_RGB)
         # and one along rows only: a band the camera turned into continues the horizon sideways
-        rows = push_pull(torch.cat([memory_rgb, inv], dim=1), cov, EMPTY_RGB, rows_only=True)
+        rows = push_pull(torch.cat([memory_rgb, inv], dim=1), cov, EMPTY_RGB, along="rows")
         if self.config.anchored:
             return self._anchored(memory_rgb, cov, inv, fill_rgb, fill_inv, back_rgb, rows, ray_dirs)
         x = torch.cat(
@@ -243,11 +255,10 @@ class LearnedFiller(nn.Module):
         scale = 1.0 / (spread + SPREAD_FLOOR)
 
         def norm(c: torch.Tensor) -> torch.Tensor:
-            return (c - mean) * scale
+            return ((c - mean) * scale).clamp(-NORM_CLIP, NORM_CLIP)
 
         row_rgb = rows[:, 0:3]
-        both = torch.cat([memory_rgb, inv], dim=1).transpose(2, 3)  # columns as rows
-        cols = push_pull(both, cov.transpose(2, 3), EMPTY_RGB, rows_only=True).transpose(2, 3)
+        cols = push_pull(torch.cat([memory_rgb, inv], dim=1), cov, EMPTY_RGB, along="cols")
         col_rgb = cols[:, 0:3]
         x = torch.cat(
             [
@@ -267,7 +278,7 @@ class LearnedFiller(nn.Module):
             dim=1,
         )
         out = F.pixel_shuffle(self.head(self._trunk(x)), 2)
-        weights = torch.softmax(out[:, :CANDIDATES], dim=1)  # [N,K,H,W]
+        weights = _channel_softmax(out[:, :CANDIDATES])  # [N,K,H,W]
         candidates = [fill_rgb, back_rgb, row_rgb, col_rgb, mean.expand_as(fill_rgb)]
         for d in SHIFTS:
             candidates += [_shifted(fill_rgb, d, 0), _shifted(fill_rgb, -d, 0),

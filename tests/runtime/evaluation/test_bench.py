@@ -33,14 +33,15 @@ def test_bench_runs_end_to_end_and_writes_well_formed_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     config = BenchConfig(
         sizes=(64,), frames=6, soak_frames=20, warmup=2, json_path=str(out), scaling_reps=3,
-        observe_frames=4, queries=2, session_counts=(1, 2), session_frames=3,
+        observe_frames=4, queries=2, session_counts=(1, 2), session_frames=3, query_size=64,
+        query_points=5000, query_count=2,
     )  # fmt: skip
     returned = run_bench(config)
     text = out.read_text()
     assert "NaN" not in text and "Infinity" not in text
     report = json.loads(text)
     assert report == returned
-    assert set(report) >= {"sizes", "observe", "sessions", "memory_scaling", "soak", "environment"}
+    assert set(report) == {"sizes", "observe", "sessions", "queries", "memory_scaling", "soak", "environment"}
     (observe,) = report["observe"]
     assert observe["frames"] == 4 and observe["ingest_ms_p50"] > 0 and observe["points"] > 0
     assert observe["render_query_ms_p50"] > 0 and observe["open3d_integrate_ms_p50"] > 0  # [peers] installed
@@ -122,3 +123,27 @@ def test_exploring_path_is_smooth_and_stays_on_the_lawn():
     first, second = eyes[:1500, :2], eyes[1500:, :2]
     nearest = np.min(np.linalg.norm(second[::25, None, :] - first[None, ::5, :], axis=-1), axis=1)
     assert nearest.max() > 1.0
+
+
+def test_bench_times_every_query_kind_alone_with_a_filled_memory(capsys):
+    config = BenchConfig(sections=("queries",), query_size=64, query_points=20_000, query_count=3)
+    report = run_bench(config)
+    assert set(report) == {"queries", "environment"}  # only the section asked for ran
+    q = report["queries"]
+    assert q["size"] == 64 and q["queries"] == 3
+    assert q["points"] >= 20_000 and q["frames"] % 25 == 0  # filled until the target, checked every 25
+    assert set(q["ms"]) == {"render", "pick_pixel", "pick_ray", "box", "box_count", "stats"}
+    for kind, m in q["ms"].items():
+        assert _number(m["p50"]) and 0 < m["p50"] <= m["p99"], kind
+    assert q["box_inside_p50"] > 0  # the box sits on a surface the render showed
+    assert q["pixel_hits_mean"] > 0
+    printed = capsys.readouterr().out
+    assert "memory queries at 64x64" in printed and "pick through a pixel" in printed
+    assert "soak" not in printed and "memory scaling" not in printed
+
+
+def test_config_rejects_unknown_sections():
+    with pytest.raises(ValueError, match="sections"):
+        BenchConfig(sections=("queries", "vibes")).validate()
+    with pytest.raises(ValueError, match="query_size"):
+        BenchConfig(query_size=60).validate()

@@ -10,7 +10,7 @@ import torch
 from runtime.generator.card import ModelCard
 from runtime.generator.host import sha256_file
 from runtime.training.export import export_model, random_inputs
-from runtime.training.pushpull import PushPullFiller
+from runtime.training.pushpull import PushPullFiller, push_pull
 
 FILLER = PushPullFiller()
 
@@ -132,6 +132,19 @@ def test_garbage_under_holes_is_ignored():
     ref = run(rgb, depth, cov)
     got = run(rgb_bad, depth_bad, cov)
     assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
+
+
+def test_fill_down_columns_is_the_row_fill_of_the_transposed_image():
+    gen = torch.Generator().manual_seed(3)
+    value = torch.rand(1, 4, 37, 53, generator=gen)
+    weight = (torch.rand(1, 1, 37, 53, generator=gen) > 0.6).float()
+    weight[:, :, :, 7] = 0.0  # an empty column: it takes the empty value, as an empty row would
+    cols = push_pull(value, weight, 0.5, along="cols")
+    rows = push_pull(value.transpose(2, 3), weight.transpose(2, 3), 0.5, along="rows").transpose(2, 3)
+    assert torch.allclose(cols, rows, atol=1e-6)
+    assert torch.all(cols[:, :, :, 7] == 0.5)
+    with pytest.raises(ValueError, match="along='diagonal'"):
+        push_pull(value, weight, 0.5, along="diagonal")
 
 
 def test_export_writes_a_matching_card_and_a_working_model(tmp_path):
