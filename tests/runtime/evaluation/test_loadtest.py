@@ -35,6 +35,9 @@ def test_loadtest_faults_lose_at_most_the_frames_since_the_checkpoint_and_none_o
     )
     fault = report["fault"]
     killed, stopped = fault["kill -9"], fault["SIGTERM"]
-    assert killed["frames_made"] == 13 and killed["resumed_at"] == 10 and killed["lost"] == 3
-    assert stopped["frames_made"] == 11 + 13 and stopped["lost"] == 0
-    assert "kill -9 after 13 frames: resumed at frame 10, 3 lost" in format_report(report)
+    # the checkpoint starts at frame 10 in the background and seals the session as it finds it: on a
+    # busy machine the frame loop may have made a frame or two more by then (never fewer than 10)
+    resumed = killed["resumed_at"]
+    assert killed["frames_made"] == 13 and 10 <= resumed <= 12 and killed["lost"] == 13 - resumed
+    assert stopped["frames_made"] == resumed + 1 + 13 and stopped["lost"] == 0
+    assert f"kill -9 after 13 frames: resumed at frame {resumed}, {13 - resumed} lost" in format_report(report)
