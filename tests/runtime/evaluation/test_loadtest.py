@@ -40,4 +40,6 @@ def test_loadtest_faults_lose_at_most_the_frames_since_the_checkpoint_and_none_o
     resumed = killed["resumed_at"]
     assert killed["frames_made"] == 13 and 10 <= resumed <= 12 and killed["lost"] == 13 - resumed
     assert stopped["frames_made"] == resumed + 1 + 13 and stopped["lost"] == 0
-    assert f"kill -9 after 13 frames: resumed at frame {resumed}, {13 - resumed} lost" in format_report(report)
+    assert f"kill -9 after 13 frames: resumed at frame {resumed}, {13 - resumed} lost" in format_report(
+        report
+    )
