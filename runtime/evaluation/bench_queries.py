@@ -19,16 +19,13 @@ from tqdm import tqdm
 from plugin_bridge.client import AsyncMirageClient
 from plugin_bridge.types import Observation, Pose
 from runtime.evaluation.bench_memory import exploring_path
+from runtime.evaluation.bench_serving import percentile
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 
 QUERY_KINDS = ("render", "pick_pixel", "pick_ray", "box", "box_count", "stats")
 """Keys of the report's ``ms`` (each p50 / p99 over the timed queries)."""
 OBSERVE_CHECK_EVERY = 25
 """Observations between two stats calls while memory fills."""
-
-
-def _p(values, q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else 0.0
 
 
 async def query_latency(
@@ -105,9 +102,9 @@ async def query_latency(
         "queries": len(times["render"]),
         "box_m": float(box_m),
         "box_points": int(box_points),
-        "box_inside_p50": _p(inside, 50),
+        "box_inside_p50": percentile(inside, 50),
         "pixel_hits_mean": float(np.mean(hits)) if hits else 0.0,
-        "ms": {kind: {"p50": _p(t, 50), "p99": _p(t, 99)} for kind, t in times.items()},
+        "ms": {kind: {"p50": percentile(t, 50), "p99": percentile(t, 99)} for kind, t in times.items()},
     }
 
 

@@ -19,7 +19,8 @@ from runtime.evaluation.peers import Open3DTSDF, open3d_available
 from runtime.scenes.panda_source import PandaSceneSource, SceneConfig
 
 
-def _p(values, q: float) -> float:
+def percentile(values, q: float) -> float:
+    """The ``q``th percentile of ``values`` (0 when there are none)."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else 0.0
 
 
@@ -63,16 +64,16 @@ async def observe_and_query(
     out = {
         "size": int(size),
         "frames": int(frames),
-        "decode_ms_p50": _p(decode, 50),
-        "ingest_ms_p50": _p(ingest, 50),
-        "ingest_ms_p99": _p(ingest, 99),
-        "server_total_ms_p50": _p(server_total, 50),
-        "round_trip_ms_p50": _p(trip, 50),
-        "round_trip_ms_p99": _p(trip, 99),
+        "decode_ms_p50": percentile(decode, 50),
+        "ingest_ms_p50": percentile(ingest, 50),
+        "ingest_ms_p99": percentile(ingest, 99),
+        "server_total_ms_p50": percentile(server_total, 50),
+        "round_trip_ms_p50": percentile(trip, 50),
+        "round_trip_ms_p99": percentile(trip, 99),
         "points": int(stats.points),
-        "render_query_ms_p50": _p(render_ms, 50),
-        "render_query_ms_p99": _p(render_ms, 99),
-        "stats_query_ms_p50": _p(stats_ms, 50),
+        "render_query_ms_p50": percentile(render_ms, 50),
+        "render_query_ms_p99": percentile(render_ms, 99),
+        "stats_query_ms_p50": percentile(stats_ms, 50),
         "open3d_integrate_ms_p50": None,
         "open3d": open3d_available()[1] or "open3d",
     }
@@ -88,7 +89,7 @@ def _open3d_integrate(k: Intrinsics, poses, shots) -> float:
         start = time.perf_counter()
         tsdf.integrate(pose, rgb, depth)
         times.append((time.perf_counter() - start) * 1e3)
-    return _p(times, 50)
+    return percentile(times, 50)
 
 
 async def sessions_throughput(target: str, size: int, counts: tuple[int, ...], frames: int) -> list[dict]:
@@ -114,8 +115,8 @@ async def sessions_throughput(target: str, size: int, counts: tuple[int, ...], f
             "frames": len(latencies),
             "errors": int(sum(e for _, e in results)),
             "fps_total": len(latencies) / wall,
-            "p50_ms": _p(latencies, 50),
-            "p99_ms": _p(latencies, 99),
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
         })  # fmt: skip
     return rows
 
